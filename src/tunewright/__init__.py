@@ -1,0 +1,11 @@
+"""Tunewright: turn a generic open LLM into a measured domain specialist."""
+
+import os as _os
+
+# Nothing in Tunewright may reach a model hub: weights and data come from local files only.
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+_os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+__version__ = "0.1.0"

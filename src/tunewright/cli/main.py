@@ -1,0 +1,61 @@
+"""The `tunewright` command: a thin layer over the Python API, one sub-app per stage."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import TunewrightError
+from . import data as data_cli
+from . import records as records_cli
+from . import stages
+from .context import err_console, set_workspace
+
+app = typer.Typer(
+    name="tunewright",
+    help="Turn a generic open LLM into a measured domain specialist, on your own hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_cli.app, name="data", help="Import, build, inspect datasets.")
+app.add_typer(records_cli.app, name="registry", help="What the registry knows: datasets, runs, adapters, events.")
+stages.register(app)
+
+
+@app.callback()
+def _global(
+    workspace: Optional[Path] = typer.Option(
+        None, "--workspace", "-w", envvar="TUNEWRIGHT_WORKSPACE", help="Workspace folder (default: current folder)."
+    ),
+) -> None:
+    set_workspace(workspace)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except TunewrightError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; 'tunewright train --resume' continues from the last checkpoint")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

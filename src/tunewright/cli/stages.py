@@ -1,0 +1,134 @@
+"""Top-level commands: init, train, eval, generate, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .context import console, open_workspace, workspace_dir
+
+
+def _init(
+    directory: Optional[Path] = typer.Argument(None, help="Folder for the workspace (default: --workspace or .)."),
+    name: Optional[str] = typer.Option(None, help="Project name (default: the folder's name)."),
+    base_model: Optional[str] = typer.Option(None, help="Base model: a known name, a local HF folder or a .gguf file."),
+    from_example: Optional[Path] = typer.Option(None, "--from", help="Copy a recipe folder (tunewright.yaml and its files)."),
+    force: bool = typer.Option(False, help="Overwrite an existing recipe."),
+) -> None:
+    """Create a workspace: the recipe, the registry and its folders."""
+    from ..workspace import init_workspace
+
+    workspace = init_workspace(directory or workspace_dir(), name=name, base_model=base_model, template=from_example, force=force)
+    console.print(f"workspace ready: {workspace.root} (recipe {workspace.recipe_path.name}, registry {workspace.registry_url})")
+
+
+def _train(
+    adapter: Optional[str] = typer.Option(None, help="Adapter name (default: recipe train.adapter)."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name[@version] (default: the recipe's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the last unfinished run from its checkpoint."),
+    epochs: Optional[float] = typer.Option(None, help="Override train.epochs."),
+    max_steps: Optional[int] = typer.Option(None, help="Override train.max_steps."),
+) -> None:
+    """Train a LoRA adapter on the train split and register it."""
+    from ..train.api import train
+    from .progress import training_progress
+
+    overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
+    workspace = open_workspace()
+    with training_progress("training") as on_step:
+        run, record, result = train(workspace, adapter=adapter, dataset=dataset, resume=resume, callbacks=[on_step], overrides=overrides)
+    console.print(
+        f"adapter [bold]{record.name}[/bold] v{record.version} saved to {record.path}\n"
+        f"run {run.id}: {result.steps} steps, final loss {result.losses[-1]:.3f}, "
+        f"{result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.0f} s"
+    )
+
+
+def print_report(report: dict) -> None:
+    from ..evaluate.metrics import get_metric
+
+    table = Table(title=f"{report['adapter']} on {report['dataset']['name']} ({report['split']}, {report['n_examples']} examples)")
+    for column in ("metric", "base", "tuned", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, before in report["before"]["metrics"].items():
+        after = report["after"]["metrics"][name]
+        style = "green" if after > before else ("red" if after < before else "")
+        table.add_row(get_metric(name).label, f"{before:.1%}", f"{after:.1%}", f"[{style}]{(after - before) * 100:+.1f} pts[/]")
+    console.print(table)
+    console.print(f"report: {report['paths']['html']}")
+
+
+def _eval(
+    adapter: Optional[str] = typer.Option(None, help="Adapter to compare with the base model."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name[@version]."),
+    split: Optional[str] = typer.Option(None, help="eval or train."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N examples."),
+    show: int = typer.Option(5, help="Print this many per-example differences."),
+) -> None:
+    """Evaluate base vs tuned on held-out rows; store results and write report.html / report.json."""
+    from ..evaluate.api import evaluate
+    from .progress import count_progress
+
+    workspace = open_workspace()
+    with count_progress("generating") as (on_phase, on_batch):
+        report = evaluate(workspace, adapter=adapter, dataset=dataset, split=split, limit=limit, on_batch=on_batch, on_phase=on_phase)
+    print_report(report)
+    if show:
+        diff = Table(title="per-example differences", show_lines=True)
+        for column in ("question", "expected", "base", "tuned"):
+            diff.add_column(column, overflow="fold")
+        for example in report["examples"][:show]:
+            diff.add_row(example["question"], example["expected"], example["base_response"], example["tuned_response"])
+        console.print(diff)
+
+
+def _generate(
+    model: str = typer.Option(..., help="'base', a registered adapter name, or an adapter folder."),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL rows with 'messages' or 'prompt'."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL: each input row plus 'response'."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default: recipe eval.max_new_tokens."),
+    batch_size: Optional[int] = typer.Option(None, help="Default: recipe eval.batch_size."),
+) -> None:
+    """Batch inference over a JSONL file."""
+    from ..serve.batch import generate_file
+    from .progress import count_progress
+
+    workspace = open_workspace()
+    with count_progress("generating") as (_, on_batch):
+        count = generate_file(workspace, model_ref=model, input_path=input, output_path=output,
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
+    console.print(f"wrote {count} responses to {output}")
+
+
+def _run() -> None:
+    """The whole recipe: build (or import) the dataset, train, evaluate, report."""
+    from ..data.api import build_dataset, import_files
+    from ..evaluate.api import evaluate
+    from ..train.api import train
+    from .data import print_dataset
+    from .progress import count_progress, training_progress
+
+    workspace = open_workspace()
+    recipe = workspace.recipe
+    if recipe.build is not None:
+        record = build_dataset(workspace)
+    else:
+        record = import_files(workspace, [s.path for s in recipe.data.sources])
+    print_dataset(record)
+    with training_progress("training") as on_step:
+        run, adapter, result = train(workspace, dataset=f"{record.name}@{record.version}", callbacks=[on_step])
+    console.print(f"adapter {adapter.name} v{adapter.version}: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.0f} s")
+    with count_progress("evaluating") as (on_phase, on_batch):
+        report = evaluate(workspace, adapter=adapter.name, dataset=f"{record.name}@{record.version}", on_batch=on_batch, on_phase=on_phase)
+    print_report(report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(_init)
+    app.command("train")(_train)
+    app.command("eval")(_eval)
+    app.command("generate")(_generate)
+    app.command("run")(_run)

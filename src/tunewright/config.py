@@ -1,0 +1,179 @@
+"""The typed recipe: one ``tunewright.yaml`` per workspace, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import TunewrightError
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+RECIPE_FILENAME = "tunewright.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceSpec(_Strict):
+    """A file of examples to import (JSONL, CSV or Parquet), relative to the workspace."""
+
+    path: str
+
+
+class DataSpec(_Strict):
+    sources: list[SourceSpec] = Field(default_factory=list)
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class ColumnQuestions(_Strict):
+    """Question and answer patterns for one table column; ``{column}`` placeholders are filled per row."""
+
+    questions: list[str] = Field(min_length=2)
+    answer: str
+    reference: str | None = None
+
+
+class TableSource(_Strict):
+    path: str
+    columns: dict[str, ColumnQuestions] = Field(min_length=1)
+
+
+class SeedQA(_Strict):
+    """A question/answer pair a person wrote about a prose document, with alternative phrasings."""
+
+    questions: list[str] = Field(min_length=2)
+    answer: str
+    reference: str | None = None
+
+
+class DocumentSource(_Strict):
+    path: str
+    seeds: list[SeedQA] = Field(min_length=1)
+
+
+class BuildSpec(_Strict):
+    """The grounded data builder: structured knowledge in, question/answer rows out."""
+
+    dataset: str | None = None
+    generator: str = "grounded-qa"
+    tables: list[TableSource] = Field(default_factory=list)
+    documents: list[DocumentSource] = Field(default_factory=list)
+    eval_phrasings: int = Field(1, ge=1, description="phrasings per fact held out for the eval split")
+    train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
+    wrappers: list[str] = Field(
+        default_factory=lambda: ["{q}"],
+        description="extra surface forms applied to training questions; must contain {q}",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _wrappers_have_slot(self) -> "BuildSpec":
+        for wrapper in self.wrappers:
+            if "{q}" not in wrapper:
+                raise ValueError(f"wrappers: '{wrapper}' has no {{q}} slot")
+        return self
+
+
+class TrainSpec(_Strict):
+    dataset: str | None = None
+    adapter: str | None = None
+    method: str = "lora"
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    learning_rate: float = Field(1e-3, gt=0)
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, ge=16)
+    seed: int = 0
+    checkpoint_every: int = Field(50, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class EvalSpec(_Strict):
+    dataset: str | None = None
+    split: Literal["eval", "train"] = "eval"
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    metrics: list[str] = Field(default_factory=lambda: ["exact_match", "contains", "token_f1"])
+    limit: int | None = Field(None, ge=1)
+
+
+class RegistrySpec(_Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL; default is registry.db in the workspace")
+
+
+class Recipe(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    base_model: str = DEFAULT_BASE_MODEL
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    build: BuildSpec | None = None
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @property
+    def dataset_name(self) -> str:
+        return (self.build.dataset if self.build and self.build.dataset else None) or self.name
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node.start_mark.line + 1 if key_node else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise TunewrightError("recipe file not found", file=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TunewrightError(f"not valid UTF-8 (byte {exc.start})", file=path) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise TunewrightError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", file=path, line=mark.line + 1 if mark else None
+        ) from None
+    if not isinstance(data, dict):
+        raise TunewrightError("recipe must be a mapping of settings", file=path, line=1)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or None
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise TunewrightError(message, file=path, line=_line_of(node, loc), field=field) from None

@@ -1,0 +1,71 @@
+"""The data stage as a user would call it: import files or build from sources, register a version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import NotFoundError
+from ..io import sha256_file
+from .prepare import PreparedDataset, prepare_dataset, prepare_rows, read_split, write_dataset_version
+from .schema import ChatRow
+
+
+def _register(workspace, name: str, prepared: PreparedDataset, spec: dict):
+    folder = write_dataset_version(workspace.dir("datasets") / name, prepared, spec)
+    return workspace.registry.add_dataset(
+        name=name,
+        version=prepared.version,
+        content_sha256=prepared.content_sha256,
+        path=str(folder),
+        n_train=len(prepared.train),
+        n_eval=len(prepared.eval),
+        n_duplicates=prepared.n_duplicates,
+        source_files=prepared.source_files,
+        spec=spec,
+    )
+
+
+def import_files(
+    workspace, paths: Sequence[str | Path], *, name: str | None = None, eval_fraction: float | None = None, seed: int | None = None
+):
+    """Validate every row of every file, then register one dataset version; any bad row registers nothing."""
+    spec_data = workspace.recipe.data
+    fraction = spec_data.eval_fraction if eval_fraction is None else eval_fraction
+    seed = spec_data.seed if seed is None else seed
+    resolved = [workspace.path(p) if not Path(p).exists() else Path(p) for p in paths]
+    prepared = prepare_dataset(resolved, eval_fraction=fraction, seed=seed)
+    spec = {"kind": "import", "files": [str(p) for p in resolved], "eval_fraction": fraction, "seed": seed}
+    return _register(workspace, name or workspace.recipe.name, prepared, spec)
+
+
+def build_dataset(workspace):
+    """Run the recipe's generator over its sources and register the result as a dataset version."""
+    from ..errors import TunewrightError
+    from ..synth.grounded import build_rows
+
+    build = workspace.recipe.build
+    if build is None:
+        raise TunewrightError("the recipe has no 'build' section", file=workspace.recipe_path, field="build")
+    generated = build_rows(build, workspace.path)
+    rows = [g.row.model_copy(update={"meta": {**g.row.meta, "split": g.split}}) for g in generated]
+    files = sorted({s for g in generated for s in g.sources})
+    source_files = [
+        {"path": Path(f).name, "sha256": sha256_file(f), "rows": sum(1 for g in generated if f in g.sources)} for f in files
+    ]
+    prepared = prepare_rows(rows, source_files, eval_fraction=0.0, seed=build.seed)
+    spec = {"kind": "build", "generator": build.generator, "build": build.model_dump(mode="json")}
+    return _register(workspace, workspace.recipe.dataset_name, prepared, spec)
+
+
+def load_split(workspace, name: str | None, split: str) -> tuple[object, list[ChatRow]]:
+    """The registered dataset (latest version unless ``name`` is ``name@version``) and one split's rows."""
+    name = name or workspace.recipe.dataset_name
+    version = None
+    if "@" in name:
+        name, version = name.split("@", 1)
+    record = workspace.registry.get_dataset(name, version)
+    folder = Path(record.path)
+    if not folder.is_dir():
+        raise NotFoundError(f"dataset '{name}' is registered but its files are missing", file=folder)
+    return record, read_split(folder, split)

@@ -1,0 +1,92 @@
+"""The evaluation stage: base vs tuned on held-out rows, stored in the registry, written as a report."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Callable
+
+from ..data.api import load_split
+from ..errors import TunewrightError
+from ..io import atomic_write_jsonl
+from ..models import load_model, load_tokenizer
+from ..models.adapters import attach_adapter, resolve_ref
+from .report import write_report
+from .scoring import ModelScores, score_model
+
+SAMPLE_UNCHANGED = 20
+
+
+def evaluate(
+    workspace,
+    *,
+    adapter: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
+) -> dict:
+    spec = workspace.recipe.eval
+    adapter = adapter or workspace.recipe.train.adapter or workspace.recipe.name
+    split = split or spec.split
+    registry = workspace.registry
+    resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=registry)
+    dataset_record, rows = load_split(workspace, dataset or spec.dataset, split)
+    rows = rows[: limit or spec.limit or len(rows)]
+    if not rows:
+        raise TunewrightError(f"the {split} split of dataset '{dataset_record.name}' is empty")
+
+    tokenizer = load_tokenizer(resolved.base, padding_side="left")
+    model = load_model(resolved.base)
+
+    def run(ref: str, net) -> ModelScores:
+        if on_phase:
+            on_phase(ref, len(rows))
+        return score_model(ref, net, tokenizer, rows, spec.metrics, max_new_tokens=spec.max_new_tokens,
+                           batch_size=spec.batch_size, on_batch=on_batch)
+
+    before = run("base", model)
+    after = run(adapter, attach_adapter(model, resolved.adapter_path))
+
+    out_dir = workspace.dir("reports") / adapter
+    results = [
+        {"question": row.messages[-2].content, "expected": row.expected, "base_response": b, "tuned_response": a,
+         "before": pb, "after": pa, "meta": row.meta}
+        for row, b, a, pb, pa in zip(rows, before.responses, after.responses, before.per_example, after.per_example)
+    ]
+    results_path = out_dir / "results.jsonl"
+    atomic_write_jsonl(results_path, results)
+
+    adapter_record = registry.get_adapter(adapter) if resolved.adapter_id is not None else None
+    training = {}
+    if adapter_record is not None and adapter_record.run_id is not None:
+        training = registry.get_run(adapter_record.run_id).metrics or {}
+    report = {
+        "adapter": adapter,
+        "base_model": resolved.base.ref,
+        "dataset": {"name": dataset_record.name, "version": dataset_record.version},
+        "split": split,
+        "n_examples": len(rows),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "before": {"metrics": before.metrics, "seconds": before.seconds},
+        "after": {"metrics": after.metrics, "seconds": after.seconds},
+        "training": training,
+        "examples": _interesting(results),
+    }
+    json_path, html_path = write_report(out_dir, report)
+    for scores, adapter_id in ((before, None), (after, resolved.adapter_id)):
+        registry.add_evaluation(
+            model_ref=scores.model_ref, adapter_id=adapter_id, dataset_id=dataset_record.id, split=split,
+            metrics=scores.metrics, n_examples=len(rows), results_path=str(results_path), report_path=str(html_path),
+        )
+    report["paths"] = {"json": str(json_path), "html": str(html_path), "results": str(results_path)}
+    return report
+
+
+def _interesting(results: list[dict]) -> list[dict]:
+    """Changed verdicts first (what the tuning did), then a sample of unchanged ones for context."""
+    key = "contains"
+    changed = [r for r in results if r["before"].get(key) != r["after"].get(key)]
+    unchanged = [r for r in results if r["before"].get(key) == r["after"].get(key)]
+    return changed + unchanged[:SAMPLE_UNCHANGED]

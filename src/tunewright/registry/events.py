@@ -1,0 +1,210 @@
+"""Typed audit events and the single function that appends them to the hash-chained log."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import tables as t
+
+ACTOR_ENV = "TUNEWRIGHT_ACTOR"
+
+
+def resolve_actor(actor: str | None = None) -> str:
+    if actor:
+        return actor
+    if os.environ.get(ACTOR_ENV):
+        return os.environ[ACTOR_ENV]
+    try:
+        return getpass.getuser()
+    except Exception:  # containers without a passwd entry raise KeyError/OSError
+        return "unknown"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def jsonable(obj: Any) -> Any:
+    """What the database will hand back: hashing this (not the caller's objects) keeps the chain
+    verifiable after a round trip (tuples become lists, int keys become strings, Paths text)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def chain_hash(prev_hash: str, *, ts: datetime, actor: str, action: str, subject_kind: str,
+               subject_id: str, payload: dict[str, Any]) -> str:
+    body = canonical_json({
+        "ts": ts.isoformat(), "actor": actor, "action": action,
+        "subject_kind": subject_kind, "subject_id": subject_id, "payload": payload,
+    })
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    ts: datetime
+    actor: str
+    action: str
+    subject_kind: str
+    subject_id: str
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class Event:
+    """Base for typed events. Subclasses are frozen dataclasses naming their action and subject."""
+
+    action: ClassVar[str]
+    subject_kind: ClassVar[str]
+
+    @property
+    def subject_id(self) -> str:
+        raise NotImplementedError
+
+    def payload(self) -> dict[str, Any]:
+        return jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class WorkspaceCreated(Event):
+    action: ClassVar[str] = "workspace.created"
+    subject_kind: ClassVar[str] = "workspace"
+    name: str
+    root: str
+
+    @property
+    def subject_id(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class DatasetImported(Event):
+    action: ClassVar[str] = "dataset.imported"
+    subject_kind: ClassVar[str] = "dataset"
+    dataset_id: int
+    name: str
+    version: str
+    content_sha256: str
+    n_train: int
+    n_eval: int
+    n_duplicates: int
+    source_sha256: list[str] = field(default_factory=list)
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.dataset_id)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    action: ClassVar[str] = "run.started"
+    subject_kind: ClassVar[str] = "run"
+    run_id: int
+    name: str
+    kind: str
+    seed: int
+    dataset_id: int | None
+    base_model_ref: str
+    base_model_sha256: str | None
+    config_sha256: str
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.run_id)
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    action: ClassVar[str] = "run.finished"
+    subject_kind: ClassVar[str] = "run"
+    run_id: int
+    status: str
+    metrics: dict[str, Any]
+    error: str | None
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.run_id)
+
+
+@dataclass(frozen=True)
+class AdapterRegistered(Event):
+    action: ClassVar[str] = "adapter.registered"
+    subject_kind: ClassVar[str] = "adapter"
+    adapter_id: int
+    name: str
+    version: int
+    weights_sha256: str
+    peft_type: str
+    run_id: int | None
+    base_model_sha256: str | None
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.adapter_id)
+
+
+@dataclass(frozen=True)
+class EvaluationRecorded(Event):
+    action: ClassVar[str] = "evaluation.recorded"
+    subject_kind: ClassVar[str] = "evaluation"
+    evaluation_id: int
+    model_ref: str
+    adapter_id: int | None
+    dataset_id: int | None
+    split: str
+    n_examples: int
+    metrics: dict[str, Any]
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.evaluation_id)
+
+
+def to_record(row: t.Event) -> EventRecord:
+    return EventRecord(
+        id=row.id, ts=row.ts, actor=row.actor, action=row.action, subject_kind=row.subject_kind,
+        subject_id=row.subject_id, payload=jsonable(row.payload), prev_hash=row.prev_hash, hash=row.hash,
+    )
+
+
+def _tail_hash(session: Session) -> str:
+    last = session.scalar(select(t.Event.hash).order_by(t.Event.id.desc()).limit(1))
+    return last or t.GENESIS_HASH
+
+
+def append_event(session: Session, event: Event, actor: str | None = None) -> EventRecord:
+    """The one way an event enters the log. Runs inside the caller's transaction so the event
+    commits or rolls back together with the change it describes."""
+    row = t.Event(
+        ts=t.utcnow(), actor=resolve_actor(actor), action=event.action,
+        subject_kind=event.subject_kind, subject_id=str(event.subject_id), payload=jsonable(event.payload()),
+    )
+    row.prev_hash = _tail_hash(session)
+    row.hash = chain_hash(row.prev_hash, ts=row.ts, actor=row.actor, action=row.action,
+                          subject_kind=row.subject_kind, subject_id=row.subject_id, payload=row.payload)
+    session.add(row)
+    session.flush()
+    return to_record(row)
+
+
+def verify_chain(session: Session) -> tuple[bool, int | None]:
+    expected_prev = t.GENESIS_HASH
+    for row in session.scalars(select(t.Event).order_by(t.Event.id).execution_options(yield_per=500)):
+        recomputed = chain_hash(row.prev_hash, ts=row.ts, actor=row.actor, action=row.action,
+                                subject_kind=row.subject_kind, subject_id=row.subject_id, payload=row.payload)
+        if row.prev_hash != expected_prev or row.hash != recomputed:
+            return False, row.id
+        expected_prev = row.hash
+    return True, None

@@ -1,0 +1,250 @@
+"""ORM models for the registry and the frozen record snapshots built from them. The schema itself is
+owned by the Alembic migrations; these classes must match them (a test compares the two)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints let later SQLite batch migrations drop or alter them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite reuses the highest rowid after a delete; AUTOINCREMENT keeps ids stable for lineage.
+_TABLE_ARGS = {"sqlite_autoincrement": True}
+
+GENESIS_HASH = "0" * 64
+R = TypeVar("R")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Always hands back timezone-aware UTC, whatever the backend stores (SQLite keeps naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("registry timestamps must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        # SQLite would store the offset inconsistently; keep it naive UTC there.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "version"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(64))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_eval: Mapped[int] = mapped_column(Integer)
+    n_duplicates: Mapped[int] = mapped_column(Integer)
+    source_files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    hardware: Mapped[dict[str, Any]] = mapped_column(JSON)
+    library_versions: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    base_model_ref: Mapped[str] = mapped_column(Text)
+    base_model_sha256: Mapped[str | None] = mapped_column(String(64))
+    output_path: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Adapter(Base):
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("name", "version"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    peft_type: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    base_model_ref: Mapped[str] = mapped_column(Text)
+    base_model_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_ref: Mapped[str] = mapped_column(String(255))
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    split: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_examples: Mapped[int] = mapped_column(Integer)
+    results_path: Mapped[str] = mapped_column(Text)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Lineage(Base):
+    """Edges of the provenance graph. Nodes are (kind, id-as-text) so a file hash and a row id fit alike."""
+
+    __tablename__ = "lineage"
+    __table_args__ = (
+        UniqueConstraint("parent_kind", "parent_id", "child_kind", "child_id", "relation"),
+        Index(None, "parent_kind", "parent_id"),
+        Index(None, "child_kind", "child_id"),
+        _TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_kind: Mapped[str] = mapped_column(String(32))
+    parent_id: Mapped[str] = mapped_column(String(255))
+    child_kind: Mapped[str] = mapped_column(String(32))
+    child_id: Mapped[str] = mapped_column(String(255))
+    relation: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    """Append-only, hash-chained audit log. Unique prev_hash means two writers that raced for the
+    same tail cannot both commit, so the chain can never fork."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("prev_hash"),
+        UniqueConstraint("hash"),
+        Index(None, "subject_kind", "subject_id"),
+        _TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_kind: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+# Frozen snapshots handed to callers instead of live ORM objects, which would detach or go stale
+# once their session closes.
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: int
+    name: str
+    version: str
+    content_sha256: str
+    path: str
+    n_train: int
+    n_eval: int
+    n_duplicates: int
+    source_files: list[dict[str, Any]]
+    spec: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    name: str
+    kind: str
+    status: str
+    config: dict[str, Any]
+    seed: int
+    hardware: dict[str, Any]
+    library_versions: dict[str, Any]
+    metrics: dict[str, Any]
+    dataset_id: int | None
+    base_model_ref: str
+    base_model_sha256: str | None
+    output_path: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    id: int
+    name: str
+    version: int
+    path: str
+    weights_sha256: str
+    peft_type: str
+    run_id: int | None
+    base_model_ref: str
+    base_model_sha256: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    id: int
+    model_ref: str
+    adapter_id: int | None
+    dataset_id: int | None
+    split: str
+    metrics: dict[str, Any]
+    n_examples: int
+    results_path: str
+    report_path: str | None
+    created_at: datetime
+
+
+def snapshot(cls: type[R], row: Any) -> R:
+    # Deep-copy JSON columns so a caller mutating a record cannot reach back into session state.
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(row, f.name)
+        values[f.name] = json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
+    return cls(**values)

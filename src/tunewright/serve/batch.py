@@ -1,0 +1,64 @@
+"""Batch inference: answer every row of a JSONL file with the base model or an adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..data.readers import iter_records
+from ..data.schema import Message
+from ..errors import TunewrightError
+from ..io import atomic_write_jsonl, ensure_writable_dir
+from ..models.adapters import load_for_inference, resolve_ref
+from ..evaluate.generation import generate_responses
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+def _conversation(record: dict, file: Path, line: int) -> list[dict]:
+    if "messages" in record:
+        try:
+            messages = _MESSAGES.validate_python(record["messages"])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            raise TunewrightError(err["msg"], file=file, line=line, field=f"messages{loc}") from None
+        if not messages or messages[-1].role == "assistant":
+            raise TunewrightError("must end with a user message to answer", file=file, line=line, field="messages")
+        return [m.model_dump() for m in messages]
+    if "prompt" in record:
+        if not isinstance(record["prompt"], str) or not record["prompt"].strip():
+            raise TunewrightError("must be a non-empty string", file=file, line=line, field="prompt")
+        return [{"role": "user", "content": record["prompt"]}]
+    raise TunewrightError("row needs a 'messages' list or a 'prompt' string", file=file, line=line, field="messages")
+
+
+def generate_file(
+    workspace,
+    *,
+    model_ref: str,
+    input_path: Path,
+    output_path: Path,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Validate all input first, then generate; the output appears whole or not at all."""
+    records = list(iter_records(Path(input_path)))
+    conversations = [_conversation(record, Path(input_path), line) for line, record in records]
+    ensure_writable_dir(Path(output_path).parent)
+    recipe = workspace.recipe if workspace is not None else None
+    base_model = recipe.base_model if recipe else "smollm2-135m-instruct"
+    resolved = resolve_ref(model_ref, base_model=base_model, registry=workspace.registry if workspace else None)
+    model, tokenizer = load_for_inference(resolved)
+    eval_spec = recipe.eval if recipe else None
+    responses = generate_responses(
+        model, tokenizer, conversations,
+        max_new_tokens=max_new_tokens or (eval_spec.max_new_tokens if eval_spec else 64),
+        batch_size=batch_size or (eval_spec.batch_size if eval_spec else 16),
+        on_batch=on_batch,
+    )
+    atomic_write_jsonl(output_path, [{**record, "response": response} for (_, record), response in zip(records, responses)])
+    return len(responses)

@@ -1,0 +1,146 @@
+"""Grounded question/answer rows from a table (one entity per row) and from seed pairs on prose.
+
+Nothing here knows a domain: question and answer patterns come from the recipe. Each fact is
+asked in several phrasings; some phrasings are held out for the eval split, so evaluation
+measures whether the model learned the fact rather than one sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+import string
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ..config import BuildSpec, DocumentSource, TableSource
+from ..data.schema import ChatRow
+from ..errors import TunewrightError
+from .base import GeneratedRow, register_generator
+
+Resolve = Callable[[str], Path]
+
+
+def _placeholders(pattern: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(pattern) if name}
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise TunewrightError("source file not found", file=path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TunewrightError(f"not valid UTF-8 (byte {exc.start})", file=path, line=line) from None
+
+
+def _split_phrasings(
+    phrasings: Sequence[str], spec: BuildSpec, key: str
+) -> tuple[list[str], list[str]]:
+    if len(phrasings) <= spec.eval_phrasings:
+        raise TunewrightError(
+            f"needs more than {spec.eval_phrasings} phrasings so that at least one is left for training", field=key
+        )
+    order = list(range(len(phrasings)))
+    random.Random(f"{spec.seed}:{key}").shuffle(order)
+    held = set(order[: spec.eval_phrasings])
+    return [p for i, p in enumerate(phrasings) if i not in held], [phrasings[i] for i in sorted(held)]
+
+
+def _rotate(items: Sequence[str], start: int, count: int | None) -> list[str]:
+    """A window of ``count`` items starting at ``start``: different entities see different phrasings."""
+    if count is None or count >= len(items):
+        return list(items)
+    return [items[(start + k) % len(items)] for k in range(count)]
+
+
+def _qa(question: str, answer: str, reference: str, meta: dict) -> ChatRow:
+    return ChatRow(
+        messages=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        reference=reference,
+        meta=meta,
+    )
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+@register_generator
+class GroundedQA:
+    name = "grounded-qa"
+
+    def generate(self, spec: BuildSpec, resolve_path: Resolve) -> Iterable[GeneratedRow]:
+        for t_index, table in enumerate(spec.tables):
+            yield from self._table_rows(spec, table, t_index, resolve_path)
+        for d_index, document in enumerate(spec.documents):
+            yield from self._document_rows(spec, document, d_index, resolve_path)
+
+    def _wrap(self, spec: BuildSpec, question: str, index: int) -> str:
+        return spec.wrappers[index % len(spec.wrappers)].format(q=question)
+
+    def _table_rows(
+        self, spec: BuildSpec, table: TableSource, t_index: int, resolve: Resolve
+    ) -> Iterable[GeneratedRow]:
+        path = resolve(table.path)
+        text = _read_text(path)
+        reader = csv.DictReader(text.splitlines())
+        header = set(reader.fieldnames or [])
+        for column, patterns in table.columns.items():
+            field = f"build.tables.{t_index}.columns.{column}"
+            if column not in header:
+                raise TunewrightError(f"column '{column}' is not in the table (has: {', '.join(sorted(header))})", file=path, field=field)
+            for pattern in [*patterns.questions, patterns.answer, patterns.reference or ""]:
+                missing = _placeholders(pattern) - header
+                if missing:
+                    raise TunewrightError(f"pattern '{pattern}' names unknown columns: {', '.join(sorted(missing))}", field=field)
+        records = list(reader)
+        if not records:
+            raise TunewrightError("table has no rows", file=path)
+        for column, patterns in table.columns.items():
+            key = f"build.tables.{t_index}.columns.{column}.questions"
+            train_q, eval_q = _split_phrasings(patterns.questions, spec, key)
+            for line_no, record in enumerate(records, start=2):
+                if not (record.get(column) or "").strip():
+                    continue  # an empty cell is no fact to teach
+                values = {k: (v or "").strip() for k, v in record.items()}
+                answer = patterns.answer.format(**values)
+                reference = (patterns.reference or "{" + column + "}").format(**values)
+                meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}, "fact": f"{column}@{line_no}"}
+                for k, question in enumerate(_rotate(train_q, line_no, spec.train_phrasings)):
+                    q = self._wrap(spec, question.format(**values), line_no + k)
+                    yield GeneratedRow(_qa(q, answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
+                question = eval_q[line_no % len(eval_q)]
+                yield GeneratedRow(_qa(question.format(**values), answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
+
+    def _document_rows(
+        self, spec: BuildSpec, document: DocumentSource, d_index: int, resolve: Resolve
+    ) -> Iterable[GeneratedRow]:
+        path = resolve(document.path)
+        text = _normalise(_read_text(path))
+        for s_index, seed in enumerate(document.seeds):
+            field = f"build.documents.{d_index}.seeds.{s_index}"
+            reference = seed.reference or seed.answer
+            # A seed whose key fact is absent from its document is not grounded: refuse it rather
+            # than teach the model something the source does not say.
+            if _normalise(reference) not in text:
+                raise TunewrightError(f"reference '{reference}' does not appear in {path.name}", field=f"{field}.reference")
+            train_q, eval_q = _split_phrasings(seed.questions, spec, f"{field}.questions")
+            meta = {"generator": self.name, "source": {"file": path.name}, "fact": f"seed@{d_index}.{s_index}"}
+            for k, question in enumerate(_rotate(train_q, s_index, spec.train_phrasings)):
+                yield GeneratedRow(_qa(self._wrap(spec, question, s_index + k), seed.answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
+            for question in eval_q:
+                yield GeneratedRow(_qa(question, seed.answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
+
+
+def build_rows(spec: BuildSpec, resolve_path: Resolve) -> list[GeneratedRow]:
+    from .base import get_generator
+
+    rows = list(get_generator(spec.generator).generate(spec, resolve_path))
+    train_questions = {_normalise(r.row.messages[-2].content) for r in rows if r.split == "train"}
+    leaked = [r for r in rows if r.split == "eval" and _normalise(r.row.messages[-2].content) in train_questions]
+    if leaked:
+        raise TunewrightError(f"eval question also used for training: '{leaked[0].row.messages[-2].content}'", field="build")
+    return rows

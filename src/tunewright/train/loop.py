@@ -1,0 +1,213 @@
+"""The training recipe, top to bottom: set up, train, checkpoint, save.
+
+Our own loop rather than ``transformers.Trainer`` because it is where the speed lives on a CPU:
+length-grouped batches, logits computed only where there is a label, no gradient checkpointing,
+fp32 throughout. ``benchmarks/`` compares it with the plain Trainer + peft stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainSpec
+from ..data.schema import ChatRow
+from ..errors import TunewrightError
+from ..io import atomic_dir
+from ..models import BaseModelInfo, load_model, load_tokenizer
+from .batching import plan_micro_batches
+from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from .methods import get_method
+from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    tokens_seen: int
+    elapsed: float  # seconds of training in this process
+    tokens_per_second: float  # this process only, so a resumed run reports its real speed
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    steps: int
+    losses: list[float]
+    tokens_seen: int
+    train_seconds: float
+    tokens_per_second: float
+    n_rows: int
+    n_dropped: int
+    resumed_from_step: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def config_fingerprint(spec: TrainSpec, rows: Sequence[ChatRow], base: BaseModelInfo) -> str:
+    """What must match for a checkpoint to be resumable: hyperparameters, data and base weights."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(spec.model_dump(mode="json", exclude={"checkpoint_every", "threads"}), sort_keys=True).encode())
+    for row in rows:
+        digest.update(row.content_key().encode())
+    digest.update(base.sha256.encode())
+    return digest.hexdigest()
+
+
+def supervised_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled positions only.
+
+    Projecting every position onto a 49k-word vocabulary costs as much as several decoder layers;
+    only assistant tokens carry a label, so only their hidden states go through the output head.
+    Models whose PEFT method changes the inputs (prompt learning) take the plain full-logits path.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        n_virtual = logits.shape[1] - batch["input_ids"].shape[1]
+        logits = logits[:, n_virtual:-1]
+        return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    logits = base.get_output_embeddings()(hidden[:, :-1][mask])
+    return F.cross_entropy(logits.float(), labels[mask], reduction="sum")
+
+
+def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[list[EncodedRow], int]:
+    encoded, dropped = [], 0
+    for row in rows:
+        item = encode_chat(tokenizer, [m.model_dump() for m in row.messages], max_length)
+        if item.n_trainable == 0:
+            dropped += 1  # truncation cut every assistant token: nothing to learn from
+            continue
+        encoded.append(item)
+    return encoded, dropped
+
+
+def _prune_checkpoints(folder: Path) -> None:
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    for old in steps[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train_adapter(
+    *,
+    base: BaseModelInfo,
+    rows: Sequence[ChatRow],
+    spec: TrainSpec,
+    run_dir: Path,
+    adapter_dir: Path,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+) -> TrainResult:
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import get_scheduler
+
+    if not rows:
+        raise TunewrightError("the training split is empty", field="train.dataset")
+    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    torch.manual_seed(spec.seed)
+    method = get_method(spec.method)
+    tokenizer = load_tokenizer(base)
+    encoded, dropped = _encode_all(tokenizer, rows, spec.max_length)
+    if not encoded:
+        raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
+
+    model = get_peft_model(load_model(base), method.peft_config(spec))
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    plan = plan_micro_batches(
+        [len(e.input_ids) for e in encoded], spec.batch_size, spec.epochs, spec.seed, spec.max_steps, spec.grad_accum
+    )
+    total_steps = len(plan)
+    scheduler = get_scheduler(
+        "linear", optimizer, num_warmup_steps=round(spec.warmup_ratio * total_steps), num_training_steps=total_steps
+    )
+
+    fingerprint = config_fingerprint(spec, rows, base)
+    checkpoints = run_dir / "checkpoints"
+    state = TrainerState(step=0, tokens_seen=0, losses=[], scheduler={}, config_sha256=fingerprint)
+    resumed_from = None
+    if resume:
+        last = latest_checkpoint(checkpoints)
+        if last is None:
+            raise TunewrightError("no checkpoint to resume from", file=checkpoints)
+        loaded = load_checkpoint(last)
+        if loaded.state.config_sha256 != fingerprint:
+            raise TunewrightError(
+                "the checkpoint was made with different data, base model or settings; start a fresh run", file=last
+            )
+        set_peft_model_state_dict(model, loaded.adapter_state)
+        optimizer.load_state_dict(loaded.optimizer_state)
+        scheduler.load_state_dict(loaded.state.scheduler)
+        torch.set_rng_state(loaded.rng_state)
+        state = loaded.state
+        resumed_from = state.step
+
+    pad_id = tokenizer.pad_token_id
+    started = time.perf_counter()
+    tokens_this_process = 0
+    for step_index in range(state.step, total_steps):
+        micro_batches = plan[step_index]
+        batches = [collate([encoded[i] for i in mb], pad_id) for mb in micro_batches]
+        # Normalise by the step's labelled-token count so gradient accumulation matches one big batch.
+        n_labels = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        step_loss = 0.0
+        for batch in batches:
+            loss = supervised_loss_sum(model, batch) / n_labels
+            loss.backward()
+            step_loss += loss.item()
+            tokens_this_process += int(batch["attention_mask"].sum())
+        torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        state.step = step_index + 1
+        state.tokens_seen += sum(int(b["attention_mask"].sum()) for b in batches)
+        state.losses.append(step_loss)
+        info = StepInfo(
+            step=state.step,
+            total_steps=total_steps,
+            loss=step_loss,
+            learning_rate=scheduler.get_last_lr()[0],
+            tokens_seen=state.tokens_seen,
+            elapsed=(elapsed := time.perf_counter() - started),
+            tokens_per_second=tokens_this_process / elapsed if elapsed > 0 else 0.0,
+        )
+        if state.step % spec.checkpoint_every == 0 and state.step < total_steps:
+            state.scheduler = scheduler.state_dict()
+            save_checkpoint(checkpoints, adapter_state=get_peft_model_state_dict(model), optimizer=optimizer, state=state)
+            _prune_checkpoints(checkpoints)
+        for callback in callbacks:
+            callback(info)
+
+    elapsed = time.perf_counter() - started
+    with atomic_dir(adapter_dir) as tmp:
+        model.save_pretrained(tmp)
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        steps=total_steps,
+        losses=list(state.losses),
+        tokens_seen=state.tokens_seen,
+        train_seconds=elapsed,
+        tokens_per_second=tokens_this_process / elapsed if elapsed > 0 else 0.0,
+        n_rows=len(encoded),
+        n_dropped=dropped,
+        resumed_from_step=resumed_from,
+    )

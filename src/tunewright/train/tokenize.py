@@ -1,0 +1,70 @@
+"""Turn chat rows into token ids with loss only on what the assistant says, using the model's own template."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import TunewrightError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class EncodedRow:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_trainable(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def _render(tokenizer, messages: Sequence[dict], *, generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_char_spans(tokenizer, messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Render the conversation and find the character span of every assistant turn.
+
+    Each turn's span runs from the end of the template's generation prompt to the end of that turn,
+    so it includes the end-of-turn token: the model must learn to stop, not only what to say.
+    Templates rarely mark assistant text (SmolLM2's has no {% generation %} block), so spans come
+    from rendering growing prefixes of the conversation.
+    """
+    full = _render(tokenizer, messages, generation_prompt=False)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = _render(tokenizer, messages[:index], generation_prompt=True)
+        upto = _render(tokenizer, messages[: index + 1], generation_prompt=False)
+        if not (full.startswith(prompt) and full.startswith(upto) and len(upto) > len(prompt)):
+            raise TunewrightError("the model's chat template does not render conversations prefix by prefix")
+        spans.append((len(prompt), len(upto)))
+    return full, spans
+
+
+def encode_chat(tokenizer, messages: Sequence[dict], max_length: int) -> EncodedRow:
+    text, spans = assistant_char_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for token_id, (start, _end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        inside = any(lo <= start < hi for lo, hi in spans)
+        labels.append(token_id if inside else IGNORE_INDEX)
+    return EncodedRow(input_ids=list(encoded["input_ids"][:max_length]), labels=labels[:max_length])
+
+
+def collate(rows: Sequence[EncodedRow], pad_token_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(r.input_ids) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row.input_ids)
+        input_ids[i, :n] = torch.tensor(row.input_ids)
+        labels[i, :n] = torch.tensor(row.labels)
+        attention[i, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}

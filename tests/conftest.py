@@ -1,0 +1,107 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_tokenizer():
+    """A word-level fast tokenizer with a ChatML template, built in memory (no downloads).
+
+    Words are split on whitespace and unknown words map to one [UNK] token, so a message renders
+    to exactly ``3 + number of words in its content`` tokens: <|im_start|>, the role, the words,
+    <|im_end|>. Tests can compute expected lengths by hand.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[UNK]", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(special_tokens=specials)
+    core.train_from_iterator(
+        ["system user assistant", "hello world how are you", "the price is 189 dollars", "yes no maybe"],
+        trainer=trainer,
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="<|pad|>", eos_token="<|im_end|>"
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tiny_tokenizer()
+
+
+# --- a tiny randomly initialised Llama, saved as a local Hugging Face folder -------------------
+
+SMOL_STYLE_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "How much does the Ridgeback 2 Tent cost? The Ridgeback 2 Tent costs $189.",
+    "What is the warranty on the Aurora Headlamp? It has a 2 years warranty.",
+    "You are a helpful assistant. system user assistant",
+    "hello world how are you the price is 189 dollars yes no maybe 0123456789",
+]
+
+
+def build_tiny_model_dir(folder):
+    """Byte-level BPE tokenizer (any text encodes) + a 2-layer Llama: trains in well under a second a step."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(_CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = SMOL_STYLE_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(model_cache, monkeypatch):
+    """A model cache of the test session's own (GGUF converted at most once), no inherited workspace."""
+    monkeypatch.setenv("TUNEWRIGHT_CACHE", str(model_cache))
+    monkeypatch.delenv("TUNEWRIGHT_WORKSPACE", raising=False)
+    monkeypatch.setenv("TUNEWRIGHT_ACTOR", "tester")

@@ -1,0 +1,30 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunewright.data.schema import ChatRow
+
+
+def qa_rows(n: int, offset: int = 0) -> list[ChatRow]:
+    return [
+        ChatRow(
+            messages=[
+                {"role": "user", "content": f"How much does item {i} cost?"},
+                {"role": "assistant", "content": f"Item {i} costs ${i * 7 + 3}."},
+            ],
+            reference=f"${i * 7 + 3}",
+        )
+        for i in range(offset, offset + n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat_records(n: int) -> list[dict]:
+    return [r.to_json() for r in qa_rows(n)]
