@@ -401,3 +401,10 @@ def test_sqlite_file_that_is_not_a_database(tmp_path):
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(TunewrightError, match="junk.db"):
         Registry(f"sqlite:///{junk}")
+
+
+def test_database_from_a_newer_tunewright_is_refused(reg, url):
+    with reg.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(TunewrightError, match="newer tunewright"):
+        Registry(url)

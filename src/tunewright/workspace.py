@@ -48,6 +48,9 @@ class Workspace:
         except OSError as exc:
             raise TunewrightError(f"cannot create workspace: {exc.strerror or exc}", file=root) from None
         recipe = recipe or Recipe(name=root.resolve().name or "project")
+        from .models import resolve_model
+
+        resolve_model(recipe.base_model)  # fail now, not an hour later at training time
         text = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
         atomic_write_text(recipe_path, text)
         workspace = cls(root.resolve(), recipe)

@@ -38,7 +38,9 @@ def runs() -> None:
 def events(limit: Optional[int] = typer.Option(20, help="Most recent N events.")) -> None:
     """The append-only event log, and whether its hash chain verifies."""
     registry = open_workspace().registry
-    table = Table("id", "time", "actor", "action", "subject", "payload")
+    table = Table("id", "time", "actor")
+    for column in ("action", "subject", "payload"):
+        table.add_column(column, overflow="fold")
     for e in registry.events(limit=limit):
         table.add_row(str(e.id), str(e.ts)[:19], e.actor, e.action, f"{e.subject_kind}:{e.subject_id}", json.dumps(e.payload)[:80])
     console.print(table)

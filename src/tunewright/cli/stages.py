@@ -55,7 +55,7 @@ def print_report(report: dict) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, before in report["before"]["metrics"].items():
         after = report["after"]["metrics"][name]
-        style = "green" if after > before else ("red" if after < before else "")
+        style = "green" if after > before else ("red" if after < before else "default")
         table.add_row(get_metric(name).label, f"{before:.1%}", f"{after:.1%}", f"[{style}]{(after - before) * 100:+.1f} pts[/]")
     console.print(table)
     console.print(f"report: {report['paths']['html']}")
