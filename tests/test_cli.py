@@ -155,3 +155,13 @@ def test_bad_recipe_is_reported_with_line(workspace, capsys):
     recipe.write_text(recipe.read_text() + "bogus: 1\n")
     code, out, err = run(["-w", workspace, "train"], capsys)
     assert code == 2 and "field 'bogus': unknown field" in err and "tunewright.yaml:" in err
+
+
+def test_data_stats_and_list(workspace, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "rows.jsonl", chat_records(10))
+    assert run(["-w", workspace, "data", "import", data, "--name", "rows"], capsys)[0] == 0
+    code, out, err = run(["-w", workspace, "data", "stats", "--dataset", "rows"], capsys)
+    assert code == 0, err
+    assert "rows" in out and "p95" in out.lower()
+    code, out, err = run(["-w", workspace, "data", "list"], capsys)
+    assert code == 0 and "rows" in out

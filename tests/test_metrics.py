@@ -37,11 +37,12 @@ def test_token_f1_partial_credit():
     assert get_metric("token_f1").score("nothing alike", "189") == 0.0
 
 
-def test_scores_use_reference_when_present():
-    rows = qa_rows(2)
-    per_example, means = score_responses(rows, ["It costs $3.", "no idea"], ["contains", "exact_match"])
-    assert per_example[0]["contains"] == 1.0 and per_example[1]["contains"] == 0.0
-    assert means["contains"] == 0.5
+def test_contains_checks_the_fact_and_exact_match_the_whole_answer():
+    rows = qa_rows(2)  # answers "Item 0 costs $3." / "Item 1 costs $10.", references "$3" / "$10"
+    per_example, means = score_responses(rows, ["It costs $3.", "Item 1 costs $10."], ["contains", "exact_match"])
+    assert [e["contains"] for e in per_example] == [1.0, 1.0]
+    assert [e["exact_match"] for e in per_example] == [0.0, 1.0]
+    assert means == {"contains": 1.0, "exact_match": 0.5}
 
 
 def test_registry_refuses_duplicates_and_unknown_names():
@@ -52,6 +53,7 @@ def test_registry_refuses_duplicates_and_unknown_names():
         class Again:
             name = "contains"
             label = "x"
+            target = "answer"
 
             def score(self, prediction, reference):
                 return 0.0

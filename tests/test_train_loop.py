@@ -124,3 +124,47 @@ def test_empty_training_split_is_an_error(tiny_model_dir, tmp_path):
         train_adapter(
             base=prepare_base_model(str(tiny_model_dir)), rows=[], spec=_spec(), run_dir=tmp_path / "r", adapter_dir=tmp_path / "a"
         )
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunewright.train.loop import shared_prefix_length
+    from tunewright.train.tokenize import collate, encode_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear"))
+    # LoRA B starts at zero; give it values so gradients reach every adapter matrix.
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    rows = [encode_chat(tokenizer, [m.model_dump() for m in r.messages], 128) for r in qa_rows(5)]
+    prefix = shared_prefix_length(rows)
+    system_header = tokenizer("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")["input_ids"]
+    assert prefix >= len(system_header)
+    batch = collate(rows, tokenizer.pad_token_id)
+
+    def loss_and_grads(prefix_len):
+        model.zero_grad()
+        loss = supervised_loss_sum(model, batch, prefix_len)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain_loss, plain_grads = loss_and_grads(0)
+    shared_loss, shared_grads = loss_and_grads(prefix)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name in plain_grads:
+        assert torch.allclose(plain_grads[name], shared_grads[name], atol=1e-5), name
+
+
+def test_shared_prefix_stops_before_the_first_trained_token(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from tunewright.train.loop import shared_prefix_length
+    from tunewright.train.tokenize import EncodedRow
+
+    rows = [EncodedRow([1, 2, 3, 4, 5], [-100, -100, -100, 4, 5]), EncodedRow([1, 2, 3, 9, 9, 9], [-100] * 5 + [9])]
+    assert shared_prefix_length(rows) == 2  # token 3 is shared, but row 0 learns the token after it
+    assert shared_prefix_length([EncodedRow([7, 8], [-100, 8]), EncodedRow([1, 2], [-100, 2])]) == 0

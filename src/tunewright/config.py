@@ -98,6 +98,7 @@ class TrainSpec(_Strict):
     max_length: int = Field(512, ge=16)
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
+    share_prefix: bool = Field(True, description="run the prefix all rows share (system prompt) once per batch")
     threads: int | None = Field(None, ge=1)
 
 

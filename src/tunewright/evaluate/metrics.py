@@ -24,6 +24,8 @@ def normalise_answer(text: str) -> str:
 class Metric(Protocol):
     name: ClassVar[str]
     label: ClassVar[str]
+    # "answer": compare with the gold assistant reply; "reference": with the short fact it must state.
+    target: ClassVar[str]
 
     def score(self, prediction: str, reference: str) -> float: ...
 
@@ -54,6 +56,7 @@ def available_metrics() -> list[str]:
 class ExactMatch:
     name = "exact_match"
     label = "exact match"
+    target = "answer"
 
     def score(self, prediction: str, reference: str) -> float:
         return float(normalise_answer(prediction) == normalise_answer(reference))
@@ -65,6 +68,7 @@ class Contains:
 
     name = "contains"
     label = "answer contained"
+    target = "reference"
 
     def score(self, prediction: str, reference: str) -> float:
         pred, ref = normalise_answer(prediction).split(), normalise_answer(reference).split()
@@ -77,6 +81,7 @@ class Contains:
 class TokenF1:
     name = "token_f1"
     label = "token F1"
+    target = "answer"
 
     def score(self, prediction: str, reference: str) -> float:
         pred, ref = normalise_answer(prediction).split(), normalise_answer(reference).split()

@@ -22,7 +22,10 @@ class ModelScores:
 
 def score_responses(rows: Sequence[ChatRow], responses: Sequence[str], metric_names: Sequence[str]) -> tuple[list[dict], dict]:
     metrics = [get_metric(name) for name in metric_names]
-    per_example = [{m.name: m.score(resp, row.expected) for m in metrics} for row, resp in zip(rows, responses)]
+    per_example = [
+        {m.name: m.score(resp, row.answer if m.target == "answer" else row.expected) for m in metrics}
+        for row, resp in zip(rows, responses)
+    ]
     means = {m.name: fmean(e[m.name] for e in per_example) if per_example else 0.0 for m in metrics}
     return per_example, means
 

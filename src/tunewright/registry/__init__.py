@@ -2,10 +2,10 @@
 
 from .api import AdapterRecord, DatasetRecord, EvaluationRecord, Registry, RunRecord
 from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, RunFinished,
-                     RunStarted, WorkspaceCreated)
+                     RunResumed, RunStarted, WorkspaceCreated)
 
 __all__ = [
     "Registry", "DatasetRecord", "RunRecord", "AdapterRecord", "EvaluationRecord", "EventRecord",
-    "Event", "WorkspaceCreated", "DatasetImported", "RunStarted", "RunFinished", "AdapterRegistered",
+    "Event", "WorkspaceCreated", "DatasetImported", "RunStarted", "RunFinished", "RunResumed", "AdapterRegistered",
     "EvaluationRecorded",
 ]

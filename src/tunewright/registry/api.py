@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFoundError, TunewrightError
 from . import tables as t
 from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, RunFinished,
-                     RunStarted, append_event, canonical_json, jsonable, to_record, verify_chain)
+                     RunResumed, RunStarted, append_event, canonical_json, jsonable, to_record, verify_chain)
 from .tables import AdapterRecord, DatasetRecord, EvaluationRecord, RunRecord, snapshot
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -221,6 +221,20 @@ class Registry:
             row.status, row.metrics, row.error = status, jsonable(metrics or {}), error
             row.finished_at = t.utcnow()
             append_event(s, RunFinished(run_id=run_id, status=status, metrics=row.metrics, error=error), actor)
+            return snapshot(RunRecord, row)
+        return self._write(work)
+
+    def resume_run(self, run_id: int, *, actor: str | None = None) -> RunRecord:
+        """Mark an interrupted (failed) run as running again; a completed run stays final."""
+        def work(s: Session) -> RunRecord:
+            row = s.get(t.Run, run_id)
+            if row is None:
+                raise NotFoundError(f"run {run_id} not found")
+            if row.status == "completed":
+                raise TunewrightError(f"run {run_id} already completed; start a new run instead")
+            previous = row.status
+            row.status, row.error, row.finished_at = "running", None, None
+            append_event(s, RunResumed(run_id=run_id, from_status=previous), actor)
             return snapshot(RunRecord, row)
         return self._write(work)
 

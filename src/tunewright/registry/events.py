@@ -139,6 +139,18 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True)
+class RunResumed(Event):
+    action: ClassVar[str] = "run.resumed"
+    subject_kind: ClassVar[str] = "run"
+    run_id: int
+    from_status: str
+
+    @property
+    def subject_id(self) -> str:
+        return str(self.run_id)
+
+
+@dataclass(frozen=True)
 class AdapterRegistered(Event):
     action: ClassVar[str] = "adapter.registered"
     subject_kind: ClassVar[str] = "adapter"

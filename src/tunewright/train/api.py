@@ -40,6 +40,10 @@ def train(
         run = _resumable_run(workspace, adapter)
         if run is None:
             raise TunewrightError(f"no unfinished training run of adapter '{adapter}' to resume")
+        if run.config.get("dataset") != {"name": dataset_record.name, "version": dataset_record.version}:
+            raise TunewrightError(f"run {run.id} trained on dataset {run.config.get('dataset')}; pass --dataset to match")
+        if run.status != "running":
+            run = registry.resume_run(run.id)
     else:
         config = {"recipe": workspace.recipe.resolved(), "train": spec.model_dump(mode="json"), "adapter": adapter,
                   "dataset": {"name": dataset_record.name, "version": dataset_record.version}}
@@ -78,4 +82,5 @@ def _metrics(result: TrainResult) -> dict:
         "rows": result.n_rows,
         "rows_dropped_too_long": result.n_dropped,
         "resumed_from_step": result.resumed_from_step,
+        **result.extra,
     }
