@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tunewright --workspace workspace run
 
 test: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

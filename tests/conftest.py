@@ -94,14 +94,71 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("model-cache")
+    """The session's own model cache (the GGUF is converted at most once per test run).
+
+    Session-scoped so that module-scoped model fixtures, which run before any function-scoped
+    fixture, see it too.
+    """
+    folder = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNEWRIGHT_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(model_cache, monkeypatch):
-    """A model cache of the test session's own (GGUF converted at most once), no inherited workspace."""
-    monkeypatch.setenv("TUNEWRIGHT_CACHE", str(model_cache))
+def _isolated_env(monkeypatch):
+    """No workspace inherited from the caller's environment; a fixed actor for the audit log."""
     monkeypatch.delenv("TUNEWRIGHT_WORKSPACE", raising=False)
     monkeypatch.setenv("TUNEWRIGHT_ACTOR", "tester")
+
+
+# --- a throwaway PostgreSQL server, for the registry's "any SQLAlchemy URL" promise ------------
+
+
+def _pg_bin(name):
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """Start PostgreSQL on a Unix socket in a temp folder (no TCP port), yield a URL, stop it.
+
+    .ci/run installs Debian's postgresql when initdb is missing; PostgreSQL refuses to run as root,
+    so the server runs as the 'postgres' user that package creates.
+    """
+    import os
+    import pwd
+    import shutil
+    import subprocess
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    folder = tmp_path_factory.mktemp("postgres")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user to run the server")
+        shutil.chown(folder, user.pw_uid, user.pw_gid)
+        os.chmod(folder, 0o700)
+        for parent in folder.parents:  # the server user must be able to reach its folder
+            if str(parent).startswith(str(tmp_path_factory.getbasetemp().parent)):
+                os.chmod(parent, os.stat(parent).st_mode | 0o711)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", 55432 + os.getpid() % 1000
+    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+    options = f"-k {folder} -c listen_addresses='' -p {port}"
+    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@/postgres?host={folder}&port={port}"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)

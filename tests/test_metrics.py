@@ -1,7 +1,6 @@
 import pytest
 
-from tunewright.errors import TunewrightError
-from tunewright.evaluate.metrics import available_metrics, get_metric, normalise_answer, register_metric
+from tunewright.evaluate.metrics import get_metric, normalise_answer
 from tunewright.evaluate.scoring import score_responses
 
 from helpers import qa_rows
@@ -43,20 +42,3 @@ def test_contains_checks_the_fact_and_exact_match_the_whole_answer():
     assert [e["contains"] for e in per_example] == [1.0, 1.0]
     assert [e["exact_match"] for e in per_example] == [0.0, 1.0]
     assert means == {"contains": 1.0, "exact_match": 0.5}
-
-
-def test_registry_refuses_duplicates_and_unknown_names():
-    assert {"exact_match", "contains", "token_f1"} <= set(available_metrics())
-    with pytest.raises(ValueError, match="already registered"):
-
-        @register_metric
-        class Again:
-            name = "contains"
-            label = "x"
-            target = "answer"
-
-            def score(self, prediction, reference):
-                return 0.0
-
-    with pytest.raises(TunewrightError, match="unknown metric 'bleu'"):
-        get_metric("bleu")

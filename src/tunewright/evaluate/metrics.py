@@ -7,9 +7,8 @@ import string
 from collections import Counter
 from typing import ClassVar, Protocol
 
-from ..errors import TunewrightError
+from ..plugins import PluginRegistry
 
-_METRICS: dict[str, "Metric"] = {}
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -30,26 +29,10 @@ class Metric(Protocol):
     def score(self, prediction: str, reference: str) -> float: ...
 
 
-def register_metric(cls: type) -> type:
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
-        raise ValueError(f"metric {cls.__name__} needs a lowercase 'name', got {name!r}")
-    if name in _METRICS:
-        raise ValueError(f"metric '{name}' is already registered")
-    _METRICS[name] = cls()
-    return cls
-
-
-def get_metric(name: str) -> Metric:
-    try:
-        return _METRICS[name]
-    except KeyError:
-        known = ", ".join(sorted(_METRICS))
-        raise TunewrightError(f"unknown metric '{name}' (known: {known})", field="eval.metrics") from None
-
-
-def available_metrics() -> list[str]:
-    return sorted(_METRICS)
+METRICS: PluginRegistry[Metric] = PluginRegistry("metric", recipe_field="eval.metrics")
+register_metric = METRICS.register
+get_metric = METRICS.get
+available_metrics = METRICS.names
 
 
 @register_metric

@@ -49,15 +49,15 @@ def generate_file(
     records = list(iter_records(Path(input_path)))
     conversations = [_conversation(record, Path(input_path), line) for line, record in records]
     ensure_writable_dir(Path(output_path).parent)
-    recipe = workspace.recipe if workspace is not None else None
-    base_model = recipe.base_model if recipe else "smollm2-135m-instruct"
-    resolved = resolve_ref(model_ref, base_model=base_model, registry=workspace.registry if workspace else None)
+    recipe = workspace.recipe
+    resolved = resolve_ref(model_ref, base_model=recipe.base_model, registry=workspace.registry)
     model, tokenizer = load_for_inference(resolved)
-    eval_spec = recipe.eval if recipe else None
     responses = generate_responses(
-        model, tokenizer, conversations,
-        max_new_tokens=max_new_tokens or (eval_spec.max_new_tokens if eval_spec else 64),
-        batch_size=batch_size or (eval_spec.batch_size if eval_spec else 16),
+        model,
+        tokenizer,
+        conversations,
+        max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens,
+        batch_size=batch_size or recipe.eval.batch_size,
         on_batch=on_batch,
     )
     atomic_write_jsonl(output_path, [{**record, "response": response} for (_, record), response in zip(records, responses)])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable, Protocol
 
 from ..data.schema import ChatRow
-from ..errors import TunewrightError
+from ..plugins import PluginRegistry
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-_GENERATORS: dict[str, type] = {}
 
 
 @dataclass(frozen=True)
@@ -27,23 +24,7 @@ class Generator(Protocol):
         """Yield rows for ``spec``; ``resolve_path`` turns a recipe path into a local Path."""
 
 
-def register_generator(cls: type) -> type:
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"generator {cls.__name__} needs a lowercase 'name', got {name!r}")
-    if name in _GENERATORS:
-        raise ValueError(f"generator '{name}' is already registered")
-    _GENERATORS[name] = cls
-    return cls
-
-
-def get_generator(name: str) -> Generator:
-    try:
-        return _GENERATORS[name]()
-    except KeyError:
-        known = ", ".join(sorted(_GENERATORS))
-        raise TunewrightError(f"unknown generator '{name}' (known: {known})") from None
-
-
-def available_generators() -> list[str]:
-    return sorted(_GENERATORS)
+GENERATORS: PluginRegistry[Generator] = PluginRegistry("generator", recipe_field="build.generator")
+register_generator = GENERATORS.register
+get_generator = GENERATORS.get
+available_generators = GENERATORS.names

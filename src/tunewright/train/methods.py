@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Protocol
 
 from ..config import TrainSpec
-from ..errors import TunewrightError
+from ..plugins import PluginRegistry
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-_METHODS: dict[str, "PeftMethod"] = {}
+METHODS: PluginRegistry["PeftMethod"] = PluginRegistry("PEFT method", recipe_field="train.method")
 
 
 class PeftMethod(Protocol):
@@ -19,27 +17,9 @@ class PeftMethod(Protocol):
         """Build the ``peft`` config for this method from the recipe's train section."""
 
 
-def register_method(cls: type) -> type:
-    """Class decorator; refuses duplicate or malformed names, as peft's own registry does."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"PEFT method {cls.__name__} needs a lowercase 'name', got {name!r}")
-    if name in _METHODS:
-        raise ValueError(f"PEFT method '{name}' is already registered")
-    _METHODS[name] = cls()
-    return cls
-
-
-def get_method(name: str) -> PeftMethod:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        known = ", ".join(sorted(_METHODS))
-        raise TunewrightError(f"unknown PEFT method '{name}' (known: {known})", field="train.method") from None
-
-
-def available_methods() -> list[str]:
-    return sorted(_METHODS)
+register_method = METHODS.register
+get_method = METHODS.get
+available_methods = METHODS.names
 
 
 @register_method
