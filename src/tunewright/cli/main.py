@@ -36,6 +36,9 @@ def _global(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our Rich bars are the progress display; one per task is enough
     try:
         app(args=argv, standalone_mode=False)
     except TunewrightError as exc:

@@ -97,9 +97,9 @@ def _generate(
     from .progress import count_progress
 
     workspace = open_workspace()
-    with count_progress("generating") as (_, on_batch):
+    with count_progress("generating") as (on_phase, on_batch):
         count = generate_file(workspace, model_ref=model, input_path=input, output_path=output,
-                              max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch, on_phase=on_phase)
     console.print(f"wrote {count} responses to {output}")
 
 

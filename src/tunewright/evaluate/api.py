@@ -14,7 +14,7 @@ from ..models.adapters import attach_adapter, resolve_ref
 from .report import write_report
 from .scoring import ModelScores, score_model
 
-SAMPLE_UNCHANGED = 20
+MAX_EXAMPLES = 300
 
 
 def evaluate(
@@ -84,9 +84,18 @@ def evaluate(
     return report
 
 
-def _interesting(results: list[dict]) -> list[dict]:
-    """Changed verdicts first (what the tuning did), then a sample of unchanged ones for context."""
-    key = "contains"
-    changed = [r for r in results if r["before"].get(key) != r["after"].get(key)]
-    unchanged = [r for r in results if r["before"].get(key) == r["after"].get(key)]
-    return changed + unchanged[:SAMPLE_UNCHANGED]
+def _interesting(results: list[dict], limit: int = MAX_EXAMPLES) -> list[dict]:
+    """Regressions first, then what the tuned model still misses, then fixes, then agreements."""
+
+    def rank(result: dict) -> int:
+        before, after = result["before"].get("contains", 0.0), result["after"].get("contains", 0.0)
+        if after < before:
+            return 0
+        if not after:
+            return 1
+        return 2 if after > before else 3
+
+    ordered = sorted(results, key=rank)  # stable: eval order within each group
+    for result in ordered:
+        result["verdict"] = ("regressed", "still wrong", "fixed", "both right")[rank(result)]
+    return ordered[:limit]

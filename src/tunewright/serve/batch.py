@@ -44,6 +44,7 @@ def generate_file(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
 ) -> int:
     """Validate all input first, then generate; the output appears whole or not at all."""
     records = list(iter_records(Path(input_path)))
@@ -52,6 +53,8 @@ def generate_file(
     recipe = workspace.recipe
     resolved = resolve_ref(model_ref, base_model=recipe.base_model, registry=workspace.registry)
     model, tokenizer = load_for_inference(resolved)
+    if on_phase:
+        on_phase(model_ref, len(conversations))
     responses = generate_responses(
         model,
         tokenizer,
