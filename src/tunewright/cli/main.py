@@ -35,10 +35,22 @@ def _global(
     set_workspace(workspace)
 
 
+def _log_to_console() -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("tunewright")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False, show_level=False))
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our Rich bars are the progress display; one per task is enough
+    _log_to_console()
     try:
         app(args=argv, standalone_mode=False)
     except TunewrightError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..errors import TunewrightError
 from ..io import atomic_dir, sha256_file
 from .resolve import ModelSource, resolve_model
 
+log = logging.getLogger(__name__)
 CACHE_ENV = "TUNEWRIGHT_CACHE"
 _META = "tunewright-source.json"
 
@@ -47,6 +49,7 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     if (target / _META).is_file():
         return BaseModelInfo(ref=source.ref, folder=target, sha256=gguf_sha)
     folder, name = source.path.parent, source.path.name
+    log.info("converting %s to safetensors once (about a minute); later loads take seconds", name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

