@@ -71,15 +71,19 @@ def main() -> None:
     base = prepare_base_model("smollm2-135m-instruct")
     rows = peachtree_rows()
     spec = TrainSpec(max_steps=args.steps, batch_size=args.batch, learning_rate=1e-3, checkpoint_every=10_000)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = train_adapter(base=base, rows=rows, spec=spec, run_dir=Path(tmp) / "run", adapter_dir=Path(tmp) / "adapter")
-        base_seconds, base_tokens = run_trainer_baseline(base, rows, spec, Path(tmp) / "trainer")
-    ours_tps = ours.tokens_per_second
-    base_tps = base_tokens / base_seconds
-    print(f"rows={len(rows)} steps={args.steps} batch={args.batch} threads={torch.get_num_threads()}")
-    print(f"tunewright loop : {ours.train_seconds:7.1f} s  {ours_tps:7.1f} tokens/s")
-    print(f"Trainer + peft  : {base_seconds:7.1f} s  {base_tps:7.1f} tokens/s")
-    print(f"speed-up        : {ours_tps / base_tps:.2f}x tokens/s, {base_seconds / ours.train_seconds:.2f}x wall time")
+        for label, share in (("tunewright loop", True), ("  without prefix sharing", False)):
+            out = Path(tmp) / label.strip().replace(" ", "-")
+            run = train_adapter(base=base, rows=rows, spec=spec.model_copy(update={"share_prefix": share}),
+                                run_dir=out / "run", adapter_dir=out / "adapter")
+            results[label] = (run.train_seconds, run.tokens_per_second)
+        seconds, tokens = run_trainer_baseline(base, rows, spec, Path(tmp) / "trainer")
+        results["Trainer + peft (baseline)"] = (seconds, tokens / seconds)
+    base_tps = results["Trainer + peft (baseline)"][1]
+    print(f"rows={len(rows)} steps={args.steps} batch={args.batch} threads={torch.get_num_threads()} (fp32, LoRA r=16 all-linear)")
+    for label, (seconds, tps) in results.items():
+        print(f"{label:28s} {seconds:7.1f} s  {tps:7.1f} tokens/s  {tps / base_tps:5.2f}x baseline")
 
 
 if __name__ == "__main__":
