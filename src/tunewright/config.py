@@ -30,8 +30,12 @@ class DataSpec(_Strict):
     seed: int = 0
 
 
-class ColumnQuestions(_Strict):
-    """Question and answer patterns for one table column; ``{column}`` placeholders are filled per row."""
+class QuestionSet(_Strict):
+    """One fact asked several ways, with its answer and the short reference an answer must contain.
+
+    For a table column the strings are patterns whose ``{column}`` placeholders are filled per row;
+    for a document they are a seed pair a person wrote, with alternative phrasings.
+    """
 
     questions: list[str] = Field(min_length=2)
     answer: str
@@ -40,20 +44,12 @@ class ColumnQuestions(_Strict):
 
 class TableSource(_Strict):
     path: str
-    columns: dict[str, ColumnQuestions] = Field(min_length=1)
-
-
-class SeedQA(_Strict):
-    """A question/answer pair a person wrote about a prose document, with alternative phrasings."""
-
-    questions: list[str] = Field(min_length=2)
-    answer: str
-    reference: str | None = None
+    columns: dict[str, QuestionSet] = Field(min_length=1)
 
 
 class DocumentSource(_Strict):
     path: str
-    seeds: list[SeedQA] = Field(min_length=1)
+    seeds: list[QuestionSet] = Field(min_length=1)
 
 
 class BuildSpec(_Strict):

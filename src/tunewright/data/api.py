@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, TunewrightError
 from ..io import sha256_file
 from .prepare import PreparedDataset, prepare_dataset, prepare_rows, read_split, write_dataset_version
 from .schema import ChatRow
@@ -33,7 +33,8 @@ def import_files(
     spec_data = workspace.recipe.data
     fraction = spec_data.eval_fraction if eval_fraction is None else eval_fraction
     seed = spec_data.seed if seed is None else seed
-    resolved = [workspace.path(p) if not Path(p).exists() else Path(p) for p in paths]
+    # A path as typed on the command line wins; otherwise it is read relative to the workspace.
+    resolved = [Path(p) if Path(p).exists() else workspace.path(p) for p in paths]
     prepared = prepare_dataset(resolved, eval_fraction=fraction, seed=seed)
     spec = {"kind": "import", "files": [str(p) for p in resolved], "eval_fraction": fraction, "seed": seed}
     return _register(workspace, name or workspace.recipe.name, prepared, spec)
@@ -41,7 +42,6 @@ def import_files(
 
 def build_dataset(workspace):
     """Run the recipe's generator over its sources and register the result as a dataset version."""
-    from ..errors import TunewrightError
     from ..synth.grounded import build_rows
 
     build = workspace.recipe.build

@@ -50,7 +50,7 @@ def train(
         run = registry.start_run(
             name=adapter, kind="train", config=config, seed=spec.seed, hardware=hardware(),
             library_versions=library_versions(), dataset_id=dataset_record.id, base_model_ref=base.ref,
-            base_model_sha256=base.sha256, output_path="",
+            base_model_sha256=base.sha256, output_path=str(workspace.dir("adapters") / adapter),
         )
     run_dir = workspace.dir("runs") / f"run-{run.id:04d}"
     adapter_dir = workspace.dir("adapters") / adapter / f"run-{run.id:04d}"

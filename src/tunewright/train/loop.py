@@ -213,19 +213,20 @@ def train_adapter(
         batches = [collate([encoded[i] for i in mb], pad_id) for mb in micro_batches]
         # Normalise by the step's labelled-token count so gradient accumulation matches one big batch.
         n_labels = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        step_loss = 0.0
+        step_loss, step_tokens = 0.0, 0
         for batch in batches:
             loss = supervised_loss_sum(model, batch, prefix_len) / n_labels
             loss.backward()
             step_loss += loss.item()
-            tokens_this_process += int(batch["attention_mask"].sum())
+            step_tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         state.step = step_index + 1
-        state.tokens_seen += sum(int(b["attention_mask"].sum()) for b in batches)
+        state.tokens_seen += step_tokens
+        tokens_this_process += step_tokens
         state.losses.append(step_loss)
         info = StepInfo(
             step=state.step,
