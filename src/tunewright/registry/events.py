@@ -67,10 +67,11 @@ class Event:
 
     action: ClassVar[str]
     subject_kind: ClassVar[str]
+    subject_field: ClassVar[str]  # the field holding the subject's id
 
     @property
     def subject_id(self) -> str:
-        raise NotImplementedError
+        return str(getattr(self, self.subject_field))
 
     def payload(self) -> dict[str, Any]:
         return jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
@@ -80,18 +81,16 @@ class Event:
 class WorkspaceCreated(Event):
     action: ClassVar[str] = "workspace.created"
     subject_kind: ClassVar[str] = "workspace"
+    subject_field: ClassVar[str] = "name"
     name: str
     root: str
-
-    @property
-    def subject_id(self) -> str:
-        return self.name
 
 
 @dataclass(frozen=True)
 class DatasetImported(Event):
     action: ClassVar[str] = "dataset.imported"
     subject_kind: ClassVar[str] = "dataset"
+    subject_field: ClassVar[str] = "dataset_id"
     dataset_id: int
     name: str
     version: str
@@ -101,15 +100,12 @@ class DatasetImported(Event):
     n_duplicates: int
     source_sha256: list[str] = field(default_factory=list)
 
-    @property
-    def subject_id(self) -> str:
-        return str(self.dataset_id)
-
 
 @dataclass(frozen=True)
 class RunStarted(Event):
     action: ClassVar[str] = "run.started"
     subject_kind: ClassVar[str] = "run"
+    subject_field: ClassVar[str] = "run_id"
     run_id: int
     name: str
     kind: str
@@ -119,41 +115,32 @@ class RunStarted(Event):
     base_model_sha256: str | None
     config_sha256: str
 
-    @property
-    def subject_id(self) -> str:
-        return str(self.run_id)
-
 
 @dataclass(frozen=True)
 class RunFinished(Event):
     action: ClassVar[str] = "run.finished"
     subject_kind: ClassVar[str] = "run"
+    subject_field: ClassVar[str] = "run_id"
     run_id: int
     status: str
     metrics: dict[str, Any]
     error: str | None
-
-    @property
-    def subject_id(self) -> str:
-        return str(self.run_id)
 
 
 @dataclass(frozen=True)
 class RunResumed(Event):
     action: ClassVar[str] = "run.resumed"
     subject_kind: ClassVar[str] = "run"
+    subject_field: ClassVar[str] = "run_id"
     run_id: int
     from_status: str
-
-    @property
-    def subject_id(self) -> str:
-        return str(self.run_id)
 
 
 @dataclass(frozen=True)
 class AdapterRegistered(Event):
     action: ClassVar[str] = "adapter.registered"
     subject_kind: ClassVar[str] = "adapter"
+    subject_field: ClassVar[str] = "adapter_id"
     adapter_id: int
     name: str
     version: int
@@ -162,15 +149,12 @@ class AdapterRegistered(Event):
     run_id: int | None
     base_model_sha256: str | None
 
-    @property
-    def subject_id(self) -> str:
-        return str(self.adapter_id)
-
 
 @dataclass(frozen=True)
 class EvaluationRecorded(Event):
     action: ClassVar[str] = "evaluation.recorded"
     subject_kind: ClassVar[str] = "evaluation"
+    subject_field: ClassVar[str] = "evaluation_id"
     evaluation_id: int
     model_ref: str
     adapter_id: int | None
@@ -178,10 +162,6 @@ class EvaluationRecorded(Event):
     split: str
     n_examples: int
     metrics: dict[str, Any]
-
-    @property
-    def subject_id(self) -> str:
-        return str(self.evaluation_id)
 
 
 def to_record(row: t.Event) -> EventRecord:
