@@ -24,7 +24,7 @@ def _spec(tmp_path: Path, **overrides) -> BuildSpec:
         }],
         "documents": [{"path": "doc.md", "seeds": [{"questions": ["Return window?", "How long to return?", "Returns deadline?"],
                                                      "answer": "Within 30 days.", "reference": "30 days"}]}],
-        "wrappers": ["{q}", "Hey, {q}"],
+        "wrappers": ["{q}", "Hey, {q}", "{q_lower}"],
     }
     fields.update(overrides)
     return BuildSpec(**fields)
@@ -43,6 +43,7 @@ def test_rows_cover_every_fact_with_disjoint_phrasings(tmp_path):
     kettle = [r for r in rows if "Blue Kettle" in r.row.messages[0].content]
     assert all(r.row.reference == "$20" and r.row.answer == "Blue Kettle costs $20." for r in kettle)
     assert any(r.row.messages[0].content.startswith("Hey, ") for r in train)
+    assert any(r.row.messages[0].content == r.row.messages[0].content.lower() for r in train)
 
 
 def test_holdout_is_deterministic_and_seeded(tmp_path):
@@ -94,7 +95,7 @@ def test_missing_source_file(tmp_path):
 
 
 def test_wrapper_without_slot_is_rejected():
-    with pytest.raises(ValueError, match="no \\{q\\} slot"):
+    with pytest.raises(ValueError, match="no \\{q\\} or \\{q_lower\\} slot"):
         BuildSpec(wrappers=["Hello"])
 
 

@@ -63,15 +63,15 @@ class BuildSpec(_Strict):
     train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
     wrappers: list[str] = Field(
         default_factory=lambda: ["{q}"],
-        description="extra surface forms applied to training questions; must contain {q}",
+        description="surface forms rotated over training questions: {q} is the question, {q_lower} it in lower case",
     )
     seed: int = 0
 
     @model_validator(mode="after")
     def _wrappers_have_slot(self) -> "BuildSpec":
         for wrapper in self.wrappers:
-            if "{q}" not in wrapper:
-                raise ValueError(f"wrappers: '{wrapper}' has no {{q}} slot")
+            if "{q}" not in wrapper and "{q_lower}" not in wrapper:
+                raise ValueError(f"wrappers: '{wrapper}' has no {{q}} or {{q_lower}} slot")
         return self
 
 

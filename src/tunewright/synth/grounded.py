@@ -79,7 +79,8 @@ class GroundedQA:
             yield from self._document_rows(spec, document, d_index, resolve_path)
 
     def _wrap(self, spec: BuildSpec, question: str, index: int) -> str:
-        return spec.wrappers[index % len(spec.wrappers)].format(q=question)
+        # Customers type in lower case too; a lower-cased surface form teaches names case-insensitively.
+        return spec.wrappers[index % len(spec.wrappers)].format(q=question, q_lower=question.lower())
 
     def _table_rows(
         self, spec: BuildSpec, table: TableSource, t_index: int, resolve: Resolve
