@@ -31,12 +31,15 @@ class PluginRegistry(Generic[T]):
         self._classes[name] = cls
         return cls
 
-    def get(self, name: str) -> T:
+    def get_class(self, name: str) -> type[T]:
         try:
-            return self._classes[name]()
+            return self._classes[name]
         except KeyError:
             known = ", ".join(self.names())
             raise TunewrightError(f"unknown {self.kind} '{name}' (known: {known})", field=self.recipe_field) from None
+
+    def get(self, name: str) -> T:
+        return self.get_class(name)()
 
     def names(self) -> list[str]:
         return sorted(self._classes)
