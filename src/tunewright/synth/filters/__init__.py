@@ -1,0 +1,1 @@
+"""Quality filters for generated rows; each reports what it would remove and why."""
