@@ -16,8 +16,9 @@ def generate_responses(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
+    temperature: float = 0.0,
 ) -> list[str]:
-    """Answer each conversation; returns responses in input order."""
+    """Answer each conversation (greedy unless ``temperature`` > 0); responses come in input order."""
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     prompts = [
         tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations
@@ -32,8 +33,8 @@ def generate_responses(
         output = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
             top_p=None,
             top_k=None,
             eos_token_id=tokenizer.eos_token_id,
