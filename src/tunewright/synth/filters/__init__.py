@@ -1,1 +1,7 @@
-"""Quality filters for generated rows; each reports what it would remove and why."""
+"""Quality filters for generated rows; each marks what it would remove and why."""
+
+from .base import FILTERS, Candidate, Filter, FilterContext, Flag, register_filter, run_filters
+from . import checks as _checks  # noqa: F401  built-ins register like plugins
+from . import dedup as _dedup  # noqa: F401
+
+__all__ = ["FILTERS", "Candidate", "Filter", "FilterContext", "Flag", "register_filter", "run_filters"]

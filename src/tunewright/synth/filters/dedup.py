@@ -1,0 +1,66 @@
+"""Exact and near-duplicate removal; near duplicates by MinHash LSH over word shingles."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from .base import Candidate, Flag, FilterContext, register_filter
+
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, size: int = 3) -> set[str]:
+    words = _WORD.findall(text.lower())
+    if len(words) < size:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+@register_filter
+class ExactDuplicates:
+    name: ClassVar[str] = "exact-duplicates"
+
+    def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
+        seen = {row.content_key(): "an accepted row" for row in context.accepted}
+        for candidate in candidates:
+            key = candidate.row.content_key()
+            if key in seen:
+                candidate.flags.append(Flag(self.name, f"same as {seen[key]}"))
+            else:
+                seen[key] = candidate.id
+
+
+@register_filter
+class NearDuplicates:
+    """The field's usual defaults: 128 permutations, Jaccard threshold 0.9 on word 3-grams."""
+
+    name: ClassVar[str] = "near-duplicates"
+
+    def __init__(self, threshold: float = 0.9, num_perm: int = 128, shingle_words: int = 3) -> None:
+        self.threshold, self.num_perm, self.shingle_words = threshold, num_perm, shingle_words
+
+    def _minhash(self, text: str):
+        from datasketch import MinHash
+
+        signature = MinHash(num_perm=self.num_perm, seed=1)
+        for shingle in shingles(text, self.shingle_words):
+            signature.update(shingle.encode("utf-8"))
+        return signature
+
+    def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
+        from datasketch import MinHashLSH
+
+        index = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        for position, row in enumerate(context.accepted):
+            text = "\n".join(m.content for m in row.messages if m.role != "system")
+            index.insert(f"accepted:{position}", self._minhash(text))
+        for candidate in candidates:
+            signature = self._minhash(candidate.text())
+            matches = index.query(signature)
+            if matches:
+                other = sorted(matches)[0]
+                name = "an accepted row" if other.startswith("accepted:") else other
+                candidate.flags.append(Flag(self.name, f"near duplicate (Jaccard >= {self.threshold}) of {name}"))
+            else:
+                index.insert(candidate.id, signature)
