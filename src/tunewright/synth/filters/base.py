@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, Sequence
@@ -48,6 +49,14 @@ class Filter(Protocol):
 
     def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
         """Append a Flag to each candidate this filter would drop."""
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens: what overlap-based filters compare."""
+    return _WORD.findall(text.lower())
 
 
 FILTERS: PluginRegistry[Filter] = PluginRegistry("filter", recipe_field="synth.filters")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from ...data.schema import ChatRow
-from .base import Candidate, Flag, FilterContext, register_filter
+from .base import Candidate, Flag, FilterContext, register_filter, words
 from .pii import find_pii, redact
 
-_WORD = re.compile(r"\w+")
-
-
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    tokens = words(text)
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
 @register_filter

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
-from .base import Candidate, Flag, FilterContext, register_filter
-
-_WORD = re.compile(r"\w+")
+from .base import Candidate, Flag, FilterContext, register_filter, words
 
 
 def shingles(text: str, size: int = 3) -> set[str]:
-    words = _WORD.findall(text.lower())
-    if len(words) < size:
-        return {" ".join(words)}
-    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+    tokens = words(text)
+    if len(tokens) < size:
+        return {" ".join(tokens)}
+    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
 
 
 @register_filter
