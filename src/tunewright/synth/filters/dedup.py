@@ -61,3 +61,36 @@ class NearDuplicates:
                 candidate.flags.append(Flag(self.name, f"near duplicate (Jaccard >= {self.threshold}) of {name}"))
             else:
                 index.insert(candidate.id, signature)
+
+
+@register_filter
+class SemanticDuplicates:
+    """Rows that say the same thing in other words: cosine of sentence embeddings above a threshold."""
+
+    name: ClassVar[str] = "semantic-duplicates"
+
+    def __init__(self, threshold: float = 0.95, embedder=None) -> None:
+        self.threshold, self._embedder = threshold, embedder
+
+    def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
+        if not candidates:
+            return
+        from ...models.embeddings import default_embedder
+
+        embedder = self._embedder or default_embedder()
+        accepted = ["\n".join(m.content for m in r.messages if m.role != "system") for r in context.accepted]
+        vectors = embedder.encode(accepted + [c.text() for c in candidates])
+        kept_rows = list(range(len(accepted)))  # indices into vectors of rows later ones compare against
+        names = ["an accepted row"] * len(accepted)
+        for offset, candidate in enumerate(candidates):
+            row = len(accepted) + offset
+            if kept_rows:
+                scores = vectors[kept_rows] @ vectors[row]
+                best = int(scores.argmax())
+                if float(scores[best]) >= self.threshold:
+                    candidate.flags.append(
+                        Flag(self.name, f"cosine {float(scores[best]):.2f} with {names[best]}")
+                    )
+                    continue
+            kept_rows.append(row)
+            names.append(candidate.id)
