@@ -92,3 +92,13 @@ def test_semantic_duplicates_flag_paraphrases_only():
     assert counts == {"semantic-duplicates": 1}
     assert [c.kept for c in candidates] == [True, False, True]
     assert "with c0" in candidates[1].flags[0].reason
+
+
+def test_novelty_drops_questions_too_close_to_accepted_or_earlier_ones():
+    accepted = [_row("How long do I have to return boots?")]
+    candidates = _candidates(("How long do I have to return my boots?", "a"), ("Which stove is the lightest one?", "b"),
+                             ("Which stove is the lightest?", "c"))
+    counts = run_filters([FILTERS.get("novelty")], candidates, FilterContext(accepted=accepted))
+    assert counts == {"novelty": 2}
+    assert [c.kept for c in candidates] == [False, True, False]
+    assert "with an accepted row" in candidates[0].flags[0].reason and "with c1" in candidates[2].flags[0].reason

@@ -94,3 +94,30 @@ class SemanticDuplicates:
                     continue
             kept_rows.append(row)
             names.append(candidate.id)
+
+
+@register_filter
+class Novelty:
+    """Self-Instruct's rule: drop a question whose ROUGE-L with any accepted or kept question exceeds 0.7."""
+
+    name: ClassVar[str] = "novelty"
+
+    def __init__(self, max_rouge_l: float = 0.7) -> None:
+        from rouge_score import rouge_scorer
+
+        self.max_rouge_l = max_rouge_l
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+    def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
+        pool = [(next(m.content for m in r.messages if m.role == "user"), "an accepted row") for r in context.accepted]
+        for candidate in candidates:
+            question = candidate.question()
+            best, name = 0.0, ""
+            for other, other_name in pool:
+                score = self._scorer.score(other, question)["rougeL"].fmeasure
+                if score > best:
+                    best, name = score, other_name
+            if best > self.max_rouge_l:
+                candidate.flags.append(Flag(self.name, f"ROUGE-L {best:.2f} with {name}"))
+            else:
+                pool.append((question, candidate.id))
