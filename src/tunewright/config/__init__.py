@@ -8,7 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import TunewrightError
+from ..errors import TunewrightError
+from .synth import SynthSpec
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 RECIPE_FILENAME = "tunewright.yaml"
@@ -117,6 +118,7 @@ class Recipe(_Strict):
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     data: DataSpec = Field(default_factory=DataSpec)
     build: BuildSpec | None = None
+    synth: SynthSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
 
