@@ -110,3 +110,25 @@ def test_missing_api_key_is_a_clear_error_before_any_call(monkeypatch):
 
 def test_teacher_is_registered():
     assert TEACHERS.get_class("openai-compatible") is OpenAICompatibleTeacher
+
+
+def test_judge_scores_flags_and_keeps_rationale():
+    from tunewright.data.schema import ChatRow
+    from tunewright.synth.filters import Candidate, FilterContext, run_filters
+    from tunewright.synth.filters.judge import Judge
+
+    rows = [Candidate(f"c{i}", ChatRow(messages=[{"role": "user", "content": f"q{i}"},
+                                                {"role": "assistant", "content": f"a{i}"}])) for i in range(4)]
+    script = [("answer", '{"score": 5, "rationale": "grounded"}'),
+              ("answer", 'Sure! ```json\n{"score": 2, "rationale": "vague"}\n```'),
+              ("answer", "I think it is fine."),
+              ("malformed", None)]
+    with ScriptedServer(script) as server:
+        judge = Judge(_teacher(server, max_retries=0, concurrency=1), rubric="Is the answer grounded?", threshold=4)
+        counts = run_filters([judge], rows, FilterContext())
+    assert counts == {"judge": 3}
+    assert rows[0].kept and rows[0].row.meta["judge"] == {"score": 5, "rationale": "grounded"}
+    assert rows[1].flags[0].reason == "score 2 < 4: vague" and rows[1].row.meta["judge"]["score"] == 2
+    assert "unreadable verdict" in rows[2].flags[0].reason
+    assert "not scored: malformed" in rows[3].flags[0].reason
+    assert "Is the answer grounded?" in server.requests[0]["body"]["messages"][0]["content"]
