@@ -11,6 +11,11 @@ from ...data.schema import ChatRow
 from ...plugins import PluginRegistry
 
 
+def conversation_text(row: ChatRow) -> str:
+    """What overlap and similarity filters compare: every turn but the system prompt."""
+    return "\n".join(m.content for m in row.messages if m.role != "system")
+
+
 @dataclass(frozen=True)
 class Flag:
     filter: str
@@ -30,7 +35,7 @@ class Candidate:
         return not self.flags
 
     def text(self) -> str:
-        return "\n".join(m.content for m in self.row.messages if m.role != "system")
+        return conversation_text(self.row)
 
     def question(self) -> str:
         return next(m.content for m in self.row.messages if m.role == "user")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Candidate, Flag, FilterContext, register_filter, words
+from .base import Candidate, Flag, FilterContext, conversation_text, register_filter, words
 
 
 def shingles(text: str, size: int = 3) -> set[str]:
@@ -50,8 +50,7 @@ class NearDuplicates:
 
         index = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
         for position, row in enumerate(context.accepted):
-            text = "\n".join(m.content for m in row.messages if m.role != "system")
-            index.insert(f"accepted:{position}", self._minhash(text))
+            index.insert(f"accepted:{position}", self._minhash(conversation_text(row)))
         for candidate in candidates:
             signature = self._minhash(candidate.text())
             matches = index.query(signature)
@@ -78,7 +77,7 @@ class SemanticDuplicates:
         from ...models.embeddings import default_embedder
 
         embedder = self._embedder or default_embedder()
-        accepted = ["\n".join(m.content for m in r.messages if m.role != "system") for r in context.accepted]
+        accepted = [conversation_text(r) for r in context.accepted]
         vectors = embedder.encode(accepted + [c.text() for c in candidates])
         kept_rows = list(range(len(accepted)))  # indices into vectors of rows later ones compare against
         names = ["an accepted row"] * len(accepted)
