@@ -6,9 +6,12 @@ import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ...plugins import PluginRegistry
+
+if TYPE_CHECKING:
+    from .cache import CallCache
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,27 @@ class Usage:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+class CachingTeacher:
+    """Cache lookup and usage accounting every teacher shares; subclasses set model, cache, usage."""
+
+    model: str
+    cache: "CallCache | None"
+    usage: Usage
+
+    def _from_cache(self, request: TeacherRequest) -> Completion | None:
+        hit = self.cache.get(request.cache_key(self.model)) if self.cache is not None else None
+        if hit is not None:
+            self.usage.add(hit, 0.0)
+        return hit
+
+    def _succeeded(self, request: TeacherRequest, completion: Completion, cost_usd: float = 0.0) -> Completion:
+        # Only successes are cached: a failed call is made again next round, a good one never is.
+        if self.cache is not None:
+            self.cache.put(request.cache_key(self.model), completion)
+        self.usage.add(completion, cost_usd)
+        return completion
 
 
 class Teacher(Protocol):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...evaluate.generation import generate_responses
 from ...models import load_model, load_tokenizer, prepare_base_model
-from .base import Completion, TeacherError, TeacherRequest, Usage, register_teacher
+from .base import CachingTeacher, Completion, TeacherError, TeacherRequest, Usage, register_teacher
 from .cache import CallCache
 
 
@@ -22,7 +22,7 @@ class LocalTeacherSpec(BaseModel):
 
 
 @register_teacher
-class LocalTransformersTeacher:
+class LocalTransformersTeacher(CachingTeacher):
     name: ClassVar[str] = "local-transformers"
 
     def __init__(self, spec: LocalTeacherSpec | None = None, cache: CallCache | None = None) -> None:
@@ -48,9 +48,8 @@ class LocalTransformersTeacher:
         results: list[Completion | TeacherError | None] = [None] * len(requests)
         pending: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            hit = self.cache.get(request.cache_key(self.model)) if self.cache else None
+            hit = self._from_cache(request)
             if hit is not None:
-                self.usage.add(hit, 0.0)
                 results[index] = hit
             else:
                 # Requests sharing sampling settings and seed form one batch, so a seed reproduces a batch.
@@ -76,7 +75,4 @@ class LocalTransformersTeacher:
             prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
             completion_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]),
         )
-        if self.cache is not None:
-            self.cache.put(request.cache_key(self.model), completion)
-        self.usage.add(completion, 0.0)  # local compute has no per-token price
-        return completion
+        return self._succeeded(request, completion)  # local compute has no per-token price

@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import TunewrightError
-from .base import Completion, TeacherError, TeacherRequest, Usage, register_teacher
+from .base import CachingTeacher, Completion, TeacherError, TeacherRequest, Usage, register_teacher
 from .cache import CallCache
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class _RateLimiter:
 
 
 @register_teacher
-class OpenAICompatibleTeacher:
+class OpenAICompatibleTeacher(CachingTeacher):
     name: ClassVar[str] = "openai-compatible"
 
     def __init__(self, spec: OpenAICompatibleSpec, cache: CallCache | None = None) -> None:
@@ -129,9 +129,7 @@ class OpenAICompatibleTeacher:
         raise AssertionError("unreachable")
 
     def complete(self, request: TeacherRequest) -> Completion:
-        key = request.cache_key(self.model)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.usage.add(hit, 0.0)
+        if (hit := self._from_cache(request)) is not None:
             return hit
         try:
             data = self._post(request)
@@ -148,10 +146,7 @@ class OpenAICompatibleTeacher:
         usage = data.get("usage") or {}
         completion = Completion(text=text, model=self.model, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                 completion_tokens=int(usage.get("completion_tokens") or 0))
-        if self.cache is not None:
-            self.cache.put(key, completion)  # only successes are cached: a failure is retried next round
-        self.usage.add(completion, self._cost(completion))
-        return completion
+        return self._succeeded(request, completion, self._cost(completion))
 
     def complete_many(self, requests: list[TeacherRequest]) -> list[Completion | TeacherError]:
         """All requests, at most ``concurrency`` in flight; failures come back in place, not raised."""
