@@ -16,6 +16,10 @@ def conversation_text(row: ChatRow) -> str:
     return "\n".join(m.content for m in row.messages if m.role != "system")
 
 
+def first_question(row: ChatRow) -> str:
+    return next(m.content for m in row.messages if m.role == "user")
+
+
 @dataclass(frozen=True)
 class Flag:
     filter: str
@@ -38,7 +42,7 @@ class Candidate:
         return conversation_text(self.row)
 
     def question(self) -> str:
-        return next(m.content for m in self.row.messages if m.role == "user")
+        return first_question(self.row)
 
 
 @dataclass

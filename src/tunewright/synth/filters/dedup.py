@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Candidate, Flag, FilterContext, conversation_text, register_filter, words
+from .base import Candidate, Flag, FilterContext, conversation_text, first_question, register_filter, words
 
 
 def shingles(text: str, size: int = 3) -> set[str]:
@@ -108,7 +108,7 @@ class Novelty:
         self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
     def apply(self, candidates: list[Candidate], context: FilterContext) -> None:
-        pool = [(next(m.content for m in r.messages if m.role == "user"), "an accepted row") for r in context.accepted]
+        pool = [(first_question(r), "an accepted row") for r in context.accepted]
         for candidate in candidates:
             question = candidate.question()
             best, name = 0.0, ""
