@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tunewright.errors import NotFoundError, TunewrightError
@@ -18,7 +18,8 @@ from tunewright.registry.tables import Base
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
-TABLES = {"datasets", "runs", "adapters", "evaluations", "lineage", "events"}
+TABLES = {"datasets", "runs", "adapters", "evaluations", "lineage", "events",
+          "synth_rounds", "candidates", "reviewers", "assignments", "reviews"}
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_migrations_create_all_tables_and_stamp_head(reg):
     names = set(inspect(reg.engine).get_table_names())
     assert TABLES | {"alembic_version"} <= names
     with reg.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001_initial"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002_review"
     assert Path(reg.engine.url.database).is_file()  # the missing parent folder was created
 
 
@@ -76,6 +77,29 @@ def test_orm_models_match_migrations(reg):
     with reg.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
+
+
+def test_upgrade_from_first_revision_keeps_existing_rows(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from tunewright.registry.api import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001_initial")  # a registry written before review existed
+    with create_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO datasets (name, version, content_sha256, path, n_train, n_eval, n_duplicates,"
+                          " source_files, spec, created_at) VALUES ('old','v1','x','p',1,0,0,'[]','{}',"
+                          " '2025-01-01 00:00:00')"))
+    upgraded = Registry(url)
+    try:
+        assert [d.name for d in upgraded.list_datasets()] == ["old"]
+        assert {"candidates", "reviews"} <= set(inspect(upgraded.engine).get_table_names())
+    finally:
+        upgraded.close()
 
 
 def test_reopening_keeps_data_and_does_not_remigrate(reg, url):

@@ -83,11 +83,41 @@ class TeacherSpec(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict, description="the teacher's own typed settings")
 
 
+class GeneratorSpec(_Strict):
+    kind: str = Field(min_length=1, description="a registered generator: self-instruct, evol-instruct, ...")
+    share: float = Field(1.0, gt=0, description="relative share of each round's rows")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the generator's own typed settings")
+
+
+class FilterSpec(_Strict):
+    kind: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReviewSpec(_Strict):
+    min_reviews: int = Field(1, ge=1, description="reviews an item needs before it is decided")
+    reviewers_per_item: int = Field(1, ge=1, description="reviewers each item is assigned to, blind")
+    auto_accept_score: int | None = Field(None, ge=1, le=5,
+                                          description="judge score at or above which unflagged rows enter a dataset unreviewed")
+    guidelines: str = ""
+    reject_reasons: list[str] = Field(
+        default_factory=lambda: ["wrong", "not grounded", "off topic", "style", "unsafe", "duplicate", "other"]
+    )
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "ReviewSpec":
+        if self.min_reviews > self.reviewers_per_item:
+            raise ValueError(f"min_reviews ({self.min_reviews}) is more than reviewers_per_item "
+                             f"({self.reviewers_per_item}): no item could ever be decided")
+        return self
+
+
 class SynthSpec(_Strict):
     task: str = Field(min_length=1, description="what the specialist model must do")
     audience: str = ""
     tone: str = ""
     style_rules: list[str] = Field(default_factory=list)
+    system_prompt: str | None = Field(None, description="put first in every generated row when set")
     target: int = Field(ge=1, description="rows wanted in all")
     topics: list[Topic] = Field(default_factory=list)
     personas: list[Persona] = Field(default_factory=list)
@@ -96,9 +126,14 @@ class SynthSpec(_Strict):
     output: OutputShape = Field(default_factory=OutputShape)
     seeds: list[SeedExample] = Field(default_factory=list)
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
-    filters: list[str] = Field(
-        default_factory=lambda: ["exact-duplicates", "near-duplicates", "novelty", "decontaminate", "length", "pii"]
+    generators: list[GeneratorSpec] = Field(default_factory=lambda: [GeneratorSpec(kind="self-instruct")])
+    documents: list[str] = Field(default_factory=list, description="Markdown, text or PDF files grounded generators read")
+    rows_per_round: int = Field(50, ge=1)
+    filters: list[str | FilterSpec] = Field(
+        default_factory=lambda: ["exact-duplicates", "near-duplicates", "novelty", "decontaminate", "length", "format",
+                                 "pii"]
     )
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthSpec":
@@ -110,6 +145,8 @@ class SynthSpec(_Strict):
             unknown = [p for p in scenario.personas if p not in personas]
             if unknown:
                 raise ValueError(f"scenario '{scenario.name}' names unknown personas: {', '.join(unknown)}")
+        if not self.generators:
+            raise ValueError("generators: name at least one generator")
         if self.output.kind == "dialogue" and not self.scenarios:
             raise ValueError("output kind 'dialogue' needs at least one scenario")
         topics = {t.name for t in self.topics}
@@ -123,6 +160,13 @@ class SynthSpec(_Strict):
         from ..synth.filters import FILTERS
         from ..synth.teachers import TEACHERS
 
+        from ..synth.generators import SYNTH_GENERATORS
+
         TEACHERS.get_class(self.teacher.kind)
-        for name in self.filters:
-            FILTERS.get_class(name)
+        for spec in self.filter_specs():
+            FILTERS.get_class(spec.kind)
+        for generator in self.generators:
+            SYNTH_GENERATORS.get_class(generator.kind)
+
+    def filter_specs(self) -> list[FilterSpec]:
+        return [FilterSpec(kind=f) if isinstance(f, str) else f for f in self.filters]

@@ -11,7 +11,7 @@ from .prepare import PreparedDataset, prepare_dataset, prepare_rows, read_split,
 from .schema import ChatRow
 
 
-def _register(workspace, name: str, prepared: PreparedDataset, spec: dict):
+def _register(workspace, name: str, prepared: PreparedDataset, spec: dict, parents=()):
     folder = write_dataset_version(workspace.dir("datasets") / name, prepared, spec)
     return workspace.registry.add_dataset(
         name=name,
@@ -23,7 +23,15 @@ def _register(workspace, name: str, prepared: PreparedDataset, spec: dict):
         n_duplicates=prepared.n_duplicates,
         source_files=prepared.source_files,
         spec=spec,
+        parents=list(parents),
     )
+
+
+def register_rows(workspace, name: str, rows: list[ChatRow], *, spec: dict, source_files: list[dict] = (),
+                  eval_fraction: float = 0.0, seed: int = 0, parents=()):
+    """Register rows made inside the workspace (reviewed synthetic data) as a dataset version."""
+    prepared = prepare_rows(rows, list(source_files), eval_fraction=eval_fraction, seed=seed)
+    return _register(workspace, name, prepared, spec, parents)
 
 
 def import_files(

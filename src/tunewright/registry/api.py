@@ -100,6 +100,17 @@ class Registry:
                     raise
         raise AssertionError("unreachable")
 
+    # Stage packages (the review store) extend the registry through these, keeping one transaction
+    # discipline and one event chain.
+    def read(self, work: Callable[[Session], T]) -> T:
+        return self._read(work)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        return self._write(work)
+
+    def link(self, session: Session, parent: tuple[str, Any], child: tuple[str, Any], relation: str) -> None:
+        self._link(session, parent, child, relation)
+
     @staticmethod
     def _require(session: Session, model: type, row_id: int | None, kind: str) -> None:
         if row_id is not None and session.get(model, row_id) is None:
@@ -140,7 +151,9 @@ class Registry:
 
     def add_dataset(self, *, name: str, version: str, content_sha256: str, path: str, n_train: int, n_eval: int,
                     n_duplicates: int, source_files: list[dict[str, Any]], spec: dict[str, Any],
-                    actor: str | None = None) -> DatasetRecord:
+                    parents: list[tuple[str, Any, str]] = (), actor: str | None = None) -> DatasetRecord:
+        """``parents``: extra lineage edges into the dataset as (kind, id, relation), e.g. the
+        synthetic rounds and review queue a reviewed dataset came from."""
         def work(s: Session) -> DatasetRecord:
             existing = s.scalar(select(t.Dataset).where(t.Dataset.name == name, t.Dataset.version == version))
             if existing is not None:
@@ -156,6 +169,8 @@ class Registry:
             source_shas = list(dict.fromkeys(f["sha256"] for f in source_files))  # same file twice: one edge
             for sha in source_shas:
                 self._link(s, ("file", sha), ("dataset", row.id), "source_of")
+            for kind, parent_id, relation in parents:
+                self._link(s, (kind, parent_id), ("dataset", row.id), relation)
             append_event(s, DatasetImported(
                 dataset_id=row.id, name=name, version=version, content_sha256=content_sha256, n_train=n_train,
                 n_eval=n_eval, n_duplicates=n_duplicates, source_sha256=source_shas), actor)

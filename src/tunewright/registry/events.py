@@ -164,6 +164,86 @@ class EvaluationRecorded(Event):
     metrics: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class RoundStarted(Event):
+    action: ClassVar[str] = "synth.round_started"
+    subject_kind: ClassVar[str] = "synth_round"
+    subject_field: ClassVar[str] = "round_id"
+    round_id: int
+    queue: str
+    number: int
+    teacher_model: str
+    spec_sha256: str
+
+
+@dataclass(frozen=True)
+class RoundFinished(Event):
+    action: ClassVar[str] = "synth.round_finished"
+    subject_kind: ClassVar[str] = "synth_round"
+    subject_field: ClassVar[str] = "round_id"
+    round_id: int
+    n_generated: int
+    n_added: int
+    filter_counts: dict[str, Any]
+    usage: dict[str, Any]
+    n_failures: int
+
+
+@dataclass(frozen=True)
+class CandidatesImported(Event):
+    action: ClassVar[str] = "review.candidates_imported"
+    subject_kind: ClassVar[str] = "queue"
+    subject_field: ClassVar[str] = "queue"
+    queue: str
+    source: str
+    n_added: int
+    n_skipped: int
+
+
+@dataclass(frozen=True)
+class ReviewerAdded(Event):
+    action: ClassVar[str] = "review.reviewer_added"
+    subject_kind: ClassVar[str] = "reviewer"
+    subject_field: ClassVar[str] = "name"
+    name: str
+
+
+@dataclass(frozen=True)
+class ItemsAssigned(Event):
+    action: ClassVar[str] = "review.assigned"
+    subject_kind: ClassVar[str] = "queue"
+    subject_field: ClassVar[str] = "queue"
+    queue: str
+    per_reviewer: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReviewRecorded(Event):
+    action: ClassVar[str] = "review.recorded"
+    subject_kind: ClassVar[str] = "candidate"
+    subject_field: ClassVar[str] = "candidate_id"
+    candidate_id: int
+    review_id: int
+    reviewer: str
+    decision: str
+    rating: int | None
+    reasons: list[str]
+    before_sha256: str
+    after_sha256: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class CorrectionApplied(Event):
+    action: ClassVar[str] = "review.correction_applied"
+    subject_kind: ClassVar[str] = "candidate"
+    subject_field: ClassVar[str] = "candidate_id"
+    candidate_id: int
+    from_candidate_id: int
+    before_sha256: str
+    after_sha256: str
+
+
 def to_record(row: t.Event) -> EventRecord:
     return EventRecord(
         id=row.id, ts=row.ts, actor=row.actor, action=row.action, subject_kind=row.subject_kind,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -172,6 +172,88 @@ class Event(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class SynthRound(Base):
+    """One generation round for a queue: what was asked of which teacher, what it cost, what failed."""
+
+    __tablename__ = "synth_rounds"
+    __table_args__ = (UniqueConstraint("queue", "number"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    teacher_model: Mapped[str] = mapped_column(String(255))
+    guidance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    usage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    filter_counts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    failures: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    n_generated: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Candidate(Base):
+    """A generated (or imported) row waiting for, or past, human review."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("queue", "content_sha256"), Index(None, "queue", "status"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("synth_rounds.id"))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    original: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reference: Mapped[str | None] = mapped_column(Text)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    flags: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    judge_score: Mapped[int | None] = mapped_column(Integer)
+    topic: Mapped[str | None] = mapped_column(String(255))
+    generator: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Reviewer(Base):
+    __tablename__ = "reviewers"
+    __table_args__ = (UniqueConstraint("name"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("candidate_id", "reviewer"), Index(None, "reviewer"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    reviewer: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Review(Base):
+    """One reviewer's decision on one item: append-only, the latest per reviewer counts."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (Index(None, "candidate_id"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    reviewer: Mapped[str] = mapped_column(String(255))
+    decision: Mapped[str] = mapped_column(String(16))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    note: Mapped[str] = mapped_column(Text)
+    before: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    after: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # Frozen snapshots handed to callers instead of live ORM objects, which would detach or go stale

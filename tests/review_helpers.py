@@ -1,0 +1,32 @@
+"""Builders shared by the review tests: a store on a fresh registry, and rows to put in it."""
+
+from __future__ import annotations
+
+from tunewright.data.schema import ChatRow
+from tunewright.registry import Registry
+from tunewright.review import NewCandidate, ReviewStore
+
+
+def chat(question: str, answer: str) -> ChatRow:
+    return ChatRow(messages=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
+
+
+def make_store(tmp_path) -> ReviewStore:
+    return ReviewStore(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+
+
+def add_round(store: ReviewStore, pairs, *, queue: str = "support", flags=None, generator: str = "self-instruct",
+              topic: str | None = "returns", scores=None):
+    """One finished round holding ``pairs``; ``flags`` maps row index -> filter name."""
+    record = store.open_round(queue, spec_sha256="0" * 64, teacher_model="scripted", guidance={})
+    flags = flags or {}
+    scores = scores or {}
+    new = []
+    for i, (q, a) in enumerate(pairs):
+        row = chat(q, a)
+        if i in scores:
+            row = row.model_copy(update={"meta": {"judge": {"score": scores[i], "rationale": "scripted"}}})
+        new.append(NewCandidate(row=row, provenance={"generator": generator, "topic": topic, "round": record.number},
+                                flags=[{"filter": flags[i], "reason": "scripted"}] if i in flags else []))
+    return store.finish_round(record.id, new, usage={"calls": len(pairs)}, filter_counts={}, failures=[],
+                              n_generated=len(pairs))
