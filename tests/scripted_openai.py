@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible server on 127.0.0.1 (real HTTP) for teacher tests.
 
-Each POST to /v1/chat/completions takes the next step of the script: an answer, an HTTP status,
-a delay, malformed JSON or an empty answer. When the script runs out it answers normally.
+Each POST to /v1/chat/completions (or /v1/completions, a raw text prompt) takes the next step of
+the script: an answer, an HTTP status, a delay, malformed JSON or an empty answer. When the script
+runs out it answers normally.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ScriptedServer:
-    def __init__(self, script=None):
+    def __init__(self, script=None, responder=None):
+        """``responder(body) -> text`` writes the answer once the script has run out (a teacher
+        whose replies depend on the prompt); a step may also be ("fail", kind) by prompt."""
         self.script = list(script or [])
+        self.responder = responder
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         outer = self
@@ -26,9 +30,14 @@ class ScriptedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
-                    outer.requests.append({"body": body, "headers": dict(self.headers)})
+                    outer.requests.append({"body": body, "headers": dict(self.headers), "path": self.path})
                     step = outer.script.pop(0) if outer.script else ("answer", None)
                 kind, value = step
+                if kind == "answer" and value is None and outer.responder is not None:
+                    value = outer.responder(body)
+                    if isinstance(value, tuple):  # the responder chose a failure for this prompt
+                        kind, value = value
+                raw = not self.path.endswith("/chat/completions")
                 if kind == "sleep":
                     time.sleep(value)
                     kind, value = "answer", None
@@ -43,7 +52,13 @@ class ScriptedServer:
                 if kind == "malformed":
                     payload = b"{not json"
                 elif kind == "empty":
-                    payload = json.dumps({"choices": [{"message": {"content": "  "}}]}).encode()
+                    choice = {"text": "  "} if raw else {"message": {"content": "  "}}
+                    payload = json.dumps({"choices": [choice]}).encode()
+                elif raw:
+                    payload = json.dumps({
+                        "choices": [{"text": value or f"echo: {body['prompt']}"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                    }).encode()
                 else:
                     text = value or f"echo: {body['messages'][-1]['content']}"
                     payload = json.dumps({

@@ -11,6 +11,8 @@ import typer
 from ..errors import TunewrightError
 from . import data as data_cli
 from . import records as records_cli
+from . import review as review_cli
+from . import synth as synth_cli
 from . import stages
 from .context import err_console, set_workspace
 
@@ -23,6 +25,8 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data", help="Import, build, inspect datasets.")
 app.add_typer(records_cli.app, name="registry", help="What the registry knows: datasets, runs, adapters, events.")
+app.add_typer(synth_cli.app, name="synth", help="Generate synthetic rows with a teacher LLM, round by round.")
+app.add_typer(review_cli.app, name="review", help="Review generated rows: web UI, reviewers, agreement, exports.")
 stages.register(app)
 
 

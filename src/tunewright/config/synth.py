@@ -156,11 +156,10 @@ class SynthSpec(_Strict):
         return self
 
     def check_plugins(self) -> None:
-        """Teacher and filter names must be registered: checked before any call is made."""
+        """Teacher, generator and filter names must be registered: checked before any call is made."""
         from ..synth.filters import FILTERS
-        from ..synth.teachers import TEACHERS
-
         from ..synth.generators import SYNTH_GENERATORS
+        from ..synth.teachers import TEACHERS
 
         TEACHERS.get_class(self.teacher.kind)
         for spec in self.filter_specs():

@@ -16,14 +16,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TeacherRequest:
-    messages: tuple[tuple[str, str], ...]  # (role, content) pairs; a tuple so requests hash and compare
+    messages: tuple[tuple[str, str], ...] = ()  # (role, content) pairs; a tuple so requests hash and compare
     temperature: float = 0.7
     max_tokens: int = 512
     seed: int | None = None
+    prompt: str | None = None  # raw text completion (no chat template), as Magpie needs; messages stay empty
+
+    def __post_init__(self) -> None:
+        if not self.messages and self.prompt is None:
+            raise ValueError("a teacher request needs messages or a raw prompt")
 
     @classmethod
     def chat(cls, messages: list[dict[str, str]], **params: Any) -> "TeacherRequest":
         return cls(messages=tuple((m["role"], m["content"]) for m in messages), **params)
+
+    @classmethod
+    def raw(cls, prompt: str, **params: Any) -> "TeacherRequest":
+        return cls(prompt=prompt, **params)
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -31,6 +40,8 @@ class TeacherRequest:
     def cache_key(self, model: str) -> str:
         """Content address of a call: the same model and request always cost one call, ever."""
         payload = {"model": model, **asdict(self)}
+        if self.prompt is None:
+            del payload["prompt"]  # chat requests keep the keys they had before raw prompts existed
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -106,6 +117,7 @@ class CachingTeacher:
 
 class Teacher(Protocol):
     name: ClassVar[str]
+    Settings: ClassVar[type]  # pydantic model of the recipe's synth.teacher.settings
     model: str
     usage: Usage
 

@@ -24,6 +24,7 @@ class LocalTeacherSpec(BaseModel):
 @register_teacher
 class LocalTransformersTeacher(CachingTeacher):
     name: ClassVar[str] = "local-transformers"
+    Settings: ClassVar[type[BaseModel]] = LocalTeacherSpec
 
     def __init__(self, spec: LocalTeacherSpec | None = None, cache: CallCache | None = None) -> None:
         self.spec = spec or LocalTeacherSpec()
@@ -53,14 +54,20 @@ class LocalTransformersTeacher(CachingTeacher):
                 results[index] = hit
             else:
                 # Requests sharing sampling settings and seed form one batch, so a seed reproduces a batch.
-                pending[(request.temperature, request.max_tokens, request.seed)].append(index)
-        for (temperature, max_tokens, seed), indices in pending.items():
+                raw = request.prompt is not None
+                pending[(raw, request.temperature, request.max_tokens, request.seed)].append(index)
+        for (raw, temperature, max_tokens, seed), indices in pending.items():
             model, tokenizer = self._network()
             torch.manual_seed(seed or 0)
-            texts = generate_responses(
-                model, tokenizer, [requests[i].message_dicts() for i in indices],
-                max_new_tokens=max_tokens, batch_size=self.spec.batch_size, temperature=temperature,
-            )
+            if raw:
+                texts = _generate_raw(model, tokenizer, [requests[i].prompt for i in indices],
+                                      max_new_tokens=max_tokens, batch_size=self.spec.batch_size,
+                                      temperature=temperature)
+            else:
+                texts = generate_responses(
+                    model, tokenizer, [requests[i].message_dicts() for i in indices],
+                    max_new_tokens=max_tokens, batch_size=self.spec.batch_size, temperature=temperature,
+                )
             for index, text in zip(indices, texts):
                 results[index] = self._record(requests[index], text, tokenizer)
         return results  # type: ignore[return-value]
@@ -69,10 +76,31 @@ class LocalTransformersTeacher(CachingTeacher):
         if not text.strip():
             self.usage.count(failed=1)
             return TeacherError("empty", "the local teacher produced no text")
-        prompt = tokenizer.apply_chat_template(request.message_dicts(), tokenize=False, add_generation_prompt=True)
+        prompt = request.prompt if request.prompt is not None else tokenizer.apply_chat_template(
+            request.message_dicts(), tokenize=False, add_generation_prompt=True)
         completion = Completion(
             text=text, model=self.model,
             prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
             completion_tokens=len(tokenizer(text, add_special_tokens=False)["input_ids"]),
         )
         return self._succeeded(request, completion)  # local compute has no per-token price
+
+
+@torch.inference_mode()
+def _generate_raw(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
+                  temperature: float) -> list[str]:
+    """Continue raw text exactly as given: no chat template and no added special tokens, because a
+    Magpie pre-query prompt already is the template's own header and must not be wrapped again."""
+    tokenizer.padding_side = "left"
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False)
+        output = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        for tokens in output[:, batch["input_ids"].shape[1] :]:
+            texts.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    return texts

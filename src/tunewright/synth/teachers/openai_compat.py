@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible chat endpoint: vLLM, llama.cpp server, Ollama, TGI, hosted APIs.
+"""Any OpenAI-compatible chat (and raw completions) endpoint: vLLM, llama.cpp server, Ollama, TGI, hosted APIs.
 
 Concurrency limit, a request-rate limit, retries with exponential backoff (honouring Retry-After)
 on timeouts, dropped connections, 429 and 5xx, and a content-addressed cache so a rerun costs
@@ -63,6 +63,7 @@ class _RateLimiter:
 @register_teacher
 class OpenAICompatibleTeacher(CachingTeacher):
     name: ClassVar[str] = "openai-compatible"
+    Settings: ClassVar[type[BaseModel]] = OpenAICompatibleSpec
 
     def __init__(self, spec: OpenAICompatibleSpec, cache: CallCache | None = None) -> None:
         self.spec = spec
@@ -97,15 +98,18 @@ class OpenAICompatibleTeacher(CachingTeacher):
         return min(self.spec.backoff_s * 2**attempt, self.spec.max_backoff_s)
 
     def _post(self, request: TeacherRequest) -> dict:
-        body = {"model": self.model, "messages": request.message_dicts(), "temperature": request.temperature,
-                "max_tokens": request.max_tokens}
+        if request.prompt is not None:
+            path, body = "/completions", {"model": self.model, "prompt": request.prompt}
+        else:
+            path, body = "/chat/completions", {"model": self.model, "messages": request.message_dicts()}
+        body.update(temperature=request.temperature, max_tokens=request.max_tokens)
         if request.seed is not None:
             body["seed"] = request.seed
         for attempt in range(self.spec.max_retries + 1):
             self._limiter.wait()
             retry_after = None
             try:
-                response = self._client.post("/chat/completions", json=body)
+                response = self._client.post(path, json=body)
             except httpx.TimeoutException:
                 failure = TeacherError("timeout", f"no answer within {self.spec.timeout_s:g} s")
             except httpx.TransportError as exc:
@@ -133,13 +137,15 @@ class OpenAICompatibleTeacher(CachingTeacher):
             return hit
         try:
             data = self._post(request)
-            text = data["choices"][0]["message"]["content"]
+            choice = data["choices"][0]
+            text = choice["text"] if request.prompt is not None else choice["message"]["content"]
         except TeacherError:
             self.usage.count(failed=1)
             raise
         except (KeyError, IndexError, TypeError):
             self.usage.count(failed=1)
-            raise TeacherError("malformed", "no choices[0].message.content in the response") from None
+            field = "text" if request.prompt is not None else "message.content"
+            raise TeacherError("malformed", f"no choices[0].{field} in the response") from None
         if not isinstance(text, str) or not text.strip():
             self.usage.count(failed=1)
             raise TeacherError("empty", "the teacher returned no text")

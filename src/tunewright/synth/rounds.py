@@ -1,0 +1,214 @@
+"""One synthetic-data round, read top to bottom: check the spec, learn from the last review,
+generate with the teacher, filter, and store every row (with its flags) in the review queue.
+
+Every check that can fail on bad configuration runs before the first teacher call. A round whose
+calls partly failed is stored with what succeeded and stays open; running again replays the same
+prompts (same seed, same guidance), so the content-addressed cache answers the calls that were
+already paid for and only the failed ones go out again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..config.synth import SynthSpec
+from ..data.schema import ChatRow
+from ..errors import TunewrightError
+from ..io import sha256_file
+from ..registry.events import canonical_json
+from ..review.store import NewCandidate, QueueFilter, ReviewStore, RoundRecord, RoundSummary
+from .chunking import chunk_document
+from .feedback import build_guidance, guidance_from_json, guidance_to_json
+from .filters import FILTERS, Candidate, FilterContext, run_filters
+from .generators import SYNTH_GENERATORS, Failure, GenerationContext, Guidance
+from .teachers import TEACHERS, CallCache, TeacherError
+
+TEACHER_FAILURE_KINDS = ("timeout", "connection", "http", "malformed", "empty")
+
+# Values a filter takes from the spec when its own settings leave them out, matched by parameter name.
+_SPEC_DEFAULTS = {
+    "forbidden": lambda spec: spec.constraints.forbidden,
+    "json_schema": lambda spec: spec.output.json_schema if spec.output.kind == "json" else None,
+    "min_answer_chars": lambda spec: spec.constraints.min_answer_chars,
+    "max_answer_chars": lambda spec: spec.constraints.max_answer_chars,
+}
+
+
+@dataclass
+class RoundResult:
+    round: RoundRecord
+    n_generated: int
+    n_added: int
+    filter_counts: dict[str, int]
+    failures: list[dict[str, str]]
+    usage: dict[str, Any]
+    resumed: bool
+    summaries: list[RoundSummary] = field(default_factory=list)
+
+
+def _settings(cls: type, settings: dict[str, Any], field_path: str) -> BaseModel:
+    model = getattr(cls, "Settings")
+    try:
+        return model(**settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TunewrightError(f"{first['msg']}", field=f"{field_path}.{where}" if where else field_path) from None
+
+
+def build_teacher(spec: SynthSpec, cache: CallCache | None):
+    cls = TEACHERS.get_class(spec.teacher.kind)
+    return cls(_settings(cls, spec.teacher.settings, "synth.teacher.settings"), cache=cache)
+
+
+def build_generators(spec: SynthSpec) -> list[tuple[Any, float]]:
+    out = []
+    for i, gen in enumerate(spec.generators):
+        cls = SYNTH_GENERATORS.get_class(gen.kind)
+        out.append((cls(_settings(cls, gen.settings, f"synth.generators[{i}].settings")), gen.share))
+    return out
+
+
+def build_filters(spec: SynthSpec, teacher) -> list[Any]:
+    filters = []
+    for i, fspec in enumerate(spec.filter_specs()):
+        cls = FILTERS.get_class(fspec.kind)
+        params = inspect.signature(cls).parameters
+        kwargs = dict(fspec.settings)
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise TunewrightError(f"filter '{fspec.kind}' has no setting '{unknown[0]}' "
+                                  f"(known: {', '.join(p for p in params if p != 'teacher')})",
+                                  field=f"synth.filters[{i}].settings.{unknown[0]}")
+        for name, default in _SPEC_DEFAULTS.items():
+            if name in params and name not in kwargs:
+                kwargs[name] = default(spec)
+        if "teacher" in params:
+            kwargs["teacher"] = teacher
+        try:
+            filters.append(cls(**kwargs))
+        except (TypeError, ValueError) as exc:
+            raise TunewrightError(f"filter '{fspec.kind}': {exc}", field=f"synth.filters[{i}]") from None
+    return filters
+
+
+def allocate(total: int, shares: list[float]) -> list[int]:
+    """Split ``total`` rows by share, largest remainders first, so counts always add up."""
+    raw = [total * s / sum(shares) for s in shares]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def spec_sha256(spec: SynthSpec) -> str:
+    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode("utf-8")).hexdigest()
+
+
+def _round_seed(base_seed: int, queue: str, number: int) -> int:
+    digest = hashlib.sha256(f"{base_seed}:{queue}:{number}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+def _protected_texts(workspace) -> list[str]:
+    """Text of every registered eval split: synthetic rows must not leak into what we measure on."""
+    from ..data.prepare import read_split
+
+    texts = []
+    for record in workspace.registry.list_datasets():
+        try:
+            rows = read_split(record.path, "eval")
+        except (OSError, TunewrightError):
+            continue  # a dataset whose files were removed has nothing left to leak into
+        texts.extend("\n".join(m.content for m in row.messages if m.role != "system") for row in rows)
+    return texts
+
+
+def run_round(workspace, *, rows: int | None = None, queue: str | None = None, new_round: bool = False,
+              teacher=None, embedder=None, seed: int | None = None) -> RoundResult:
+    spec = workspace.recipe.synth
+    if spec is None:
+        raise TunewrightError("the recipe has no 'synth' section", file=workspace.recipe_path, field="synth")
+    queue = queue or workspace.recipe.dataset_name
+    base_seed = workspace.recipe.data.seed if seed is None else seed
+    store = ReviewStore(workspace.registry)
+
+    # Everything that can be wrong with the recipe is found here, before any call is paid for.
+    spec.check_plugins()
+    generators = build_generators(spec)
+    documents = [workspace.path(d) for d in spec.documents]
+    missing = [str(d) for d in documents if not d.is_file()]
+    if missing:
+        raise TunewrightError(f"document not found: {missing[0]}", file=workspace.recipe_path, field="synth.documents")
+    chunks = [c for d in documents for c in chunk_document(d)]
+    teacher = teacher or build_teacher(spec, CallCache(workspace.dir("cache") / "teacher"))
+    filters = build_filters(spec, teacher)
+
+    previous = store.rounds(queue)
+    resumable = next((r for r in previous if r.status in ("running", "incomplete")), None)
+    resumed = resumable is not None and not new_round
+    accepted_now = store.candidates(queue, QueueFilter(status="accepted"))
+    if resumed:
+        # The same guidance and the same accepted rows as the first attempt: same prompts, so the
+        # cache answers every call that already succeeded.
+        guidance = guidance_from_json(resumable.guidance)
+        kept = set(resumable.guidance.get("accepted_ids", []))
+        accepted_now = [c for c in accepted_now if c.id in kept]
+    else:
+        guidance = build_guidance(store, queue, embedder=embedder)
+    record = store.open_round(queue, spec_sha256=spec_sha256(spec), teacher_model=teacher.model,
+                              guidance={**guidance_to_json(guidance), "accepted_ids": [c.id for c in accepted_now]},
+                              new_round=new_round)
+    accepted = [ChatRow(messages=c.messages, reference=c.reference,
+                        meta={"id": f"cand-{c.id}", **({"topic": c.topic} if c.topic else {})}) for c in accepted_now]
+    seeds = [ChatRow(messages=[{"role": "user", "content": s.question}, {"role": "assistant", "content": s.answer}],
+                     meta={"id": f"seed-{i}", **({"topic": s.topic} if s.topic else {})})
+             for i, s in enumerate(spec.seeds)]
+    ctx = GenerationContext(spec=spec, teacher=teacher, round=record.number,
+                            rng=random.Random(_round_seed(base_seed, queue, record.number)), guidance=guidance,
+                            seeds=seeds, accepted=accepted, chunks=chunks, system_prompt=spec.system_prompt)
+
+    produced_rows: list[ChatRow] = []
+    failures: list[Failure] = []
+    total = rows or spec.rows_per_round
+    for (generator, _share), count in zip(generators, allocate(total, [share for _, share in generators])):
+        if count == 0:
+            continue
+        produced = generator.generate(ctx, count)
+        produced_rows.extend(produced.rows)
+        failures.extend(produced.failures)
+
+    candidates = [Candidate(id=str(i), row=row) for i, row in enumerate(produced_rows)]
+    context = FilterContext(accepted=accepted + seeds, protected_texts=_protected_texts(workspace))
+    filter_counts = run_filters(filters, candidates, context)
+    judge_failures = [f for c in candidates for f in c.flags if f.filter == "judge" and f.reason.startswith("not scored")]
+
+    new = [NewCandidate(row=c.row, provenance=c.row.meta.get("provenance", {}),
+                        flags=[{"filter": f.filter, "reason": f.reason} for f in c.flags]) for c in candidates]
+    failure_dicts = [{"generator": f.generator, "kind": f.kind, "message": f.message} for f in failures]
+    # Calls that failed (as opposed to rows the generator refused) keep the round open for a rerun.
+    call_failures = [f for f in failure_dicts if f["kind"] in TEACHER_FAILURE_KINDS]
+    call_failures += [{"generator": "judge", "kind": "judge", "message": f.reason} for f in judge_failures
+                      if any(k in f.reason for k in TEACHER_FAILURE_KINDS)]
+    usage = teacher.usage.to_json()
+    finished, added = store.finish_round(
+        record.id, new, usage=usage, filter_counts=filter_counts, failures=call_failures,
+        n_generated=len(produced_rows), source_files=[sha256_file(d) for d in documents])
+
+    review = spec.review
+    if review.reviewers_per_item > 1:
+        from ..review.reviewers import reviewer_names
+
+        names = reviewer_names(workspace.registry)
+        if len(names) >= review.reviewers_per_item:
+            store.assign(queue, names, review.reviewers_per_item)
+
+    return RoundResult(round=finished, n_generated=len(produced_rows), n_added=added, filter_counts=filter_counts,
+                       failures=failure_dicts, usage=usage, resumed=resumed, summaries=store.round_summaries(queue))
+

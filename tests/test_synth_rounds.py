@@ -1,0 +1,184 @@
+"""Whole rounds against a scripted OpenAI-compatible teacher over real HTTP: generation, filters,
+the review queue, failures and resumption, the feedback loop, and a reviewed dataset that trains."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from scripted_openai import ScriptedServer
+from tunewright.cli.main import main
+from tunewright.config import Recipe, TrainSpec
+from tunewright.config.synth import FilterSpec, GeneratorSpec, SynthSpec
+from tunewright.errors import TunewrightError
+from tunewright.review import QueueFilter, ReviewStore
+from tunewright.review.dataset import build_reviewed_dataset
+from tunewright.synth.rounds import run_round
+from tunewright.workspace import Workspace
+
+VOCAB = ("tent stove boot parka kayak paddle lantern compass rope harness sleeping bag trail map filter bottle "
+         "jacket glove helmet ski snowshoe canoe hammock tarp stake pole zipper seam warranty refund order "
+         "delivery parcel courier invoice receipt store aisle counter coupon gift card member points season "
+         "spring summer autumn winter river lake summit ridge valley forest desert coast island canyon").split()
+PREAMBLE = "As an AI language model, "
+NOTE = "Drop the 'As an AI language model' preamble"
+N_RE = re.compile(r"Write (\d+) new question/answer pairs")
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.sample(VOCAB, n))
+
+
+def guided_teacher(body: dict) -> str:
+    """A teacher whose quality follows the guidance it is given: until a prompt carries the
+    reviewers' note about the preamble, every other answer starts with it."""
+    prompt = body["messages"][-1]["content"]
+    n = int(N_RE.search(prompt).group(1))
+    rng = random.Random(body.get("seed", 0))
+    heeded = "preamble" in prompt
+    pairs = []
+    for i in range(n):
+        answer = f"Our {_words(rng, 6)} policy covers it."
+        if not heeded and i % 2 == 0:
+            answer = PREAMBLE + answer
+        pairs.append({"question": f"What about the {_words(rng, 7)}?", "answer": answer})
+    return json.dumps(pairs)
+
+
+def simulated_reviewer(store: ReviewStore, queue: str = "shop") -> None:
+    for item in store.todo(queue, "ann"):
+        if item.answer.startswith(PREAMBLE):
+            store.review(item.id, reviewer="ann", decision="reject", reasons=["style"], note=NOTE)
+        else:
+            store.review(item.id, reviewer="ann", decision="accept", rating=4)
+
+
+def _workspace(root, base_model, url: str, **synth) -> Workspace:
+    spec = SynthSpec(
+        task="Answer outdoor-shop customer questions.", target=100, rows_per_round=8,
+        seeds=[{"question": "Is shipping free?", "answer": "Shipping is free over $75."}],
+        teacher={"kind": "openai-compatible",
+                 "settings": {"base_url": url, "model": "scripted", "max_retries": 0, "timeout_s": 5}},
+        generators=[GeneratorSpec(kind="self-instruct", settings={"new_per_prompt": 4})],
+        **synth,
+    )
+    recipe = Recipe(name="shop", base_model=str(base_model), synth=spec,
+                    train=TrainSpec(r=4, alpha=8, learning_rate=1e-2, batch_size=4, max_steps=2, max_length=128))
+    return Workspace.init(root, recipe)
+
+
+def test_feedback_loop_raises_acceptance_from_round_one_to_two(tiny_model_dir, tmp_path):
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        store = ReviewStore(workspace.registry)
+        first = run_round(workspace)
+        assert first.n_generated == 8 and first.n_added == 8 and first.round.status == "completed"
+        simulated_reviewer(store)
+        second = run_round(workspace)
+        simulated_reviewer(store)
+    rates = [s.acceptance_rate for s in store.round_summaries("shop")]
+    assert rates[0] == 0.5 and rates[1] == 1.0
+    # Round 2's prompts carried the clustered reject reason and the well-rated examples.
+    assert NOTE in second.round.guidance["notes"][0]
+    round_two_prompts = [r["body"]["messages"][-1]["content"] for r in server.requests[2:]]
+    assert all(NOTE in p and "Reviewers rated these examples highly" in p for p in round_two_prompts)
+    # Self-Instruct mixes accepted machine rows into round 2's examples and records them as parents.
+    parents = [p for c in store.candidates("shop", QueueFilter(round=2)) for p in c.provenance["parents"]]
+    assert any(p.startswith("cand-") for p in parents)
+
+
+def test_every_row_carries_provenance(tiny_model_dir, tmp_path):
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        run_round(workspace)
+    item = ReviewStore(workspace.registry).candidates("shop")[0]
+    prov = item.provenance
+    assert prov["generator"] == "self-instruct" and prov["teacher_model"] == "scripted" and prov["round"] == 1
+    assert len(prov["template_sha256"]) == 64 and "seed" in prov["params"] and prov["parents"] == ["seed-0"]
+
+
+def test_failed_calls_are_reported_and_a_rerun_pays_only_for_them(tiny_model_dir, tmp_path):
+    # Two prompts per round; the first call times out at the HTTP level (500 without retries).
+    with ScriptedServer(script=[("status", (500, {}))], responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        first = run_round(workspace)
+        assert first.round.status == "incomplete" and first.n_added == 4
+        assert [f["kind"] for f in first.failures] == ["http"]
+        calls_before = len(server.requests)
+        again = run_round(workspace)
+    assert again.resumed and again.round.number == 1 and again.round.status == "completed"
+    assert len(server.requests) - calls_before == 1  # only the failed call went out again
+    assert again.usage["cached_calls"] == 1 and again.usage["calls"] == 1
+    assert again.n_added == 4 and len(ReviewStore(workspace.registry).candidates("shop")) == 8
+
+
+@pytest.mark.parametrize("reply", ["not json at all", "[]", ("malformed", None), ("empty", None)])
+def test_bad_teacher_replies_do_not_stop_the_round(tiny_model_dir, tmp_path, reply):
+    step = ("answer", reply) if isinstance(reply, str) else reply
+    with ScriptedServer(script=[step], responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        result = run_round(workspace)
+    assert result.n_added == 4  # the other prompt's rows arrived
+    assert result.failures, "the bad reply is reported"
+
+
+def test_bad_settings_fail_before_any_call(tiny_model_dir, tmp_path):
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        bad = workspace.recipe.synth.model_copy(update={
+            "generators": [GeneratorSpec(kind="self-instruct", settings={"new_per_promt": 4})]})
+        workspace.recipe = workspace.recipe.model_copy(update={"synth": bad})
+        with pytest.raises(TunewrightError) as error:
+            run_round(workspace)
+        assert error.value.field == "synth.generators[0].settings.new_per_promt"
+        unknown = bad.model_copy(update={"generators": [GeneratorSpec(kind="no-such-generator")]})
+        workspace.recipe = workspace.recipe.model_copy(update={"synth": unknown})
+        with pytest.raises(TunewrightError, match="unknown generator 'no-such-generator'"):
+            run_round(workspace)
+        filters = bad.model_copy(update={"generators": [GeneratorSpec(kind="self-instruct")],
+                                         "filters": [FilterSpec(kind="length", settings={"max_chars": 5})]})
+        workspace.recipe = workspace.recipe.model_copy(update={"synth": filters})
+        with pytest.raises(TunewrightError, match="no setting 'max_chars'"):
+            run_round(workspace)
+    assert server.requests == []
+
+
+def test_missing_document_fails_before_any_call(tiny_model_dir, tmp_path):
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url, documents=["nowhere.md"])
+        with pytest.raises(TunewrightError, match="document not found"):
+            run_round(workspace)
+    assert server.requests == []
+
+
+def test_cli_round_review_dataset_and_train(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("REVIEWER_PASSWORD", "a long password")
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        ws = ["--workspace", str(workspace.root)]
+        main(ws + ["synth", "run"])
+        out = capsys.readouterr().out
+        assert "ran round 1: 8 rows generated, 8 new in the queue" in out and "accept %" in out
+    main(ws + ["review", "add-reviewer", "ann", "--password-env", "REVIEWER_PASSWORD"])
+    simulated_reviewer(ReviewStore(workspace.registry))
+    main(ws + ["synth", "rounds"])
+    assert "50%" in capsys.readouterr().out
+    main(ws + ["review", "dataset"])
+    assert "dataset shop@" in capsys.readouterr().out
+    record = workspace.registry.get_dataset("shop")
+    assert record.n_train + record.n_eval == 4 and record.spec["kind"] == "review" and len(record.spec["review_ids"]) == 4
+    assert {e["parent_kind"] for e in workspace.registry.lineage("dataset", record.id)} == {"synth_round"}
+    main(ws + ["train"])
+    [run] = workspace.registry.list_runs()
+    assert run.status == "completed" and run.dataset_id == record.id
+
+
+def test_dataset_without_accepted_rows_is_refused(tiny_model_dir, tmp_path):
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url)
+        run_round(workspace)
+    with pytest.raises(TunewrightError, match="no accepted rows"):
+        build_reviewed_dataset(workspace)
