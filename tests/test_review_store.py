@@ -146,3 +146,11 @@ def test_reviewer_passwords_are_hashed_and_checked(store):
         add_reviewer(store.registry, "bob", "short")
     with pytest.raises(TunewrightError, match="reviewer name"):
         add_reviewer(store.registry, "bad name!", "long enough")
+
+
+def test_bulk_review_touches_only_the_reviewers_own_assignments(store):
+    add_round(store, PAIRS)
+    store.assign("support", ["ann", "bob"], per_item=1)
+    mine = {c.id for c in store.todo("support", "ann")}
+    assert store.bulk_review("support", QueueFilter(), reviewer="ann", decision="accept") == len(mine)
+    assert {r.candidate_id for r in store.reviews("support")} == mine

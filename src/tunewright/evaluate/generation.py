@@ -19,10 +19,26 @@ def generate_responses(
     temperature: float = 0.0,
 ) -> list[str]:
     """Answer each conversation (greedy unless ``temperature`` > 0); responses come in input order."""
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     prompts = [
         tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations
     ]
+    return continue_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          on_batch=on_batch, temperature=temperature)
+
+
+@torch.inference_mode()
+def continue_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+    temperature: float = 0.0,
+) -> list[str]:
+    """Continue already-rendered prompts exactly as given (no template, no added special tokens)."""
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     # Batching prompts of similar length wastes less compute on padding.
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])

@@ -331,20 +331,19 @@ class ReviewStore:
     def todo(self, queue: str, reviewer: str, where: QueueFilter | None = None) -> list[CandidateRecord]:
         """The reviewer's own queue: undecided items (assigned to them, when the queue uses
         assignments) they have not reviewed yet. Blind: nothing here says what others decided."""
-        where = where or QueueFilter()
+        return self.registry.read(lambda s: self._todo_in(s, queue, reviewer, where or QueueFilter()))
 
-        def work(s: Session) -> list[CandidateRecord]:
-            done = set(s.scalars(select(t.Review.candidate_id).where(t.Review.reviewer == reviewer)))
-            mine = None
-            if self._uses_assignments(s, queue):
-                mine = set(s.scalars(select(t.Assignment.candidate_id).where(t.Assignment.reviewer == reviewer)))
-            out = []
-            for c, n in self._matching(s, queue, where):
-                if c.status not in UNDECIDED or c.id in done or (mine is not None and c.id not in mine):
-                    continue
-                out.append(_candidate(c, n))
-            return out
-        return self.registry.read(work)
+    def _todo_in(self, s: Session, queue: str, reviewer: str, where: QueueFilter) -> list[CandidateRecord]:
+        done = set(s.scalars(select(t.Review.candidate_id).where(t.Review.reviewer == reviewer)))
+        mine = None
+        if self._uses_assignments(s, queue):
+            mine = set(s.scalars(select(t.Assignment.candidate_id).where(t.Assignment.reviewer == reviewer)))
+        out = []
+        for c, n in self._matching(s, queue, where):
+            if c.status not in UNDECIDED or c.id in done or (mine is not None and c.id not in mine):
+                continue
+            out.append(_candidate(c, n))
+        return out
 
     def progress(self, queue: str, reviewer: str | None = None) -> dict[str, int]:
         def work(s: Session) -> dict[str, int]:
@@ -371,11 +370,11 @@ class ReviewStore:
 
     def bulk_review(self, queue: str, where: QueueFilter, *, reviewer: str, decision: str, min_reviews: int = 1,
                     reasons: Sequence[str] = (), note: str = "") -> int:
-        """One decision for every undecided item the filter matches that this reviewer has not
-        reviewed; all in one transaction, each with its own event."""
+        """One decision for every item of the reviewer's own to-do list (undecided, assigned to
+        them where the queue uses assignments, not yet reviewed by them) that the filter matches;
+        all in one transaction, each with its own event."""
         def work(s: Session) -> int:
-            done = set(s.scalars(select(t.Review.candidate_id).where(t.Review.reviewer == reviewer)))
-            targets = [c.id for c, _ in self._matching(s, queue, where) if c.status in UNDECIDED and c.id not in done]
+            targets = [c.id for c in self._todo_in(s, queue, reviewer, where)]
             for candidate_id in targets:
                 self._review_in(s, candidate_id, reviewer=reviewer, decision=decision, min_reviews=min_reviews,
                                 rating=None, reasons=list(reasons), note=note, edited=None, seconds=None)

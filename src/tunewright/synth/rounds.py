@@ -189,7 +189,9 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
     filter_counts = run_filters(filters, candidates, context)
     judge_failures = [f for c in candidates for f in c.flags if f.filter == "judge" and f.reason.startswith("not scored")]
 
-    new = [NewCandidate(row=c.row, provenance=c.row.meta.get("provenance", {}),
+    # The judge's rationale travels with the provenance so reviewers see why a row scored as it did.
+    new = [NewCandidate(row=c.row, provenance={**c.row.meta.get("provenance", {}),
+                                                **({"judge": c.row.meta["judge"]} if "judge" in c.row.meta else {})},
                         flags=[{"filter": f.filter, "reason": f.reason} for f in c.flags]) for c in candidates]
     failure_dicts = [{"generator": f.generator, "kind": f.kind, "message": f.message} for f in failures]
     # Calls that failed (as opposed to rows the generator refused) keep the round open for a rerun.

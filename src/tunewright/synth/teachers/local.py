@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...evaluate.generation import generate_responses
+from ...evaluate.generation import continue_texts, generate_responses
 from ...models import load_model, load_tokenizer, prepare_base_model
 from .base import CachingTeacher, Completion, TeacherError, TeacherRequest, Usage, register_teacher
 from .cache import CallCache
@@ -60,9 +60,10 @@ class LocalTransformersTeacher(CachingTeacher):
             model, tokenizer = self._network()
             torch.manual_seed(seed or 0)
             if raw:
-                texts = _generate_raw(model, tokenizer, [requests[i].prompt for i in indices],
-                                      max_new_tokens=max_tokens, batch_size=self.spec.batch_size,
-                                      temperature=temperature)
+                # A Magpie pre-query prompt already is the template's header: continue it as is.
+                texts = continue_texts(model, tokenizer, [requests[i].prompt for i in indices],
+                                       max_new_tokens=max_tokens, batch_size=self.spec.batch_size,
+                                       temperature=temperature)
             else:
                 texts = generate_responses(
                     model, tokenizer, [requests[i].message_dicts() for i in indices],
@@ -85,22 +86,3 @@ class LocalTransformersTeacher(CachingTeacher):
         )
         return self._succeeded(request, completion)  # local compute has no per-token price
 
-
-@torch.inference_mode()
-def _generate_raw(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                  temperature: float) -> list[str]:
-    """Continue raw text exactly as given: no chat template and no added special tokens, because a
-    Magpie pre-query prompt already is the template's own header and must not be wrapped again."""
-    tokenizer.padding_side = "left"
-    texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
-        output = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-        for tokens in output[:, batch["input_ids"].shape[1] :]:
-            texts.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return texts

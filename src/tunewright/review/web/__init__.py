@@ -1,0 +1,5 @@
+"""The human review web UI (`tunewright review serve`)."""
+
+from .app import create_app
+
+__all__ = ["create_app"]
