@@ -162,3 +162,13 @@ def postgres_url(tmp_path_factory):
         yield f"postgresql+psycopg://postgres@/postgres?host={folder}&port={port}"
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A review store on a fresh SQLite registry."""
+    from review_helpers import make_store
+
+    review_store = make_store(tmp_path)
+    yield review_store
+    review_store.registry.close()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import zlib
+
+import torch
+
 from tunewright.data.schema import ChatRow
 from tunewright.registry import Registry
 from tunewright.review import NewCandidate, ReviewStore
@@ -30,3 +35,14 @@ def add_round(store: ReviewStore, pairs, *, queue: str = "support", flags=None, 
                                 flags=[{"filter": flags[i], "reason": "scripted"}] if i in flags else []))
     return store.finish_round(record.id, new, usage={"calls": len(pairs)}, filter_counts={}, failures=[],
                               n_generated=len(pairs))
+
+
+class BagOfWords:
+    """A deterministic stand-in for the sentence embedder: unit vectors of hashed word counts."""
+
+    def encode(self, texts):
+        out = torch.zeros(len(texts), 256)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[i, zlib.crc32(word.encode()) % 256] += 1
+        return torch.nn.functional.normalize(out, dim=-1)

@@ -1,32 +1,9 @@
-import re
-import zlib
-
 import pytest
-import torch
-
-from review_helpers import add_round, chat, make_store
+from review_helpers import BagOfWords, add_round
 from tunewright.errors import TunewrightError
 from tunewright.review.corrections import apply_correction, derive_replacements, preview_correction
 from tunewright.review.dataset import reviewed_rows
 from tunewright.synth.feedback import build_guidance, cluster_reject_reasons, guidance_from_json, guidance_to_json
-
-
-class BagOfWords:
-    """A deterministic stand-in for the sentence embedder: unit vectors of hashed word counts."""
-
-    def encode(self, texts):
-        out = torch.zeros(len(texts), 256)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[i, zlib.crc32(word.encode()) % 256] += 1
-        return torch.nn.functional.normalize(out, dim=-1)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = make_store(tmp_path)
-    yield s
-    s.registry.close()
 
 
 def test_reject_reasons_cluster_by_reason_and_note(store):

@@ -1,19 +1,12 @@
 import pytest
 
-from review_helpers import add_round, make_store
+from review_helpers import add_round
 from tunewright.errors import NotFoundError, TunewrightError
 from tunewright.review import QueueFilter
 from tunewright.review.reviewers import add_reviewer, authenticate
 from tunewright.review.store import decide
 
 PAIRS = [(f"How long is return window {i}?", f"Returns are accepted within 30 days, case {i}.") for i in range(6)]
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = make_store(tmp_path)
-    yield s
-    s.registry.close()
 
 
 def test_round_rows_enter_queue_flagged_rows_marked_not_deleted(store):

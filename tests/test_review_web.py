@@ -475,3 +475,30 @@ def test_serve_review_builds_the_app_from_the_workspace(tmp_path, monkeypatch):
     assert app.state.queue_default == "shop" and app.state.spec == ReviewSpec()
     assert (tmp_path / "review" / "secret.key").is_file()
     workspace.registry.close()
+
+
+def test_apply_an_edit_to_similar_rows_preview_then_apply(registry, store, ids):
+    from review_helpers import BagOfWords
+
+    record = store.open_round("faq", spec_sha256="spec", teacher_model="teacher-7b", guidance={})
+    twin = NewCandidate(_row("How bright is the Aurora lantern?", "It gives 300 lumens.", 4), {"generator": "paraphrase"})
+    store.finish_round(record.id, [twin], usage={}, filter_counts={}, failures=[], n_generated=1)
+    twin_id = max(c.id for c in store.candidates("faq"))
+    client = TestClient(create_app(registry, ReviewSpec(), secret_key=SECRET, queue_default="faq",
+                                   embedder=BagOfWords()))
+    token = login(client, "ann")
+    source = ids["lamp-long"]
+    assert client.get(f"/q/faq/items/{source}/correct").status_code == 400  # nothing edited yet
+    item = store.get(source)
+    edited = {"decision": "accept", "turns": [m["content"] for m in item.messages[:-1]] + ["It gives 350 lumens."]}
+    assert decide(client, token, source, **edited).status_code == 200
+    assert 'id="correct-similar"' in client.get(f"/q/faq/items/{source}").text
+    page = client.get(f"/q/faq/items/{source}/correct?min_similarity=0.3")
+    assert f'value="{twin_id}"' in page.text and "It gives 350 lumens." in page.text
+    assert store.get(twin_id).answer == "It gives 300 lumens."  # the preview changed nothing
+    response = client.post(f"/q/faq/items/{source}/correct", data={"csrf": token, "min_similarity": "0.3",
+                                                                  "ids": [str(twin_id)]}, follow_redirects=False)
+    assert response.status_code == 303
+    assert store.get(twin_id).answer == "It gives 350 lumens." and store.get(twin_id).status == "pending"
+    missing_csrf = client.post(f"/q/faq/items/{source}/correct", data={"ids": [str(twin_id)]})
+    assert missing_csrf.status_code == 403

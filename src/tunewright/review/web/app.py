@@ -22,6 +22,7 @@ from ...errors import NotFoundError, TunewrightError
 from ...registry import Registry
 from ..reviewers import authenticate
 from ..store import ReviewStore
+from . import corrections as correction_routes
 from . import queue as queue_routes
 from . import views
 from .auth import (SESSION_USER, LoginRequired, check_csrf, current_reviewer, payload, render, safe_next,
@@ -42,7 +43,8 @@ SECURITY_HEADERS = {
 
 
 def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
-               queue_default: str | None = None) -> FastAPI:
+               queue_default: str | None = None, embedder=None) -> FastAPI:
+    """``embedder`` finds rows similar to a corrected one; the sentence model by default."""
     if len(secret_key) < 16:
         raise TunewrightError("the review UI's session secret must have at least 16 characters")
     app = FastAPI(title="Tunewright review", docs_url=None, redoc_url=None, openapi_url=None)
@@ -50,6 +52,7 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
     app.state.store = ReviewStore(registry)
     app.state.spec = review_spec
     app.state.queue_default = queue_default
+    app.state.embedder = embedder
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.templates.env.globals.update(qpath=queue_routes.qpath, query=views.query)
 
@@ -68,6 +71,7 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
     _error_handlers(app)
     _auth_routes(app)
     app.include_router(queue_routes.router)
+    app.include_router(correction_routes.router)
     return app
 
 
