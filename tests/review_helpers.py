@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
 import zlib
+from contextlib import contextmanager
 
 import torch
 
@@ -46,3 +50,25 @@ class BagOfWords:
             for word in re.findall(r"\w+", text.lower()):
                 out[i, zlib.crc32(word.encode()) % 256] += 1
         return torch.nn.functional.normalize(out, dim=-1)
+
+
+@contextmanager
+def running_app(app):
+    """The app on uvicorn on a free loopback port, in a background thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound here and handed over, so no other process can take the port meanwhile
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -7,21 +7,18 @@ $TUNEWRIGHT_SCREENSHOTS when set (for the issue note), else to the test's tmp fo
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure-chromium.sh installs it for `make test`)",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-import uvicorn  # noqa: E402
-
+from review_helpers import running_app  # noqa: E402
 from tunewright.config.synth import ReviewSpec  # noqa: E402
 from tunewright.review.web import create_app  # noqa: E402
 
@@ -36,20 +33,8 @@ def server(registry, store):
     """The real app on a free loopback port, in a background thread."""
     ids = seed_queue(store)
     app = create_app(registry, ReviewSpec(guidelines=GUIDELINES), secret_key=SECRET, queue_default="faq")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound here and handed over, so no other process can take the port meanwhile
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", ids
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running_app(app) as base:
+        yield base, ids
 
 
 @pytest.fixture
@@ -63,7 +48,7 @@ def test_keyboard_review_edit_and_bulk_accept(server, store, shots):
     base, ids = server
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+                                    args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(10_000)

@@ -37,7 +37,7 @@ def guided_teacher(body: dict) -> str:
     reviewers' note about the preamble, every other answer starts with it."""
     prompt = body["messages"][-1]["content"]
     n = int(N_RE.search(prompt).group(1))
-    rng = random.Random(body.get("seed", 0))
+    rng = random.Random(f"{body.get('seed', 0)}:{prompt}")  # like a sampling teacher: new prompt, new rows
     heeded = "preamble" in prompt
     pairs = []
     for i in range(n):
