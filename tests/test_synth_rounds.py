@@ -165,7 +165,8 @@ def test_cli_round_review_dataset_and_train(tiny_model_dir, tmp_path, capsys, mo
     main(ws + ["review", "add-reviewer", "ann", "--password-env", "REVIEWER_PASSWORD"])
     simulated_reviewer(ReviewStore(workspace.registry))
     main(ws + ["synth", "rounds"])
-    assert "50%" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "50%" in out and "accepted so far: 4 of the spec's target 100 rows" in out
     main(ws + ["review", "dataset"])
     assert "dataset shop@" in capsys.readouterr().out
     record = workspace.registry.get_dataset("shop")
@@ -182,3 +183,34 @@ def test_dataset_without_accepted_rows_is_refused(tiny_model_dir, tmp_path):
         run_round(workspace)
     with pytest.raises(TunewrightError, match="no accepted rows"):
         build_reviewed_dataset(workspace)
+
+
+def test_round_assigns_items_blind_when_the_recipe_asks_for_several_reviewers(tiny_model_dir, tmp_path):
+    from tunewright.config.synth import ReviewSpec
+    from tunewright.review.reviewers import add_reviewer
+
+    with ScriptedServer(responder=guided_teacher) as server:
+        workspace = _workspace(tmp_path / "ws", tiny_model_dir, server.url,
+                               review=ReviewSpec(min_reviews=2, reviewers_per_item=2))
+        for name in ("ann", "bob", "cy"):
+            add_reviewer(workspace.registry, name, "long enough password")
+        run_round(workspace)
+    store = ReviewStore(workspace.registry)
+    loads = [len(store.todo("shop", name)) for name in ("ann", "bob", "cy")]
+    assert sum(loads) == 16 and max(loads) - min(loads) <= 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["synth", "run"], "no 'synth' section"),
+    (["review", "add-reviewer", "ann", "--password-env", "NOT_SET_ANYWHERE"], "NOT_SET_ANYWHERE is not set"),
+    (["review", "assign", "nobody"], "unknown reviewer 'nobody'"),
+    (["review", "correct", "42", "--reviewer", "ann"], "review item 42 not found"),
+    (["review", "dataset"], "no accepted rows"),
+    (["review", "import", "missing.jsonl"], "missing.jsonl"),
+])
+def test_cli_bad_input_is_one_clear_line_and_exit_2(tiny_model_dir, tmp_path, capsys, argv, message):
+    workspace = Workspace.init(tmp_path / "ws", Recipe(name="shop", base_model=str(tiny_model_dir)))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workspace", str(workspace.root)] + argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err

@@ -16,7 +16,7 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def print_rounds(summaries) -> None:
+def print_rounds(summaries, target: int | None = None) -> None:
     table = Table("round", "rows", "flagged", "accepted", "rejected", "open", "accept %", "calls", "cached", "tokens",
                   "USD", "failed", title="rounds (accept % = accepted / decided)")
     for s in summaries:
@@ -26,6 +26,9 @@ def print_rounds(summaries) -> None:
                       str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)), f"{u.get('cost_usd', 0.0):.2f}",
                       str(s.n_failures))
     console.print(table)
+    if target:
+        accepted = sum(s.n_accepted for s in summaries)
+        console.print(f"accepted so far: {accepted} of the spec's target {target} rows")
 
 
 @app.command("run")
@@ -37,7 +40,8 @@ def run(
     """Generate one round with the teacher, filter it, and queue it for review."""
     from ..synth.rounds import run_round
 
-    result = run_round(open_workspace(), rows=rows, queue=queue, new_round=new_round)
+    workspace = open_workspace()
+    result = run_round(workspace, rows=rows, queue=queue, new_round=new_round)
     verb = "resumed" if result.resumed else "ran"
     console.print(f"{verb} round {result.round.number}: {result.n_generated} rows generated, "
                   f"{result.n_added} new in the queue")
@@ -50,7 +54,7 @@ def run(
     if result.round.status == "incomplete":
         console.print("[yellow]some teacher calls failed; run again to retry only those (paid calls are cached), "
                       "or --new-round to move on[/yellow]")
-    print_rounds(result.summaries)
+    print_rounds(result.summaries, workspace.recipe.synth.target)
 
 
 @app.command("rounds")
@@ -59,4 +63,5 @@ def rounds(queue: Optional[str] = typer.Option(None, help="Review queue (default
     from ..review.store import ReviewStore
 
     workspace = open_workspace()
-    print_rounds(ReviewStore(workspace.registry).round_summaries(queue or workspace.recipe.dataset_name))
+    target = workspace.recipe.synth.target if workspace.recipe.synth else None
+    print_rounds(ReviewStore(workspace.registry).round_summaries(queue or workspace.recipe.dataset_name), target)
