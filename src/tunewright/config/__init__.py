@@ -80,6 +80,8 @@ class TrainSpec(_Strict):
     dataset: str | None = None
     adapter: str | None = None
     method: str = "lora"
+    method_settings: dict[str, Any] = Field(
+        default_factory=dict, description="the method's own typed settings (see `tunewright train --help-methods`)")
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -97,6 +99,9 @@ class TrainSpec(_Strict):
     checkpoint_every: int = Field(50, ge=1)
     share_prefix: bool = Field(True, description="run the prefix all rows share (system prompt) once per batch")
     threads: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool | None = Field(None, description="None: on only when the memory plan needs it")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: what this hardware measurably runs fastest (fp32 on a CPU without bf16)")
 
 
 class EvalSpec(_Strict):

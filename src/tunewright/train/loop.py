@@ -23,7 +23,7 @@ from ..config import TrainSpec
 from ..data.schema import ChatRow
 from ..errors import TunewrightError
 from ..io import atomic_dir
-from ..models import BaseModelInfo, load_model, load_tokenizer
+from ..models import BaseModelInfo, load_tokenizer
 from .batching import plan_micro_batches
 from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .methods import get_method
@@ -159,7 +159,7 @@ def train_adapter(
     resume: bool = False,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
 ) -> TrainResult:
-    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import get_scheduler
 
     if not rows:
@@ -172,10 +172,18 @@ def train_adapter(
     if not encoded:
         raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
 
-    model = get_peft_model(load_model(base), method.peft_config(spec))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = method.wrap(method.load_base(base, spec), spec)
+    if spec.gradient_checkpointing:
+        # Recomputing activations in backward trades about a third more compute for memory; the
+        # planner turns it on only when the run would not fit otherwise.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.to(device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.AdamW(method.optimizer_groups(model, spec), lr=spec.learning_rate,
+                                  weight_decay=spec.weight_decay)
     plan = plan_micro_batches(
         [len(e.input_ids) for e in encoded], spec.batch_size, spec.epochs, spec.seed, spec.max_steps, spec.grad_accum
     )
@@ -205,12 +213,14 @@ def train_adapter(
         resumed_from = state.step
 
     pad_id = tokenizer.pad_token_id
-    prefix_len = shared_prefix_length(encoded) if spec.share_prefix else 0
+    # The shared-prefix pass reuses a key/value cache, which checkpointed layers do not keep.
+    prefix_len = shared_prefix_length(encoded) if spec.share_prefix and not spec.gradient_checkpointing else 0
     started = time.perf_counter()
     tokens_this_process = 0
     for step_index in range(state.step, total_steps):
         micro_batches = plan[step_index]
-        batches = [collate([encoded[i] for i in mb], pad_id) for mb in micro_batches]
+        batches = [{k: v.to(device) for k, v in collate([encoded[i] for i in mb], pad_id).items()}
+                   for mb in micro_batches]
         # Normalise by the step's labelled-token count so gradient accumulation matches one big batch.
         n_labels = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         step_loss, step_tokens = 0.0, 0
