@@ -12,8 +12,10 @@ from ..errors import TunewrightError
 from . import data as data_cli
 from . import records as records_cli
 from . import review as review_cli
+from . import plan as plan_cli
 from . import synth as synth_cli
 from . import stages
+from .compare import compare_command
 from .context import err_console, set_workspace
 
 app = typer.Typer(
@@ -28,6 +30,8 @@ app.add_typer(records_cli.app, name="registry", help="What the registry knows: d
 app.add_typer(synth_cli.app, name="synth", help="Generate synthetic rows with a teacher LLM, round by round.")
 app.add_typer(review_cli.app, name="review", help="Review generated rows: web UI, reviewers, agreement, exports.")
 stages.register(app)
+app.command("plan")(plan_cli.plan)
+app.command("compare")(compare_command)
 
 
 @app.callback()

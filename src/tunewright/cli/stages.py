@@ -31,15 +31,34 @@ def _train(
     resume: bool = typer.Option(False, "--resume", help="Continue the last unfinished run from its checkpoint."),
     epochs: Optional[float] = typer.Option(None, help="Override train.epochs."),
     max_steps: Optional[int] = typer.Option(None, help="Override train.max_steps."),
+    distributed: str = typer.Option(
+        "none", help="none | ddp (data parallel: CPU processes or GPUs) | fsdp | zero3 (shard the model over CUDA GPUs)."),
+    nproc: int = typer.Option(1, help="Worker processes per machine: one per GPU (on a CPU they share its cores)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the launch config and print the launch command; train nothing."),
+    num_machines: int = typer.Option(1, help="Machines taking part (multi-node)."),
+    machine_rank: int = typer.Option(0, help="This machine's rank; 0 creates and registers the run."),
+    main_process_ip: Optional[str] = typer.Option(None, help="Address of machine 0 (multi-node)."),
+    main_process_port: Optional[int] = typer.Option(None, help="Port on machine 0 (multi-node; default 29500)."),
 ) -> None:
     """Train a LoRA adapter on the train split and register it."""
-    from ..train.api import train
+    from ..train.api import plan_launch, train
+    from ..train.launch import LaunchOptions
     from .progress import training_progress
 
     overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps}.items() if v is not None}
+    launch = LaunchOptions(mode=distributed.lower(), nproc=nproc, num_machines=num_machines, machine_rank=machine_rank,
+                           main_process_ip=main_process_ip, main_process_port=main_process_port, dry_run=dry_run)
+    launch.validate()  # a bad option fails before the workspace, data and model are loaded
     workspace = open_workspace()
+    if dry_run:
+        plan = plan_launch(workspace, launch=launch, dataset=dataset, overrides=overrides)
+        if plan.config_file is not None:
+            console.print(f"accelerate config: {plan.config_file}")
+        console.print(f"job: {plan.job_file}\nlaunch command:\n{plan.describe()}", soft_wrap=True, highlight=False)
+        return
     with training_progress("training") as on_step:
-        run, record, result = train(workspace, adapter=adapter, dataset=dataset, resume=resume, callbacks=[on_step], overrides=overrides)
+        run, record, result = train(workspace, adapter=adapter, dataset=dataset, resume=resume, callbacks=[on_step],
+                                    overrides=overrides, launch=launch)
     console.print(
         f"adapter [bold]{record.name}[/bold] v{record.version} saved to {record.path}\n"
         f"run {run.id}: {result.steps} steps, final loss {result.losses[-1]:.3f}, "

@@ -45,19 +45,62 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
     return ResolvedRef(ref=ref, base=base, adapter_path=path, adapter_id=record.id)
 
 
-def attach_adapter(model, adapter_path: Path, *, merge: bool = True):
-    from peft import PeftModel
+@dataclass(frozen=True)
+class AttachedAdapter:
+    model: object  # a merged plain model, or the PeftModel when the method cannot merge
+    peft_type: str
+    merged: bool
+    not_merged_because: str | None = None
 
+
+def _peft_type(adapter_path: Path) -> str:
     try:
-        peft_type = json.loads((adapter_path / "adapter_config.json").read_text())["peft_type"]
+        return json.loads((adapter_path / "adapter_config.json").read_text())["peft_type"]
     except (OSError, ValueError, KeyError) as exc:
         raise TunewrightError(f"unreadable adapter_config.json: {exc}", file=adapter_path) from None
+
+
+def load_adapter(model, adapter_path: Path, *, merge: bool = True) -> AttachedAdapter:
+    """Load a saved adapter onto ``model``; merge it where its method allows, and say whether it did."""
+    from peft import PeftModel
+
+    from ..train.methods import merge_policy
+    from ..train.methods.bottleneck import register_with_peft
+
+    peft_type = _peft_type(adapter_path)
+    register_with_peft()  # our own adapter type must be known to peft before it reads the config
     tuned = PeftModel.from_pretrained(model, adapter_path)
     tuned.eval()
-    # Merged LoRA weights generate at base-model speed; methods that cannot merge stay wrapped.
-    if merge and peft_type in {"LORA", "IA3"}:
-        return tuned.merge_and_unload()
-    return tuned
+    if tuned.active_peft_config.is_prompt_learning:
+        from ..train.methods.prompt import fix_generation_cache
+
+        fix_generation_cache(tuned)
+    policy = merge_policy(peft_type)
+    # Merged weights generate at base-model speed; methods that cannot merge stay wrapped, and
+    # peft's generate handles their virtual tokens or extra modules.
+    if merge and policy.mergeable:
+        return AttachedAdapter(tuned.merge_and_unload(), peft_type, merged=True)
+    reason = "merging not asked for" if not merge else policy.reason
+    return AttachedAdapter(tuned, peft_type, merged=False, not_merged_because=reason)
+
+
+def attach_adapter(model, adapter_path: Path, *, merge: bool = True):
+    """The model with the adapter loaded (merged where possible); ``load_adapter`` also says which."""
+    return load_adapter(model, adapter_path, merge=merge).model
+
+
+def merge_adapter(model):
+    """Fold a loaded adapter into the base weights, or say clearly why its method cannot be."""
+    from ..train.methods import merge_policy
+
+    if getattr(model, "active_peft_config", None) is None:
+        raise TunewrightError("the model has no adapter loaded; nothing to merge")
+    peft_type = str(getattr(model.active_peft_config.peft_type, "value", model.active_peft_config.peft_type))
+    policy = merge_policy(peft_type)
+    if not policy.mergeable:
+        method = "/".join(policy.methods) or peft_type
+        raise TunewrightError(f"method {method} cannot be merged into the base: {policy.reason}")
+    return model.merge_and_unload()
 
 
 def load_for_inference(resolved: ResolvedRef):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,10 @@ from ..errors import TunewrightError
 from ..io import atomic_dir
 from ..models import BaseModelInfo, load_tokenizer
 from .batching import plan_micro_batches
-from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
-from .methods import get_method
+from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .distributed import DistContext
+from .methods import check_method, get_method, parameter_counts
+from .sharded import check_adapter_state, gather_adapter_state, gather_trainable_state
 from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
 
 KEEP_CHECKPOINTS = 2
@@ -111,15 +112,18 @@ def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int) -> tu
     return hidden[:, :-1], labels[:, prefix_len + 1 :]
 
 
-def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int = 0) -> torch.Tensor:
+def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int = 0, full_forward: bool = False) -> torch.Tensor:
     """Summed next-token cross-entropy over labelled positions only.
 
     Projecting every position onto a 49k-word vocabulary costs as much as several decoder layers;
     only assistant tokens carry a label, so only their hidden states go through the output head.
-    Models whose PEFT method changes the inputs (prompt learning) take the plain full-logits path.
+    Models whose PEFT method changes the inputs (prompt learning) take the plain full-logits path,
+    and so do sharded models (``full_forward``): FSDP gathers weights in the wrapped model's own
+    forward, which calling the decoder directly would skip.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
+    prompt_learning = getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning
+    if full_forward or prompt_learning:
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -143,10 +147,41 @@ def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[li
     return encoded, dropped
 
 
-def _prune_checkpoints(folder: Path) -> None:
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
-    for old in steps[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+def _adapter_state(dist: DistContext, model, shapes: dict[str, tuple]) -> dict[str, torch.Tensor] | None:
+    """The adapter's weights on the main rank, checked before they reach disk (None elsewhere)."""
+    from peft import get_peft_model_state_dict
+
+    if dist.sharded:
+        return gather_adapter_state(model, reference_shapes=shapes, is_main=dist.is_main, unwrapped=dist.unwrap(model))
+    if not dist.is_main:
+        return None
+    state = get_peft_model_state_dict(model)
+    check_adapter_state(state, shapes)
+    return state
+
+
+def _optimizer_state(dist: DistContext, model, optimizer) -> dict | None:
+    if dist.mode == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        # LoRA's moments are small: gathered whole onto rank 0, they save like a plain optimizer's.
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(model, optimizer.optimizer, options=options)
+    if dist.mode == "zero3":
+        return None  # DeepSpeed keeps AdamW's moments in its own partitioned buffers
+    return optimizer.state_dict() if dist.is_main else None
+
+
+def _load_optimizer_state(dist: DistContext, model, optimizer, saved: dict | None) -> bool:
+    if saved is None or dist.mode == "zero3":
+        return False
+    if dist.mode == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer.optimizer, saved, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(saved)
+    return True
 
 
 def train_adapter(
@@ -158,13 +193,18 @@ def train_adapter(
     adapter_dir: Path,
     resume: bool = False,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    dist: DistContext | None = None,
 ) -> TrainResult:
+    """Train and save the adapter. Under a launcher every rank runs this with its ``dist``; each
+    step's rows are dealt out over the ranks and their gradients summed, so the result is the
+    single-process one up to the order of floating-point sums."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import get_scheduler
 
+    dist = dist or DistContext()
     if not rows:
         raise TunewrightError("the training split is empty", field="train.dataset")
-    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    torch.set_num_threads(dist.threads(spec.threads))
     torch.manual_seed(spec.seed)
     method = get_method(spec.method)
     tokenizer = load_tokenizer(base)
@@ -172,16 +212,21 @@ def train_adapter(
     if not encoded:
         raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = method.wrap(method.load_base(base, spec), spec)
+    device = dist.device
+    base_model = method.load_base(base, spec)
+    check_method(spec, base_model)  # options that cannot work fail here, before any training step
+    model = method.wrap(base_model, spec)
     if spec.gradient_checkpointing:
         # Recomputing activations in backward trades about a third more compute for memory; the
         # planner turns it on only when the run would not fit otherwise.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model.to(device)
+    if not dist.sharded:
+        model.to(device)  # sharded: accelerate places each rank's shard, never the whole model
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Taken before sharding leaves each rank holding pieces.
+    counts = parameter_counts(model)
+    adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
     optimizer = torch.optim.AdamW(method.optimizer_groups(model, spec), lr=spec.learning_rate,
                                   weight_decay=spec.weight_decay)
     plan = plan_micro_batches(
@@ -195,7 +240,7 @@ def train_adapter(
     fingerprint = config_fingerprint(spec, rows, base)
     checkpoints = run_dir / "checkpoints"
     state = TrainerState(step=0, tokens_seen=0, losses=[], scheduler={}, config_sha256=fingerprint)
-    resumed_from = None
+    resumed_from, loaded = None, None
     if resume:
         last = latest_checkpoint(checkpoints)
         if last is None:
@@ -206,37 +251,53 @@ def train_adapter(
                 "the checkpoint was made with different data, base model or settings; start a fresh run", file=last
             )
         set_peft_model_state_dict(model, loaded.adapter_state)
-        optimizer.load_state_dict(loaded.optimizer_state)
         scheduler.load_state_dict(loaded.state.scheduler)
-        torch.set_rng_state(loaded.rng_state)
+        torch.set_rng_state(loaded.rng_state(dist.rank))
         state = loaded.state
         resumed_from = state.step
+    model, optimizer = dist.prepare(model, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    extra: dict = {}
+    if loaded is not None and not _load_optimizer_state(dist, model, optimizer, loaded.optimizer_state):
+        extra["optimizer_state_restored"] = False  # ZeRO-3: AdamW's moments restart from zero
 
     pad_id = tokenizer.pad_token_id
     # The shared-prefix pass reuses a key/value cache, which checkpointed layers do not keep.
     prefix_len = shared_prefix_length(encoded) if spec.share_prefix and not spec.gradient_checkpointing else 0
+    # Every rank knows every row's label count, so a step's normaliser needs no communication.
+    label_counts = [sum(1 for label in e.labels[1:] if label != IGNORE_INDEX) for e in encoded]
     started = time.perf_counter()
     tokens_this_process = 0
     for step_index in range(state.step, total_steps):
         micro_batches = plan[step_index]
-        batches = [{k: v.to(device) for k, v in collate([encoded[i] for i in mb], pad_id).items()}
-                   for mb in micro_batches]
-        # Normalise by the step's labelled-token count so gradient accumulation matches one big batch.
-        n_labels = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        # Normalise by the labelled-token count of the whole step, over all ranks' rows, so gradient
+        # accumulation and data parallelism both match one big batch.
+        n_labels = sum(label_counts[i] for mb in micro_batches for i in mb)
         step_loss, step_tokens = 0.0, 0
-        for batch in batches:
-            loss = supervised_loss_sum(model, batch, prefix_len) / n_labels
-            loss.backward()
+        for micro_batch in micro_batches:
+            rows_here, weight = dist.share(micro_batch), 1
+            if not rows_here:
+                if not dist.sharded:
+                    continue
+                # A sharded forward is collective: a rank without rows still runs one, weighted zero.
+                rows_here, weight = list(micro_batch[:1]), 0
+            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows_here], pad_id).items()}
+            loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded) / n_labels
+            if not weight:
+                loss = loss * 0.0
+            dist.backward(loss, model)
             step_loss += loss.item()
-            step_tokens += int(batch["attention_mask"].sum())
-        torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+            step_tokens += int(batch["attention_mask"].sum()) * weight
+        step_loss, step_tokens = dist.all_reduce_sum(step_loss, step_tokens)
+        dist.all_reduce_grads(trainable)
+        dist.clip_grad_norm(model, trainable, spec.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         state.step = step_index + 1
-        state.tokens_seen += step_tokens
-        tokens_this_process += step_tokens
+        state.tokens_seen += int(step_tokens)
+        tokens_this_process += int(step_tokens)
         state.losses.append(step_loss)
         info = StepInfo(
             step=state.step,
@@ -249,14 +310,19 @@ def train_adapter(
         )
         if state.step % spec.checkpoint_every == 0 and state.step < total_steps:
             state.scheduler = scheduler.state_dict()
-            save_checkpoint(checkpoints, adapter_state=get_peft_model_state_dict(model), optimizer=optimizer, state=state)
-            _prune_checkpoints(checkpoints)
+            adapter_state = _adapter_state(dist, model, adapter_shapes)
+            optimizer_state = _optimizer_state(dist, model, optimizer)
+            rng_states = dist.gather_rng_states()
+            if dist.is_main:
+                save_checkpoint(checkpoints, adapter_state=adapter_state, optimizer_state=optimizer_state, state=state,
+                                rng_states=rng_states)
+                prune_checkpoints(checkpoints, KEEP_CHECKPOINTS)
+            dist.barrier()
         for callback in callbacks:
             callback(info)
 
     elapsed = time.perf_counter() - started
-    with atomic_dir(adapter_dir) as tmp:
-        model.save_pretrained(tmp)
+    _save_adapter(dist, model, adapter_dir, adapter_shapes)
     return TrainResult(
         adapter_dir=adapter_dir,
         steps=total_steps,
@@ -267,5 +333,23 @@ def train_adapter(
         n_rows=len(encoded),
         n_dropped=dropped,
         resumed_from_step=resumed_from,
-        extra={"shared_prefix_tokens": prefix_len},
+        extra={"shared_prefix_tokens": prefix_len, **counts, "processes": dist.world_size, **extra},
     )
+
+
+def _save_adapter(dist: DistContext, model, adapter_dir: Path, shapes: dict[str, tuple]) -> None:
+    """Rank 0 writes the adapter in standard PEFT layout; the other ranks wait until it is there."""
+    if dist.sharded:
+        from peft import get_peft_model_state_dict
+
+        unwrapped = dist.unwrap(model)
+        full = gather_trainable_state(model, is_main=dist.is_main, unwrapped=unwrapped)  # collective
+        if dist.is_main:
+            check_adapter_state(get_peft_model_state_dict(unwrapped, state_dict=full), shapes)
+            with atomic_dir(adapter_dir) as tmp:
+                unwrapped.save_pretrained(tmp, state_dict=full)
+    elif dist.is_main:
+        _adapter_state(dist, model, shapes)  # refuses an empty or misshapen adapter before it is written
+        with atomic_dir(adapter_dir) as tmp:
+            model.save_pretrained(tmp)
+    dist.barrier()

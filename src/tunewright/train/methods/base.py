@@ -1,0 +1,89 @@
+"""The method contract: hooks the training loop calls, typed settings, and what merging means.
+
+The loop calls only the hooks on ``PeftMethod``; a method overrides the ones it needs (QLoRA loads
+a quantised base, LoRA+ gives B its own learning rate, a method peft lacks wraps the model itself)
+and inherits the rest. Its recipe options live in ``train.method_settings`` and are validated by
+its nested ``Settings`` model, so a typo is refused before a base model is even loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ...config import TrainSpec
+from ...errors import TunewrightError
+from ...plugins import PluginRegistry
+
+METHODS: PluginRegistry["PeftMethod"] = PluginRegistry("PEFT method", recipe_field="train.method")
+SETTINGS_FIELD = "train.method_settings"
+
+
+class MethodSettings(BaseModel):
+    """Base for every method's settings: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PeftMethod:
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # The peft_type written to adapter_config.json: how a saved adapter finds its method again.
+    peft_type: ClassVar[str | None] = None
+    supports_merge: ClassVar[bool] = False
+    # Why the adapter cannot be folded into the base weights, for methods that cannot.
+    merge_refusal: ClassVar[str] = "this method does not describe a change to the base weights"
+    # Whether the top-level r/alpha/dropout/target_modules of the recipe mean anything to it.
+    uses_lora_options: ClassVar[bool] = False
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+
+    def settings(self, spec: TrainSpec) -> MethodSettings:
+        """The recipe's ``method_settings`` validated; errors name ``train.method_settings.<field>``."""
+        try:
+            return self.Settings.model_validate(spec.method_settings or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(part) for part in err["loc"])
+            field = f"{SETTINGS_FIELD}.{loc}" if loc else SETTINGS_FIELD
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(self.Settings.model_fields) or "none"
+                message = f"unknown setting for method '{self.name}' (its settings: {known})"
+            raise TunewrightError(message, field=field) from None
+
+    def check_environment(self) -> None:
+        """Refuse early when this machine cannot run the method at all (QLoRA without CUDA)."""
+
+    def module_targets(self, spec: TrainSpec) -> dict[str, list[str]]:
+        """Module names the method will adapt, keyed by the recipe field that names them.
+
+        ``check_method`` refuses names that match nothing in the model: peft would either fail deep
+        inside injection or, worse, quietly train fewer modules than the recipe asked for.
+        """
+        return {}
+
+    def check_model(self, model, spec: TrainSpec) -> None:
+        """Model-specific checks that must fail before training (architecture support, layer counts)."""
+
+    def peft_config(self, spec: TrainSpec):
+        """Build the ``peft`` config for this method from the recipe's train section."""
+        raise NotImplementedError
+
+    def load_base(self, base_info, spec: TrainSpec):
+        from ...models import load_model
+
+        return load_model(base_info)
+
+    def wrap(self, model, spec: TrainSpec):
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(spec))
+
+    def optimizer_groups(self, model, spec: TrainSpec) -> list[dict[str, Any]]:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": spec.learning_rate}]
+
+
+register_method = METHODS.register
+get_method = METHODS.get
+available_methods = METHODS.names
