@@ -107,6 +107,7 @@ MAIN = {
 }
 ABLATIONS = [
     ("c-noprefix", "train_adapter, share_prefix=False"),
+    ("c-nofuse", "train_adapter, fuse_lora=False (PEFT's own LoRA forward)"),
     ("c-compile", "train_adapter + torch.compile (layer MLPs)"),
     ("mini-grouped", "mini loop: length-grouped padded batch"),
     ("mini-packed", "mini loop: packed, block-diagonal"),
@@ -375,8 +376,11 @@ def child_loop(args, spec, base, rows, out: Path, variant: str) -> dict:
     update = {"max_steps": args.steps, "checkpoint_every": 10**9}
     if variant == "c-noprefix":
         update["share_prefix"] = False
+    if variant == "c-nofuse":
+        update["fuse_lora"] = False
     if variant == "c-compile":
-        update["method"] = register_compiled_lora()
+        # Against c-nofuse: dynamo would otherwise trace the fused layers' shared-input bookkeeping.
+        update["method"], update["fuse_lora"] = register_compiled_lora(), False
     times: list[float] = []
 
     def on_step(info):
@@ -565,6 +569,11 @@ def run_child(args) -> None:
     else:
         raise SystemExit(f"unknown contender {name}")
     data["name"] = name
+    from tunewright.plan.hardware import peak_rss_bytes
+
+    # Measured here, not from wait4 in the parent: Linux's ru_maxrss carries the parent's size
+    # across fork and exec, VmHWM does not.
+    data["peak_rss_mb"] = peak_rss_bytes() / 2**20
     Path(args.result).write_text(json.dumps(data))
 
 
@@ -603,7 +612,6 @@ def spawn(name: str, workspace: Path, args, scratch: Path) -> dict:
         print(f"    {name} failed (exit {process.returncode})", flush=True)
         return {"name": name, "error": f"exit code {process.returncode}", "process_seconds": wall}
     data = json.loads(result_file.read_text())
-    data["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux reports KiB
     data["process_seconds"] = wall
     data["other_cores_busy"] = others
     print(f"    {data['steps']} steps, {data['tokens']} tokens in {data['seconds']:.1f} s "

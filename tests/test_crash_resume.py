@@ -35,7 +35,7 @@ def train_adapter(**kwargs):
     return real_train(**kwargs)
 def save_file(tensors, path, *args, **kwargs):
     real_save(tensors, path, *args, **kwargs)
-    if path.name == "adapter.safetensors":
+    if path.name == "trainable.safetensors":
         time.sleep(float(os.environ.get("TW_TEST_SLOW_SAVE", "0")))
 api.train_adapter, checkpoint.save_file = train_adapter, save_file
 from tunewright.cli.main import main
@@ -117,7 +117,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_adapter(tiny_model
     # 2. Killed in the middle of writing a checkpoint.
     process = trainer.start("--resume", slow_save=5.0)
     partial = _wait_for(
-        lambda: next((p for p in trainer.checkpoints.glob(".step-*") if (p / "adapter.safetensors").is_file()), None),
+        lambda: next((p for p in trainer.checkpoints.glob(".step-*") if (p / "trainable.safetensors").is_file()), None),
         "a checkpoint write to begin", process,
     )
     assert trainer.kill(process)

@@ -232,3 +232,41 @@ def test_every_method_describes_itself_and_says_whether_it_merges():
 def test_merge_adapter_on_a_plain_model_is_a_clear_error(tiny_base):
     with pytest.raises(TunewrightError, match="no adapter loaded"):
         merge_adapter(load_model(tiny_base))
+
+
+@pytest.mark.parametrize(
+    ("method", "settings"),
+    [("p-tuning", None), ("prefix-tuning", {"num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 16}),
+     ("bottleneck", None), ("dora", None)],
+)
+def test_resume_restores_what_training_updates(method, settings, tiny_base, tmp_path):
+    """P-tuning's and projected prefix-tuning's adapter files hold the encoder's output, not the
+    encoder; a checkpoint must keep the encoder itself or a resumed run drifts from the clean one."""
+    from safetensors.torch import load_file
+
+    spec = _spec(method, checkpoint_every=3, **({"method_settings": settings} if settings else {}))
+    common = dict(base=tiny_base, rows=qa_rows(16), spec=spec)
+    clean = train_adapter(**common, run_dir=tmp_path / "clean", adapter_dir=tmp_path / "clean-adapter")
+
+    def crash(info):
+        if info.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(**common, run_dir=tmp_path / "crash", adapter_dir=tmp_path / "crash-adapter", callbacks=[crash])
+    resumed = train_adapter(**common, run_dir=tmp_path / "crash", adapter_dir=tmp_path / "crash-adapter", resume=True)
+    assert resumed.resumed_from_step == 3 and resumed.losses == pytest.approx(clean.losses, abs=1e-6)
+    expected = load_file(clean.adapter_dir / "adapter_model.safetensors")
+    got = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert set(got) == set(expected)
+    assert all(torch.allclose(got[k], expected[k], atol=1e-6) for k in expected)
+
+
+def test_sequence_length_beyond_the_model_context_is_refused(tiny_base, tmp_path):
+    from transformers import AutoConfig
+
+    context = AutoConfig.from_pretrained(tiny_base.folder).max_position_embeddings
+    message = _refused(tiny_base, tmp_path, _spec("lora", max_length=context + 1))
+    assert "field 'train.max_length'" in message and f"beyond the model's context of {context} tokens" in message
+    message = _refused(tiny_base, tmp_path, _spec("prompt-tuning", max_length=context - 4))
+    assert "plus 8 virtual tokens" in message

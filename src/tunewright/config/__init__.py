@@ -98,6 +98,7 @@ class TrainSpec(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     share_prefix: bool = Field(True, description="run the prefix all rows share (system prompt) once per batch")
+    fuse_lora: bool = Field(True, description="run LoRA layers that share an input (q/k/v, gate/up) as one matrix multiply")
     threads: int | None = Field(None, ge=1)
     gradient_checkpointing: bool | None = Field(None, description="None: on only when the memory plan needs it")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(

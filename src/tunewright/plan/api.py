@@ -247,8 +247,11 @@ def measured_against_plan(plan_record: dict | None) -> dict:
     import resource
     import sys
 
+    from .hardware import peak_rss_bytes
+
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) * scale
+    # Launcher workers: the largest one's peak (they start from the small launcher process).
+    peak = max(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale)
     plan_record = plan_record or {}
     return {"peak_rss_bytes": peak, "predicted_peak_bytes": plan_record.get("predicted_peak_bytes"),
             "predicted_seconds": plan_record.get("predicted_seconds")}

@@ -201,3 +201,23 @@ def fastest_dtype(hardware: Hardware) -> str:
     if best == "fp16" and rates.get("bf16", 0) >= 0.9 * rates["fp16"]:
         return "bf16"
     return best
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory.
+
+    Linux's ``ru_maxrss`` survives ``exec``: a child started from a process holding 2 GB reports
+    at least 2 GB whatever it does itself. ``VmHWM`` belongs to the process's current address
+    space, so it starts from zero at ``exec``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

@@ -14,8 +14,9 @@ peak = runtime + weights + trainable states + ALLOCATOR x (activations + logits)
   elements at the activation dtype. The shared system prompt runs once per micro-batch, with its
   key/value cache repeated per row. Gradient checkpointing keeps only each layer's input (h) plus
   one layer's worth recomputed during backward;
-* logits: only labelled positions reach the vocabulary (our loop), three vocab-wide fp32 copies at
-  the peak of backward (logits, saved log-softmax, its gradient);
+* logits: only labelled positions reach the vocabulary (our loop), one chunk of at most
+  ``DEFAULT_CHUNK`` positions at a time (``train/losses.py``): the chunk's fp32 logits and the
+  log-sum-exp pass's temporary copy, freed before the next chunk;
 * ALLOCATOR: transient gradients and what the allocator holds back after freeing. Fitted on peak
   RSS of the real loop (see ``CPU_ALLOCATOR_FACTOR``); ``tunewright plan --calibrate`` re-fits it
   from a few real steps on this machine.
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from ..config import TrainSpec
 from ..errors import TunewrightError
+from ..train.losses import DEFAULT_CHUNK
 
 MIB = 2**20
 CPU_RUNTIME_BYTES = 400 * MIB
@@ -40,7 +42,7 @@ CUDA_RUNTIME_BYTES = 600 * MIB  # CUDA context and cuBLAS workspaces on the devi
 # blocks of many sizes in per-thread arenas; PyTorch's CUDA caching allocator wastes far less.
 CPU_ALLOCATOR_FACTOR = 2.0
 CUDA_ALLOCATOR_FACTOR = 1.2
-LOGIT_COPIES = 3
+LOGIT_COPIES = 2
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 NF4_BYTES = 0.5 + 4 / 64  # 4-bit code plus one fp32 scale per block of 64
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -186,7 +188,7 @@ def predict_peak(shape: ModelShape, micro_batches, *, trainable: int, lora_r: in
     for mb in micro_batches:
         act = activation_bytes(shape, mb, lora_r=lora_r, lora_linears=lora_linears, checkpointing=checkpointing,
                                dtype_bytes=act_bytes)
-        logits = mb.labelled * shape.vocab * 4 * LOGIT_COPIES
+        logits = min(mb.labelled, DEFAULT_CHUNK) * shape.vocab * 4 * LOGIT_COPIES
         if act + logits > worst:
             worst, worst_act, worst_logits = act + logits, act, logits
     runtime = CUDA_RUNTIME_BYTES if device == "cuda" else CPU_RUNTIME_BYTES

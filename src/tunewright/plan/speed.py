@@ -201,14 +201,13 @@ def calibrate(planner, base, rows, rec) -> dict:
 
 
 def _calibration_child(request_file: str) -> None:
-    import resource
-
     import torch
 
     from ..config import TrainSpec
     from ..data.schema import ChatRow
     from ..models import BaseModelInfo
     from ..train.loop import train_adapter
+    from .hardware import peak_rss_bytes
 
     request = json.loads(Path(request_file).read_text())
     base = BaseModelInfo(ref=request["base"]["ref"], folder=Path(request["base"]["folder"]),
@@ -219,10 +218,8 @@ def _calibration_child(request_file: str) -> None:
         spec=TrainSpec.model_validate(request["spec"]), run_dir=Path(request["out"]) / "run",
         adapter_dir=Path(request["out"]) / "adapter", callbacks=[lambda info: elapsed.append(info.elapsed)],
     )
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     # On a GPU the memory that can run out is the device's; the planner predicts that one there.
-    peak = (torch.cuda.max_memory_reserved() if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+    peak = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else peak_rss_bytes()
     print(json.dumps({"elapsed": elapsed, "tokens_seen": result.tokens_seen, "peak_bytes": peak,
                       "shared_prefix_tokens": result.extra.get("shared_prefix_tokens", 0)}))
 

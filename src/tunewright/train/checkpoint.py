@@ -25,7 +25,7 @@ from ..io import atomic_dir
 
 _STEP_DIR = "step-{:07d}"
 _STEP_RE = re.compile(r"step-\d{7}")
-_FILES = ("adapter.safetensors", "optimizer.safetensors", "rng.safetensors", "optimizer.json", "trainer_state.json")
+_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "optimizer.json", "trainer_state.json")
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _fsync(path: Path) -> None:
 def save_checkpoint(
     folder: Path,
     *,
-    adapter_state: dict[str, torch.Tensor],
+    trainable_state: dict[str, torch.Tensor],
     optimizer_state: dict | None,
     state: TrainerState,
     rng_states: Sequence[torch.Tensor] | None = None,
@@ -81,7 +81,7 @@ def save_checkpoint(
     rng_states = list(rng_states or [torch.get_rng_state()])
     rng = {"torch": rng_states[0], **{f"torch.rank{r}": s for r, s in enumerate(rng_states) if r}}
     with atomic_dir(target) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in adapter_state.items()}, tmp / "adapter.safetensors")
+        save_file({k: v.detach().contiguous() for k, v in trainable_state.items()}, tmp / "trainable.safetensors")
         save_file(optim_tensors, tmp / "optimizer.safetensors")
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(optim_meta))
@@ -115,7 +115,7 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
 
 @dataclass
 class LoadedCheckpoint:
-    adapter_state: dict[str, torch.Tensor]
+    trainable_state: dict[str, torch.Tensor]
     optimizer_state: dict | None
     rng_states: dict[str, torch.Tensor]
     state: TrainerState
@@ -128,7 +128,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer_state = _unflatten_optimizer(load_file(path / "optimizer.safetensors"), meta)
     return LoadedCheckpoint(
-        adapter_state=load_file(path / "adapter.safetensors"),
+        trainable_state=load_file(path / "trainable.safetensors"),
         optimizer_state=optimizer_state if meta.get("saved", True) else None,
         rng_states=load_file(path / "rng.safetensors"),
         state=TrainerState(**json.loads((path / "trainer_state.json").read_text())),

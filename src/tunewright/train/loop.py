@@ -26,8 +26,10 @@ from ..models import BaseModelInfo, load_tokenizer
 from .batching import plan_micro_batches
 from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .distributed import DistContext
+from .fused import fuse_lora_projections
+from .losses import head_cross_entropy_sum
 from .methods import check_method, get_method, parameter_counts
-from .sharded import check_adapter_state, gather_adapter_state, gather_trainable_state
+from .sharded import check_adapter_state, gather_trainable_state
 from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
 
 KEEP_CHECKPOINTS = 2
@@ -116,7 +118,8 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
     """Summed next-token cross-entropy over labelled positions only.
 
     Projecting every position onto a 49k-word vocabulary costs as much as several decoder layers;
-    only assistant tokens carry a label, so only their hidden states go through the output head.
+    only assistant tokens carry a label, so only their hidden states go through the output head,
+    in chunks whose logits never outlive the chunk (``losses.head_cross_entropy_sum``).
     Models whose PEFT method changes the inputs (prompt learning) take the plain full-logits path,
     and so do sharded models (``full_forward``): FSDP gathers weights in the wrapped model's own
     forward, which calling the decoder directly would skip.
@@ -132,8 +135,10 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
         return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
     hidden, labels = _decoder_hidden(base, batch, prefix_len)
     mask = labels != IGNORE_INDEX
-    logits = base.get_output_embeddings()(hidden[mask])
-    return F.cross_entropy(logits.float(), labels[mask], reduction="sum")
+    head = base.get_output_embeddings()
+    if type(head) is torch.nn.Linear and head.bias is None:
+        return head_cross_entropy_sum(hidden[mask], head.weight, labels[mask])
+    return F.cross_entropy(head(hidden[mask]).float(), labels[mask], reduction="sum")  # e.g. a LoRA on lm_head
 
 
 def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[list[EncodedRow], int]:
@@ -147,17 +152,36 @@ def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[li
     return encoded, dropped
 
 
-def _adapter_state(dist: DistContext, model, shapes: dict[str, tuple]) -> dict[str, torch.Tensor] | None:
-    """The adapter's weights on the main rank, checked before they reach disk (None elsewhere)."""
+def _checkpoint_weights(dist: DistContext, model, shapes: dict[str, tuple]) -> dict[str, torch.Tensor] | None:
+    """Every trainable parameter under its module name, on the main rank (None elsewhere).
+
+    Not the adapter file's contents: for P-tuning and prefix-tuning with a projection, PEFT saves
+    the encoder's *output* (all inference needs), so resuming from it would lose the encoder that
+    training updates. The checkpoint keeps what the optimizer steps; the adapter is still checked.
+    """
     from peft import get_peft_model_state_dict
 
-    if dist.sharded:
-        return gather_adapter_state(model, reference_shapes=shapes, is_main=dist.is_main, unwrapped=dist.unwrap(model))
-    if not dist.is_main:
+    unwrapped = dist.unwrap(model) if dist.sharded else model
+    weights = gather_trainable_state(model, is_main=dist.is_main, unwrapped=unwrapped if dist.sharded else None)
+    if weights is None:
         return None
-    state = get_peft_model_state_dict(model)
-    check_adapter_state(state, shapes)
-    return state
+    if not dist.sharded:
+        check_adapter_state(get_peft_model_state_dict(model), shapes)
+    else:
+        check_adapter_state(get_peft_model_state_dict(unwrapped, state_dict=weights), shapes)
+    return weights
+
+
+def _restore_weights(model, weights: dict[str, torch.Tensor], checkpoint: Path) -> None:
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise TunewrightError(
+            f"the checkpoint's weights do not fit this model (missing {missing[:2]}, unexpected {extra[:2]}); "
+            "start a fresh run", file=checkpoint,
+        )
+    with torch.no_grad():
+        model.load_state_dict(weights, strict=False)
 
 
 def _optimizer_state(dist: DistContext, model, optimizer) -> dict | None:
@@ -198,7 +222,7 @@ def train_adapter(
     """Train and save the adapter. Under a launcher every rank runs this with its ``dist``; each
     step's rows are dealt out over the ranks and their gradients summed, so the result is the
     single-process one up to the order of floating-point sums."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict
     from transformers import get_scheduler
 
     dist = dist or DistContext()
@@ -224,6 +248,8 @@ def train_adapter(
     if not dist.sharded:
         model.to(device)  # sharded: accelerate places each rank's shard, never the whole model
     model.train()
+    # After placement: moving a model re-creates its tensors, which would undo the shared views.
+    fused = fuse_lora_projections(model) if spec.fuse_lora and not dist.sharded else None
     # Taken before sharding leaves each rank holding pieces.
     counts = parameter_counts(model)
     adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
@@ -250,7 +276,7 @@ def train_adapter(
             raise TunewrightError(
                 "the checkpoint was made with different data, base model or settings; start a fresh run", file=last
             )
-        set_peft_model_state_dict(model, loaded.adapter_state)
+        _restore_weights(model, loaded.trainable_state, last)
         scheduler.load_state_dict(loaded.state.scheduler)
         torch.set_rng_state(loaded.rng_state(dist.rank))
         state = loaded.state
@@ -310,11 +336,11 @@ def train_adapter(
         )
         if state.step % spec.checkpoint_every == 0 and state.step < total_steps:
             state.scheduler = scheduler.state_dict()
-            adapter_state = _adapter_state(dist, model, adapter_shapes)
+            trainable_state = _checkpoint_weights(dist, model, adapter_shapes)
             optimizer_state = _optimizer_state(dist, model, optimizer)
             rng_states = dist.gather_rng_states()
             if dist.is_main:
-                save_checkpoint(checkpoints, adapter_state=adapter_state, optimizer_state=optimizer_state, state=state,
+                save_checkpoint(checkpoints, trainable_state=trainable_state, optimizer_state=optimizer_state, state=state,
                                 rng_states=rng_states)
                 prune_checkpoints(checkpoints, KEEP_CHECKPOINTS)
             dist.barrier()
@@ -322,6 +348,9 @@ def train_adapter(
             callback(info)
 
     elapsed = time.perf_counter() - started
+    if fused is not None:
+        extra["fused_lora_modules"] = fused.fused_modules
+        fused.remove()
     _save_adapter(dist, model, adapter_dir, adapter_shapes)
     return TrainResult(
         adapter_dir=adapter_dir,
@@ -339,17 +368,11 @@ def train_adapter(
 
 def _save_adapter(dist: DistContext, model, adapter_dir: Path, shapes: dict[str, tuple]) -> None:
     """Rank 0 writes the adapter in standard PEFT layout; the other ranks wait until it is there."""
-    if dist.sharded:
-        from peft import get_peft_model_state_dict
-
-        unwrapped = dist.unwrap(model)
-        full = gather_trainable_state(model, is_main=dist.is_main, unwrapped=unwrapped)  # collective
-        if dist.is_main:
-            check_adapter_state(get_peft_model_state_dict(unwrapped, state_dict=full), shapes)
-            with atomic_dir(adapter_dir) as tmp:
-                unwrapped.save_pretrained(tmp, state_dict=full)
-    elif dist.is_main:
-        _adapter_state(dist, model, shapes)  # refuses an empty or misshapen adapter before it is written
+    weights = _checkpoint_weights(dist, model, shapes)  # collective when sharded; refuses an empty adapter
+    if dist.is_main:
         with atomic_dir(adapter_dir) as tmp:
-            model.save_pretrained(tmp)
+            if dist.sharded:
+                dist.unwrap(model).save_pretrained(tmp, state_dict=weights)
+            else:
+                model.save_pretrained(tmp)
     dist.barrier()

@@ -65,6 +65,14 @@ def check_method(spec: TrainSpec, model=None) -> PeftMethod:
                     f"(its linear modules: {', '.join(linear_module_names(model))})",
                     field=field,
                 )
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        virtual = getattr(settings, "num_virtual_tokens", 0) or 0  # prompt learning spends context on them
+        if context and spec.max_length + virtual > context:
+            extra = f" plus {virtual} virtual tokens" if virtual else ""
+            raise TunewrightError(
+                f"max_length {spec.max_length}{extra} is beyond the model's context of {context} tokens",
+                field="train.max_length",
+            )
         method.check_model(model, spec)
     return method
 
