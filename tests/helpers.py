@@ -28,3 +28,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def chat_records(n: int) -> list[dict]:
     return [r.to_json() for r in qa_rows(n)]
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """Run the Typer app in-process; the exit code and what it printed."""
+    from tunewright.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

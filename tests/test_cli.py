@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunewright.cli.main import main
 
-from helpers import chat_records, write_jsonl
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import chat_records, run_cli as run, write_jsonl
 
 
 @pytest.fixture

@@ -7,21 +7,10 @@ import json
 import pytest
 
 from tunewright.cli import context
-from tunewright.cli.main import main
 from tunewright.config import TrainSpec
 from tunewright.train.compare import method_spec
 
-from helpers import chat_records, write_jsonl
-
-
-def run(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import chat_records, run_cli as run, write_jsonl
 
 
 @pytest.fixture

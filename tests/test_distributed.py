@@ -20,7 +20,7 @@ from tunewright.train.launch import LaunchOptions
 from tunewright.workspace import Workspace
 
 from helpers import chat_records, write_jsonl
-from test_cli import run
+from helpers import run_cli as run
 
 # Two ranks sum their halves of each step's gradient, then the two sums are added: the same terms
 # as one process, in another order. Measured on the tiny model: max abs diff 8.2e-7 on weights

@@ -126,7 +126,8 @@ def test_empty_training_split_is_an_error(tiny_model_dir, tmp_path):
         )
 
 
-def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir):
+@pytest.mark.parametrize("packing", ["off", "on"])  # the cached padded layout, and the packed one
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, packing):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -148,7 +149,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir):
 
     def loss_and_grads(prefix_len):
         model.zero_grad()
-        loss = supervised_loss_sum(model, batch, prefix_len)
+        loss = supervised_loss_sum(model, batch, prefix_len, packing=packing)
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -40,7 +40,7 @@ def _train(
     main_process_ip: Optional[str] = typer.Option(None, help="Address of machine 0 (multi-node)."),
     main_process_port: Optional[int] = typer.Option(None, help="Port on machine 0 (multi-node; default 29500)."),
 ) -> None:
-    """Train a LoRA adapter on the train split and register it."""
+    """Train an adapter with the recipe's PEFT method on the train split and register it."""
     from ..train.api import plan_launch, train
     from ..train.launch import LaunchOptions
     from .progress import training_progress

@@ -98,6 +98,8 @@ class TrainSpec(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     share_prefix: bool = Field(True, description="run the prefix all rows share (system prompt) once per batch")
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="pack each batch after its shared prefix into one sequence; auto: while attention stays cheap")
     fuse_lora: bool = Field(True, description="run LoRA layers that share an input (q/k/v, gate/up) as one matrix multiply")
     threads: int | None = Field(None, ge=1)
     gradient_checkpointing: bool | None = Field(None, description="None: on only when the memory plan needs it")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ INTERESTING_FLAGS = (
     "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
     "asimd", "asimdhp", "bf16", "i8mm", "sve", "sve2",  # Arm's names in the `Features` line
 )
-MATMUL_BUDGET_S = 0.5
+MATMUL_BUDGET_S = 1.0
 _RATE_CACHE: dict[tuple[str, str, int], float] = {}
 
 
@@ -127,8 +128,9 @@ def measure_matmul(dtype: str, device: str = "cpu", threads: int | None = None, 
     """FLOP/s of square matmuls in ``dtype``, cached per process.
 
     The size grows from 128 until one multiply takes ~1/10 of the budget (or reaches the cap), so a
-    slow emulated dtype costs a few milliseconds rather than seconds; the best repeat counts, since
-    the question is what the hardware can do, not what a noisy neighbour left over.
+    slow emulated dtype costs a few milliseconds rather than seconds. The median repeat at the final
+    size counts: training sustains that rate for minutes, while the best single multiply catches a
+    short turbo burst (134 against a sustained 119 GFLOP/s on the reference machine).
     """
     import torch
 
@@ -143,7 +145,7 @@ def measure_matmul(dtype: str, device: str = "cpu", threads: int | None = None, 
     torch.set_num_threads(threads)
     try:
         deadline = time.perf_counter() + budget_s
-        n, best = 128, 0.0
+        n = 128
         while True:
             a = torch.randn(n, n, device=device).to(torch_dtype)
             b = torch.randn(n, n, device=device).to(torch_dtype)
@@ -153,19 +155,20 @@ def measure_matmul(dtype: str, device: str = "cpu", threads: int | None = None, 
             a @ b
             sync()
             one = max(time.perf_counter() - started, 1e-9)
-            best = max(best, 2 * n**3 / one)
             if n >= cap or one > budget_s / 10 or time.perf_counter() > deadline:
                 break
             n *= 2
-        while time.perf_counter() + one < deadline:
+        rates = [2 * n**3 / one]
+        while time.perf_counter() + one < deadline or len(rates) < 3:
             started = time.perf_counter()
             a @ b
             sync()
-            best = max(best, 2 * n**3 / max(time.perf_counter() - started, 1e-9))
+            rates.append(2 * n**3 / max(time.perf_counter() - started, 1e-9))
     finally:
         torch.set_num_threads(previous)
-    _RATE_CACHE[key] = best
-    return best
+    rate = statistics.median(rates)
+    _RATE_CACHE[key] = rate
+    return rate
 
 
 def detect_hardware(*, threads: int | None = None, measure: bool = True) -> Hardware:

@@ -18,7 +18,9 @@ efficiency). T0 is what a pass costs beyond its FLOPs, in tokens of work: thin m
 hundred rows by 576) run far below the square-matmul rate, and the shared prompt's own pass of ~24
 rows worst of all. Fitted on three runs measured on the reference 2-core machine at 115 GFLOP/s
 (demo: 156 steps in 364 s; `make bench` batch 8 with and without prefix sharing, 202.5 and 158.8
-tokens/s): efficiency 0.79, T0 72 tokens, all three within 5%. ``tunewright plan --calibrate``
+tokens/s): efficiency 0.79, T0 72 tokens, all three within 5%. That machine is a VM whose speed
+drifts by 10-20% over minutes (the same demo later took 439 s), which bounds how close any time
+prediction made from a one-second matmul measurement can be. ``tunewright plan --calibrate``
 re-fits the efficiency from a few real steps on the machine at hand.
 """
 

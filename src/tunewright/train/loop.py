@@ -1,8 +1,9 @@
 """The training recipe, top to bottom: set up, train, checkpoint, save.
 
 Our own loop rather than ``transformers.Trainer`` because it is where the speed lives on a CPU:
-length-grouped batches, logits computed only where there is a label, no gradient checkpointing,
-fp32 throughout. ``benchmarks/`` compares it with the plain Trainer + peft stack.
+length-grouped batches, the shared system prompt run once per batch (packed or cached), fused LoRA
+projections, logits computed only where there is a label, gradient checkpointing only when the
+memory plan needs it, fp32 on a CPU. ``benchmarks/`` compares it with the plain Trainer + peft stack.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_
 from .distributed import DistContext
 from .fused import fuse_lora_projections
 from .losses import head_cross_entropy_sum
+from .packing import pack_after_prefix, packing_pays, supports_packing
 from .methods import check_method, get_method, parameter_counts
 from .sharded import check_adapter_state, gather_trainable_state
 from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
@@ -91,18 +93,28 @@ def shared_prefix_length(rows: Sequence[EncodedRow]) -> int:
     return max(limit, 0)
 
 
-def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int,
+                    packing: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Last hidden states and the labels they predict, sharing one pass over the common prefix.
 
-    Every row starts with the same system prompt; running it once and repeating its key/value
-    cache across the batch removes a third or more of the matrix multiplies on short chat rows.
-    Gradients stay exact: autograd sums the repeated cache's gradients back into the one pass.
+    Every row starts with the same system prompt; running it once removes a third or more of the
+    matrix multiplies on short chat rows. Two layouts do that: the batch packed into one sequence
+    after the prefix (``packing.py``), or the padded batch with the prefix's key/value cache
+    repeated per row. Gradients stay exact either way: autograd sums the shared prefix's gradients
+    back into its one pass.
     """
     decoder = base.get_decoder()
     input_ids, attention, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     if prefix_len < MIN_SHARED_PREFIX or input_ids.shape[0] == 1:
         hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
         return hidden[:, :-1], labels[:, 1:]
+    lengths = attention.sum(dim=1).tolist()
+    if (packing == "on" and supports_packing(base.config)) or (
+            packing == "auto" and packing_pays(base.config, lengths, prefix_len)):
+        packed = pack_after_prefix(batch, prefix_len)
+        hidden = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                         attention_mask=packed.attention_mask, use_cache=False).last_hidden_state
+        return hidden, packed.targets
     from transformers import DynamicCache
 
     cache = DynamicCache(config=decoder.config)
@@ -114,7 +126,8 @@ def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int) -> tu
     return hidden[:, :-1], labels[:, prefix_len + 1 :]
 
 
-def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int = 0, full_forward: bool = False) -> torch.Tensor:
+def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int = 0, full_forward: bool = False,
+                        packing: str = "auto") -> torch.Tensor:
     """Summed next-token cross-entropy over labelled positions only.
 
     Projecting every position onto a 49k-word vocabulary costs as much as several decoder layers;
@@ -133,7 +146,7 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
         n_virtual = logits.shape[1] - batch["input_ids"].shape[1]
         logits = logits[:, n_virtual:-1]
         return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
-    hidden, labels = _decoder_hidden(base, batch, prefix_len)
+    hidden, labels = _decoder_hidden(base, batch, prefix_len, packing)
     mask = labels != IGNORE_INDEX
     head = base.get_output_embeddings()
     if type(head) is torch.nn.Linear and head.bias is None:
@@ -308,7 +321,8 @@ def train_adapter(
                 # A sharded forward is collective: a rank without rows still runs one, weighted zero.
                 rows_here, weight = list(micro_batch[:1]), 0
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows_here], pad_id).items()}
-            loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded) / n_labels
+            loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded,
+                                       packing=spec.packing) / n_labels
             if not weight:
                 loss = loss * 0.0
             dist.backward(loss, model)
