@@ -62,13 +62,13 @@ per batch, so its *executed* FLOPs are lower than its useful FLOPs; both are rep
 Ablations (--ablations) of our loop: shared prefix off; ``torch.compile`` of every decoder layer's
 MLP (through a benchmark-only method registered with ``register_method``, no change to src/; whole
 layers recompile per layer on the key/value cache and dynamo gives up after 8); and a
-packing prototype, implemented here only, in a small loop that mirrors ``train_adapter`` (same plan,
-optimizer, schedule, clipping, loss) and differs only in how a batch is laid out:
+small loop that mirrors ``train_adapter`` (same plan, optimizer, schedule, clipping, loss) without
+fused LoRA, and differs only in how a batch is laid out:
   mini-grouped        the length-grouped padded batch (the loop's layout, prefix sharing off)
   mini-packed         the batch's rows concatenated into one sequence, position ids restarting per
                       row, attention block-diagonal (transformers builds that mask from the position ids)
-  mini-packed-prefix  the shared prefix once, then every row's remainder, with a 4D boolean mask that
-                      lets each remainder see the prefix and itself: packing and prefix sharing together
+  mini-packed-prefix  the loop's own packing (tunewright.train.packing): the shared prefix once, then
+                      every row's remainder, with a 4D boolean mask that lets each see the prefix and itself
 Before timing, the script asserts that packed, packed-prefix, padded and shared-prefix layouts give
 the same loss and the same LoRA gradients on a real batch.
 
@@ -412,50 +412,33 @@ def child_loop(args, spec, base, rows, out: Path, variant: str) -> dict:
 
 # ---- the packing prototype ------------------------------------------------------------------
 
-def packed_inputs(rows, prefix_len: int):
-    """Lay out a batch's rows as one sequence; return ids, position ids, 4D mask (or None) and targets.
-
-    prefix_len == 0: rows back to back, position ids restarting at 0 per row; transformers reads the
-    restarts as packed sequences and builds a block-diagonal causal mask itself.
-    prefix_len > 0: the shared prefix once, then each row's remainder with position ids continuing
-    from the prefix; a boolean 4D mask lets a remainder token see the prefix and its own row's
-    earlier tokens only. The token after the prefix is never labelled (shared_prefix_length
-    guarantees it), so the prefix's hidden states need no output projection.
-    Targets are next-token labels within each row (IGNORE_INDEX where a row ends).
+def packed_inputs(rows):
+    """The batch's rows back to back in one sequence, position ids restarting at 0 per row;
+    transformers reads the restarts as packed sequences and builds a block-diagonal causal mask.
+    Targets are next-token labels within each row (IGNORE_INDEX where a row ends). Packing after a
+    shared prefix is the loop's own (``tunewright.train.packing``), not re-implemented here.
     """
     import torch
 
-    ids, positions, segments, targets = [], [], [], []
-    if prefix_len:
-        ids += rows[0].input_ids[:prefix_len]
-        positions += list(range(prefix_len))
-        segments += [-1] * prefix_len
-        targets += [IGNORE_INDEX] * prefix_len
-    for index, row in enumerate(rows):
-        start = prefix_len
-        ids += row.input_ids[start:]
-        positions += list(range(start, len(row.input_ids)))
-        segments += [index] * (len(row.input_ids) - start)
-        targets += list(row.labels[start + 1:]) + [IGNORE_INDEX]
-    ids_t = torch.tensor([ids])
-    pos_t = torch.tensor([positions])
-    mask = None
-    if prefix_len:
-        seg = torch.tensor(segments)
-        n = len(ids)
-        causal = torch.arange(n)[None, :] <= torch.arange(n)[:, None]
-        same = (seg[None, :] == seg[:, None]) | (seg[None, :] == -1)
-        mask = (causal & same)[None, None]
-    return ids_t, pos_t, mask, torch.tensor(targets)
+    ids, positions, targets = [], [], []
+    for row in rows:
+        ids += row.input_ids
+        positions += list(range(len(row.input_ids)))
+        targets += list(row.labels[1:]) + [IGNORE_INDEX]
+    return torch.tensor([ids]), torch.tensor([positions]), torch.tensor(targets)
 
 
-def packed_loss_sum(model, rows, prefix_len: int):
+def packed_loss_sum(model, rows, prefix_len: int, pad_id: int):
     import torch.nn.functional as F
 
+    from tunewright.train.loop import supervised_loss_sum
+    from tunewright.train.tokenize import collate
+
+    if prefix_len:
+        return supervised_loss_sum(model, collate(rows, pad_id), prefix_len, packing="on")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    ids, positions, mask, targets = packed_inputs(rows, prefix_len)
-    hidden = base.get_decoder()(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                use_cache=False).last_hidden_state[0]
+    ids, positions, targets = packed_inputs(rows)
+    hidden = base.get_decoder()(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state[0]
     keep = targets != IGNORE_INDEX
     logits = base.get_output_embeddings()(hidden[keep])
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -479,10 +462,8 @@ def check_packing_equivalence(model, batch_rows, pad_id, prefix_len: int) -> dic
         "padded": lambda: supervised_loss_sum(model, collate(batch_rows, pad_id), 0),
         "padded+shared-prefix": lambda: supervised_loss_sum(model, collate(batch_rows, pad_id), prefix_len,
                                                             packing="off"),
-        "loop-packed+shared-prefix": lambda: supervised_loss_sum(model, collate(batch_rows, pad_id), prefix_len,
-                                                                 packing="on"),
-        "packed": lambda: packed_loss_sum(model, batch_rows, 0),
-        "packed+shared-prefix": lambda: packed_loss_sum(model, batch_rows, prefix_len),
+        "packed": lambda: packed_loss_sum(model, batch_rows, 0, pad_id),
+        "packed+shared-prefix": lambda: packed_loss_sum(model, batch_rows, prefix_len, pad_id),
     }
     values = {}
     for name, fn in layouts.items():
@@ -544,7 +525,7 @@ def child_mini(args, spec, base, tokenizer, encoded, variant: str) -> dict:
             loss_sum = supervised_loss_sum(model, batch, 0)
         else:
             recorder.batches.append([(len(r.input_ids), label_positions(r.labels)) for r in batch_rows])
-            loss_sum = packed_loss_sum(model, batch_rows, prefix_len if variant == "mini-packed-prefix" else 0)
+            loss_sum = packed_loss_sum(model, batch_rows, prefix_len if variant == "mini-packed-prefix" else 0, pad_id)
         loss = loss_sum / n_labels
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)

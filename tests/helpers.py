@@ -41,3 +41,13 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def init_cli_workspace(root: Path, base_model, capsys, recipe_tail: str = "") -> Path:
+    """`tunewright init` a workspace named shop through the CLI, with ``recipe_tail`` appended to its recipe."""
+    code, _, err = run_cli(["init", root, "--name", "shop", "--base-model", base_model], capsys)
+    assert code == 0, err
+    if recipe_tail:
+        recipe = root / "tunewright.yaml"
+        recipe.write_text(recipe.read_text() + recipe_tail)
+    return root

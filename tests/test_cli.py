@@ -8,19 +8,16 @@ from pathlib import Path
 import pytest
 
 
-from helpers import chat_records, run_cli as run, write_jsonl
+from helpers import chat_records, init_cli_workspace, run_cli as run, write_jsonl
 
 
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir, capsys):
-    ws = tmp_path / "ws"
-    code, out, err = run(["init", ws, "--name", "shop", "--base-model", tiny_model_dir], capsys)
-    assert code == 0, err
-    recipe = (ws / "tunewright.yaml").read_text()
-    recipe += "train:\n  r: 4\n  alpha: 8\n  learning_rate: 0.01\n  batch_size: 4\n  checkpoint_every: 2\n  max_length: 128\n"
-    recipe += "eval:\n  max_new_tokens: 8\n  batch_size: 4\n"
-    (ws / "tunewright.yaml").write_text(recipe)
-    return ws
+    return init_cli_workspace(
+        tmp_path / "ws", tiny_model_dir, capsys,
+        "train:\n  r: 4\n  alpha: 8\n  learning_rate: 0.01\n  batch_size: 4\n  checkpoint_every: 2\n  max_length: 128\n"
+        "eval:\n  max_new_tokens: 8\n  batch_size: 4\n",
+    )
 
 
 def _registry(ws):

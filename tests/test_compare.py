@@ -10,20 +10,18 @@ from tunewright.cli import context
 from tunewright.config import TrainSpec
 from tunewright.train.compare import method_spec
 
-from helpers import chat_records, run_cli as run, write_jsonl
+from helpers import chat_records, init_cli_workspace, run_cli as run, write_jsonl
 
 
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setattr(context.console, "width", 220)  # one table row per line, whatever the terminal
-    ws = tmp_path / "ws"
-    code, _, err = run(["init", ws, "--name", "shop", "--base-model", tiny_model_dir], capsys)
-    assert code == 0, err
-    recipe = (ws / "tunewright.yaml").read_text()
     # A LoRA rank in the recipe: compare must leave it out for the methods that have no rank.
-    recipe += "train:\n  r: 4\n  alpha: 8\n  learning_rate: 0.02\n  batch_size: 4\n  max_length: 128\n"
-    recipe += "eval:\n  max_new_tokens: 6\n  batch_size: 4\n  metrics: [contains, token_f1]\n"
-    (ws / "tunewright.yaml").write_text(recipe)
+    ws = init_cli_workspace(
+        tmp_path / "ws", tiny_model_dir, capsys,
+        "train:\n  r: 4\n  alpha: 8\n  learning_rate: 0.02\n  batch_size: 4\n  max_length: 128\n"
+        "eval:\n  max_new_tokens: 6\n  batch_size: 4\n  metrics: [contains, token_f1]\n",
+    )
     data = write_jsonl(tmp_path / "rows.jsonl", chat_records(20))
     code, _, err = run(["-w", ws, "data", "import", data, "--eval-fraction", "0.2"], capsys)
     assert code == 0, err

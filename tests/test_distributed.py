@@ -19,8 +19,7 @@ from tunewright.train.api import train
 from tunewright.train.launch import LaunchOptions
 from tunewright.workspace import Workspace
 
-from helpers import chat_records, write_jsonl
-from helpers import run_cli as run
+from helpers import chat_records, init_cli_workspace, run_cli as run, write_jsonl
 
 # Two ranks sum their halves of each step's gradient, then the two sums are added: the same terms
 # as one process, in another order. Measured on the tiny model: max abs diff 8.2e-7 on weights
@@ -127,8 +126,7 @@ def test_zero3_placeholders_are_refused_and_gathering_fills_them(tiny_model_dir)
 
 @pytest.fixture
 def cli_workspace(tmp_path, tiny_model_dir, capsys):
-    ws = tmp_path / "ws"
-    assert run(["init", ws, "--name", "shop", "--base-model", tiny_model_dir], capsys)[0] == 0
+    ws = init_cli_workspace(tmp_path / "ws", tiny_model_dir, capsys)
     data = write_jsonl(tmp_path / "rows.jsonl", chat_records(12))
     assert run(["-w", ws, "data", "import", data], capsys)[0] == 0
     return ws
