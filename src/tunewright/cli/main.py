@@ -10,9 +10,11 @@ import typer
 
 from ..errors import TunewrightError
 from . import data as data_cli
+from . import export as export_cli
 from . import records as records_cli
 from . import review as review_cli
 from . import plan as plan_cli
+from . import serving as serving_cli
 from . import synth as synth_cli
 from . import stages
 from .compare import compare_command
@@ -32,6 +34,10 @@ app.add_typer(review_cli.app, name="review", help="Review generated rows: web UI
 stages.register(app)
 app.command("plan")(plan_cli.plan)
 app.command("compare")(compare_command)
+app.command("serve")(serving_cli.serve)
+app.command("drift")(serving_cli.drift)
+app.command("export")(export_cli.export)
+records_cli.app.add_typer(serving_cli.alias_app, name="alias")
 
 
 @app.callback()

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import TunewrightError
+from .serve import ServeSpec
 from .synth import SynthSpec
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
@@ -129,6 +130,7 @@ class Recipe(_Strict):
     synth: SynthSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    serve: ServeSpec = Field(default_factory=ServeSpec)
 
     @property
     def dataset_name(self) -> str:

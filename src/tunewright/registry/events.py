@@ -280,3 +280,41 @@ def verify_chain(session: Session) -> tuple[bool, int | None]:
             return False, row.id
         expected_prev = row.hash
     return True, None
+
+
+@dataclass(frozen=True)
+class AliasChanged(Event):
+    action: ClassVar[str] = "alias.changed"
+    subject_kind: ClassVar[str] = "alias"
+    subject_field: ClassVar[str] = "alias"
+    alias: str
+    change: str  # set, promote, rollback, split
+    adapter_id: int | None
+    split_adapter_id: int | None
+    split_percent: int
+    previous_adapter_id: int | None
+
+
+@dataclass(frozen=True)
+class ExportRegistered(Event):
+    action: ClassVar[str] = "export.registered"
+    subject_kind: ClassVar[str] = "export"
+    subject_field: ClassVar[str] = "export_id"
+    export_id: int
+    model_ref: str
+    adapter_id: int | None
+    formats: list[str]
+    files_sha256: dict[str, str]
+    max_logit_diff: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeedbackRecorded(Event):
+    action: ClassVar[str] = "serve.feedback"
+    subject_kind: ClassVar[str] = "feedback"
+    subject_field: ClassVar[str] = "feedback_id"
+    feedback_id: int
+    request_id: str
+    model: str
+    rating: str
+    candidate_id: int | None

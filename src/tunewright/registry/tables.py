@@ -256,6 +256,56 @@ class Review(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AliasChange(Base):
+    """Append-only history of a deployment alias (production, staging): the newest row is its state."""
+
+    __tablename__ = "alias_changes"
+    __table_args__ = (Index("ix_alias_changes_alias", "alias"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"))
+    split_adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"))
+    split_percent: Mapped[int] = mapped_column(Integer)
+    # What a rollback returns to; walking these links is the alias's deployment history.
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("alias_changes.id"))
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Export(Base):
+    """An export whose parity check passed (failed exports are never registered)."""
+
+    __tablename__ = "exports"
+    __table_args__ = (_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_ref: Mapped[str] = mapped_column(String(255))
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"))
+    path: Mapped[str] = mapped_column(Text)
+    formats: Mapped[list[str]] = mapped_column(JSON)
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+    check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Feedback(Base):
+    """A user's thumbs up or down on a served response, with an optional correction."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    rating: Mapped[str] = mapped_column(String(8))
+    correction: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # Frozen snapshots handed to callers instead of live ORM objects, which would detach or go stale
 # once their session closes.
 

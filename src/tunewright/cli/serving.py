@@ -1,0 +1,124 @@
+"""`tunewright serve`, `tunewright drift` and `tunewright registry alias ...`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import TunewrightError
+from .context import console, err_console, open_workspace
+
+alias_app = typer.Typer(no_args_is_help=True, help="Deployment aliases (production, staging): set, promote, split, roll back.")
+
+
+def serve(
+    host: Optional[str] = typer.Option(None, help="Address to listen on (recipe: serve.host)."),
+    port: Optional[int] = typer.Option(None, help="Port (recipe: serve.port)."),
+    adapter: Optional[List[str]] = typer.Option(
+        None, "--adapter", "-a", help="Adapter to load (registered name, name@version or folder); repeatable. "
+                                      "Default: every registered adapter."),
+    log_requests: Optional[bool] = typer.Option(None, "--log-requests/--no-log-requests",
+                                                help="Write requests and answers, PII redacted, to logs/requests/."),
+) -> None:
+    """Serve the base model and adapters behind an OpenAI-compatible API (/v1/chat/completions, ...)."""
+    import uvicorn
+
+    from ..serve.app import create_app
+    from ..serve.server import build_state
+
+    workspace = open_workspace()
+    updates = {k: v for k, v in {"host": host, "port": port, "adapters": adapter or None,
+                                 "log_requests": log_requests}.items() if v is not None}
+    spec = workspace.recipe.serve.model_copy(update=updates)
+    state = build_state(workspace, spec)
+    table = Table("model", "method", "batches", "source")
+    for served in state.pool.models.values():
+        table.add_row(served.name, served.peft_type.lower(), "mixed" if served.lane.shared else "own lane", served.source)
+    console.print(table)
+    if not state.inference_keys:
+        err_console.print(f"note: no inference keys set ({spec.api_keys_env}); anyone who can reach "
+                          f"{spec.host}:{spec.port} can use the API")
+    console.print(f"OpenAI-compatible API on http://{spec.host}:{spec.port}/v1  (metrics: /metrics)")
+    # On SIGTERM or Ctrl+C uvicorn stops accepting connections and lets open requests finish.
+    uvicorn.run(create_app(state), host=spec.host, port=spec.port, log_level="warning",
+                timeout_graceful_shutdown=int(spec.request_timeout_s) + 5)
+
+
+def drift(
+    dataset: Optional[str] = typer.Option(None, help="Training dataset to compare with (default: the recipe's)."),
+    since: Optional[datetime] = typer.Option(None, help="Only requests at or after this time (ISO 8601)."),
+) -> None:
+    """How live requests differ from the training data: topics, unseen inputs, lengths."""
+    from ..serve.drift import drift_for_workspace
+
+    report, json_path, html_path = drift_for_workspace(open_workspace(), dataset=dataset, since=since)
+    console.print(report["message"])
+    for reason in (report.get("verdict") or {}).get("reasons", []):
+        console.print(f"  - {reason}")
+    console.print(f"report: {html_path}\ndata: {json_path}")
+
+
+def _show(state) -> str:
+    if state is None or state.adapter is None:
+        return "(not set)"
+    text = f"{state.adapter.name}@{state.adapter.version}"
+    if state.split_adapter is not None:
+        text += f", {state.split_percent}% to {state.split_adapter.name}@{state.split_adapter.version}"
+    return text
+
+
+def _ref(adapter: str) -> tuple[str, int | None]:
+    name, _, version = adapter.partition("@")
+    if version and not version.isdigit():
+        raise TunewrightError(f"version must be a number in '{adapter}'", field="adapter")
+    return name, int(version) if version else None
+
+
+def _store():
+    from ..registry.deploy import DeploymentStore
+
+    return DeploymentStore(open_workspace().registry)
+
+
+@alias_app.command("show")
+def alias_show() -> None:
+    """What each alias serves, and its history."""
+    store = _store()
+    table = Table("alias", "serves", "changes", "last change")
+    for alias, state in store.aliases().items():
+        history = store.history(alias)
+        last = f"{state.action} by {state.actor} at {str(state.created_at)[:19]}" if state else "-"
+        table.add_row(alias, _show(state), str(len(history)), last)
+    console.print(table)
+
+
+@alias_app.command("set")
+def alias_set(alias: str = typer.Argument(..., help="production or staging"),
+              adapter: str = typer.Argument(..., help="adapter name or name@version")) -> None:
+    """Point an alias at an adapter (ends any split)."""
+    name, version = _ref(adapter)
+    console.print(f"{alias} -> {_show(_store().set_alias(alias, name, version=version))}")
+
+
+@alias_app.command("promote")
+def alias_promote(source: str = typer.Argument("staging"), target: str = typer.Argument("production")) -> None:
+    """The target alias serves what the source alias serves."""
+    console.print(f"{target} -> {_show(_store().promote(source, target))}")
+
+
+@alias_app.command("rollback")
+def alias_rollback(alias: str = typer.Argument("production")) -> None:
+    """Return the alias to its state before the latest change."""
+    console.print(f"{alias} -> {_show(_store().rollback(alias))}")
+
+
+@alias_app.command("split")
+def alias_split(alias: str = typer.Argument(..., help="production or staging"),
+                adapter: str = typer.Argument(..., help="the second adapter (name or name@version)"),
+                percent: int = typer.Option(..., "--percent", "-p", help="share of requests for it (0 ends the test)")) -> None:
+    """A/B test: route a share of the alias's requests to a second adapter."""
+    name, version = _ref(adapter)
+    console.print(f"{alias} -> {_show(_store().split(alias, name, percent, version=version))}")

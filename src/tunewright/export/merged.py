@@ -1,0 +1,64 @@
+"""The adapter folded into its base: a plain safetensors folder any ``transformers`` install can load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import TunewrightError
+from ..models.loading import BaseModelInfo, load_model
+from .engines import end_of_turn_token
+
+
+def merged_model(base: BaseModelInfo, adapter_path: Path | None):
+    """The base with the adapter merged into its weights (the base alone when there is no adapter)."""
+    from ..models.adapters import load_adapter
+
+    model = load_model(base)
+    if adapter_path is None:
+        return model
+    attached = load_adapter(model, adapter_path, merge=True)
+    if not attached.merged:
+        # api.py refuses these up front; this guards callers that come here directly.
+        raise TunewrightError(f"adapter of type {attached.peft_type} cannot be merged: {attached.not_merged_because}",
+                              file=adapter_path)
+    model = attached.model
+    model.eval()
+    return model
+
+
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every id generation should stop at: the config's eos, the tokenizer's, and the chat end-of-turn.
+
+    A base whose eos is <|endoftext|> but whose template ends turns with <|im_end|> would otherwise
+    run on past the reply in plain ``generate``.
+    """
+    ids: list[int] = []
+    configured = getattr(generation_config, "eos_token_id", None)
+    for value in ([configured] if isinstance(configured, int) else list(configured or [])):
+        ids.append(int(value))
+    for token in (tokenizer.eos_token, end_of_turn_token(tokenizer)):
+        if token is not None:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def save_merged(model, tokenizer, folder: Path) -> Path:
+    """Weights (safetensors only), config, tokenizer with its chat template, and a stopping generation config."""
+    from transformers import GenerationConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generation = model.generation_config or GenerationConfig.from_model_config(model.config)
+    stops = stop_token_ids(tokenizer, generation)
+    generation.eos_token_id = stops[0] if len(stops) == 1 else stops
+    if generation.pad_token_id is None and tokenizer.pad_token_id is not None:
+        generation.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = generation
+    # transformers 5 writes safetensors only; nothing pickled reaches the folder.
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pkl"})
+    if pickled:
+        raise TunewrightError(f"merged export wrote pickled files {pickled}; refusing to ship them", file=folder)
+    return folder

@@ -1,0 +1,67 @@
+"""`tunewright export` inside a workspace: resolve the model, probe with held-out questions, and
+register the export only when its parity check passed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import NotFoundError, TunewrightError
+from ..io import sha256_file
+from .api import ExportResult, export_adapter
+
+DEFAULT_PROBES = 8
+
+
+def probe_conversations(workspace, limit: int) -> list[list[dict]] | None:
+    """The first held-out questions of the recipe's dataset (what the adapter was trained for);
+    None, so the export uses its built-in generic probes, when no dataset is registered."""
+    from ..data.api import load_split
+
+    try:
+        _, rows = load_split(workspace, None, "eval")
+    except NotFoundError:
+        return None
+    probes = []
+    for row in rows[:limit]:
+        messages = [m.model_dump() for m in row.messages]
+        probes.append(messages[:-1] if messages[-1]["role"] == "assistant" else messages)
+    return probes or None
+
+
+def _hashes(result: ExportResult) -> dict[str, str]:
+    hashes = {}
+    for fmt, path in result.files.items():
+        if path.is_file():
+            hashes[fmt] = sha256_file(path)
+        elif path.is_dir():
+            for weights in sorted(path.glob("*.safetensors")):
+                hashes[f"{fmt}/{weights.name}"] = sha256_file(weights)
+    return hashes
+
+
+def export_for_workspace(workspace, model_ref: str, *, out_dir: Path | None = None,
+                         formats: Sequence[str] = ("merged", "gguf", "ollama", "vllm"), gguf_dtype: str = "f32",
+                         check: bool = False, probes: int = DEFAULT_PROBES, max_new_tokens: int = 32):
+    """Export ``model_ref`` (``base``, a registered adapter, or an adapter folder); returns the result
+    and the export's registry record (None when its check failed: it is then not registered)."""
+    from ..models.adapters import resolve_ref
+    from ..registry.deploy import DeploymentStore
+
+    resolved = resolve_ref(model_ref, base_model=workspace.recipe.base_model, registry=workspace.registry)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    safe_name = Path(model_ref).name if Path(model_ref).is_dir() else model_ref.replace("@", "-v")
+    out_dir = Path(out_dir) if out_dir is not None else workspace.root / "exports" / f"{safe_name}-{stamp}"
+    if probes < 1:
+        raise TunewrightError("need at least one probe prompt", field="probes")
+    result = export_adapter(resolved.base, resolved.adapter_path, out_dir, name=safe_name, formats=formats,
+                            gguf_dtype=gguf_dtype, check=check,
+                            probes=probe_conversations(workspace, probes) if check else None,
+                            max_new_tokens=max_new_tokens)
+    if not result.passed:
+        return result, None
+    record = DeploymentStore(workspace.registry).add_export(
+        model_ref=model_ref, adapter_id=resolved.adapter_id, path=str(result.out_dir), formats=list(result.files),
+        files={fmt: str(path) for fmt, path in result.files.items()}, check=result.check, files_sha256=_hashes(result))
+    return result, record

@@ -1,0 +1,286 @@
+"""Export on the tiny random Llama: merged folder, GGUF round trip, engine files, parity check, refusals."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunewright.config import TrainSpec
+from tunewright.errors import TunewrightError
+from tunewright.export import EXPORT_FORMATS, export_adapter
+from tunewright.models import prepare_base_model
+from tunewright.models.loading import BaseModelInfo
+from tunewright.train.loop import train_adapter
+
+from helpers import qa_rows
+
+PROBES = [
+    [{"role": "user", "content": "How much does item 3 cost?"}],
+    [{"role": "system", "content": "yes no maybe"}, {"role": "user", "content": "hello world how are you"}],
+]
+CHAT = [{"role": "user", "content": "How much does the Ridgeback 2 Tent cost?"}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return prepare_base_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-train")
+    spec = TrainSpec(r=8, alpha=16, learning_rate=2e-2, batch_size=4, max_steps=4, checkpoint_every=100, seed=0)
+    train_adapter(base=tiny, rows=qa_rows(12), spec=spec, run_dir=root / "run", adapter_dir=root / "adapter")
+    return root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, adapter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "out"
+    return export_adapter(tiny, adapter, out, name="tiny", check=True, probes=PROBES, max_new_tokens=12)
+
+
+def _peft_model(tiny, adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny.folder), adapter).eval()
+
+
+def _ids(tokenizer, messages=CHAT):
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+
+
+def test_export_writes_every_format_atomically(exported):
+    assert set(exported.files) == set(EXPORT_FORMATS)
+    assert all(path.exists() for path in exported.files.values())
+    assert exported.passed and exported.check["passed"]
+    assert not [p for p in exported.out_dir.parent.iterdir() if p.name.startswith(".")]  # no temp left over
+    saved = json.loads((exported.out_dir / "check.json").read_text())
+    assert saved["passed"] and saved["formats"].keys() == {"merged", "gguf"}
+
+
+def test_merged_folder_reloads_with_plain_transformers_and_matches_peft(tiny, adapter, exported):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = exported.files["merged"]
+    assert not [p for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pkl"}]
+    merged = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny.folder).chat_template
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = merged.generation_config.eos_token_id
+    assert end in (eos if isinstance(eos, list) else [eos])
+    ids = _ids(tokenizer)
+    with torch.inference_mode():
+        expected, got = _peft_model(tiny, adapter)(input_ids=ids).logits, merged(input_ids=ids).logits
+    assert torch.allclose(expected, got, atol=1e-5), (expected - got).abs().max()
+
+
+def test_stop_ids_add_the_chat_end_of_turn_when_eos_differs(tiny):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from tunewright.export.merged import stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.folder)
+    tokenizer.eos_token = "<|endoftext|>"  # a base whose eos is not the template's end of turn
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert stop_token_ids(tokenizer, GenerationConfig(eos_token_id=0)) == [0, end]
+
+
+def test_gguf_f32_round_trips_weights_and_tokenizer_exactly(tiny, exported):
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = exported.files["gguf"]
+    reader = GGUFReader(path)
+    names = {t.name for t in reader.tensors}
+    assert "token_embd.weight" in names and "output.weight" not in names  # tied head written once
+    assert "blk.1.attn_q.weight" in names and {t.tensor_type.name for t in reader.tensors} == {"F32"}
+    assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert reader.fields["general.name"].contents() == "tiny"
+
+    merged = AutoModelForCausalLM.from_pretrained(exported.files["merged"])
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    assert loaded.config.tie_word_embeddings
+    expected, got = merged.state_dict(), loaded.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:  # q/k included: the reader's inverse permutation restores them bit for bit
+        assert torch.equal(expected[key], got[key]), key
+
+    base_tok = AutoTokenizer.from_pretrained(tiny.folder)
+    gguf_tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    assert gguf_tok.get_vocab() == base_tok.get_vocab()
+    assert gguf_tok.chat_template == base_tok.chat_template
+    assert (gguf_tok.eos_token, gguf_tok.bos_token, gguf_tok.pad_token) == ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
+    assert torch.equal(_ids(gguf_tok), _ids(base_tok))
+    assert gguf_tok.decode(_ids(base_tok)[0]) == base_tok.decode(_ids(base_tok)[0])
+
+
+def test_gguf_f16_loads_and_stays_close(tiny, adapter, exported, tmp_path):
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = export_adapter(tiny, adapter, tmp_path / "f16", name="tiny16", formats=["gguf"], gguf_dtype="f16")
+    path = result.files["gguf"]
+    kinds = {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
+    assert kinds["blk.0.attn_q.weight"] == "F16" and kinds["token_embd.weight"] == "F16"
+    assert kinds["blk.0.attn_norm.weight"] == "F32" and kinds["output_norm.weight"] == "F32"
+    assert path.stat().st_size < exported.files["gguf"].stat().st_size * 0.6
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    merged = AutoModelForCausalLM.from_pretrained(exported.files["merged"]).eval()
+    ids = _ids(tokenizer)
+    with torch.inference_mode():
+        diff = (loaded(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max()
+    assert 0 < diff < 1e-3, diff
+
+
+def test_modelfile_is_chatml_with_default_system_and_stop(exported):
+    text = exported.files["ollama"].read_text()
+    assert text.startswith("FROM ./tiny.gguf\n")
+    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n' in text
+    assert '{{ end }}<|im_start|>assistant\n"""' in text
+    assert 'SYSTEM """You are a helpful assistant."""' in text
+    assert 'PARAMETER stop "<|im_end|>"' in text
+
+
+def test_modelfile_refuses_a_template_that_is_not_chatml(tiny):
+    from transformers import AutoTokenizer
+
+    from tunewright.export.engines import modelfile_text
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.folder)
+    tokenizer.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    with pytest.raises(TunewrightError, match="not ChatML-style"):
+        modelfile_text(tokenizer, "x.gguf")
+    # ChatML tokens but a different layout (no newline after the role) is refused too, not mistranslated.
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(TunewrightError, match="not ChatML-style"):
+        modelfile_text(tokenizer, "x.gguf")
+
+
+def test_vllm_script_serves_base_with_the_adapter_as_lora(tiny, exported):
+    from tunewright.export.engines import vllm_lora_rank
+
+    script = exported.files["vllm"].read_text()
+    assert f"vllm serve {tiny.folder.resolve()}" in script
+    assert '--enable-lora --lora-modules "tiny=$HERE/adapter"' in script
+    assert "--max-lora-rank 8 --max-loras 1" in script
+    assert exported.vllm_command.endswith(f"tiny={exported.out_dir.resolve()}/adapter --max-lora-rank 8 --max-loras 1")
+    copied = exported.out_dir / "adapter"
+    assert sorted(p.name for p in copied.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert [vllm_lora_rank({"r": r}) for r in (4, 8, 12, 100)] == [8, 8, 16, 128]
+    assert vllm_lora_rank({"r": 8, "rank_pattern": {"q_proj": 40}}) == 64
+    with pytest.raises(TunewrightError, match="above the largest rank"):
+        vllm_lora_rank({"r": 300})
+
+
+def test_check_agrees_per_probe_on_a_good_export(exported):
+    report = exported.check
+    assert report["probes"] == PROBES and report["max_new_tokens"] == 12
+    for fmt in ("merged", "gguf"):
+        rows = report["formats"][fmt]["probes"]
+        assert len(rows) == len(PROBES)
+        for row, ref in zip(rows, report["reference_outputs"]):
+            # The tiny random model may or may not reach <|im_end|>; the formats must agree with the reference.
+            assert (row["text"], row["token_ids"], row["stopped_at_eos"]) == (ref["text"], ref["token_ids"], ref["stopped_at_eos"])
+            assert row["prompt_tokens_match"] and row["max_logit_diff"] < 1e-5
+    assert json.loads(json.dumps(report)) == report  # plain JSON
+
+
+def test_base_model_exports_without_adapter_and_generates_alike(tiny, tmp_path):
+    result = export_adapter(tiny, None, tmp_path / "base", name="base", formats=("gguf", "ollama", "vllm"),
+                            check=True, probes=PROBES, max_new_tokens=12)
+    assert result.passed, result.check["failures"]
+    assert "--lora-modules" not in result.files["vllm"].read_text()
+    assert not (result.out_dir / "adapter").exists()
+    assert any(o["new_tokens"] > 1 for o in result.check["reference_outputs"])  # real text was compared
+
+
+def test_check_fails_on_a_gguf_written_without_the_qk_permutation(tiny, adapter, tmp_path, monkeypatch):
+    from tunewright.export import gguf_writer
+
+    # What a naive converter writes: loads fine, attention subtly wrong.
+    monkeypatch.setattr(gguf_writer, "write_gguf", functools.partial(gguf_writer.write_gguf, _permute_qk=False))
+    result = export_adapter(tiny, adapter, tmp_path / "bad", name="bad", formats=["gguf"], check=True,
+                            probes=PROBES, max_new_tokens=12)
+    assert not result.passed and not result.check["formats"]["gguf"]["passed"]
+    assert any(f.startswith("gguf:") and "logit" in f for f in result.check["failures"]), result.check["failures"]
+    assert result.check["max_logit_diff"]["gguf"] > 1e-3
+    assert json.loads((tmp_path / "bad" / "check.json").read_text())["passed"] is False  # kept for the caller
+
+
+def _adapter_config(folder: Path, **config) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"formats": ["merged", "onnx"]}, "unknown export format 'onnx' (known: merged, gguf, ollama, vllm)"),
+    ({"gguf_dtype": "q4_0"}, "unknown GGUF dtype 'q4_0' (known: f32, f16)"),
+    ({"name": "has space"}, "export name"),
+    ({"formats": ["vllm"], "check": True}, "parity check compares"),
+])
+def test_bad_arguments_are_refused_before_any_work(tiny, adapter, tmp_path, kwargs, message):
+    out = tmp_path / "out"
+    with pytest.raises(TunewrightError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export_adapter(tiny, adapter, out, **{"name": "x", **kwargs})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_methods_that_cannot_merge_or_be_served_are_refused(tiny, tmp_path):
+    prompt = _adapter_config(tmp_path / "prompt", peft_type="PROMPT_TUNING")
+    with pytest.raises(TunewrightError, match="prompt-tuning cannot be exported as merged, ollama.*virtual tokens"):
+        export_adapter(tiny, prompt, tmp_path / "out", name="x", formats=["merged", "ollama"])
+    ia3 = _adapter_config(tmp_path / "ia3", peft_type="IA3")
+    with pytest.raises(TunewrightError, match="vLLM serves LoRA adapters only.*IA3"):
+        export_adapter(tiny, ia3, tmp_path / "out", name="x", formats=["vllm"])
+    dora = _adapter_config(tmp_path / "dora", peft_type="LORA", r=8, use_dora=True)
+    with pytest.raises(TunewrightError, match="DoRA"):
+        export_adapter(tiny, dora, tmp_path / "out", name="x", formats=["vllm"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_llama_base_and_non_chatml_template_are_refused(tiny, tmp_path):
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(TunewrightError, match="Llama-architecture models only; this base is 'gpt2'"):
+        export_adapter(BaseModelInfo("gpt2", folder, "0"), None, tmp_path / "out", name="x", formats=["gguf"])
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny.folder, odd)
+    (odd / "chat_template.jinja").write_text("{% for m in messages %}### {{ m['content'] }}\n{% endfor %}")
+    with pytest.raises(TunewrightError, match="not ChatML-style"):
+        export_adapter(BaseModelInfo("odd", odd, "0"), None, tmp_path / "out", name="x", formats=["ollama"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_empty_output_folder_is_refused_and_left_alone(tiny, adapter, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(TunewrightError, match="not empty"):
+        export_adapter(tiny, adapter, out, name="x", formats=["merged"])
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_failure_midway_leaves_no_partial_output(tiny, adapter, tmp_path, monkeypatch):
+    from tunewright.export import engines
+
+    def broken(*args, **kwargs):
+        raise TunewrightError("disk full")
+
+    monkeypatch.setattr(engines, "write_vllm", broken)
+    with pytest.raises(TunewrightError, match="disk full"):
+        export_adapter(tiny, adapter, tmp_path / "out", name="x", formats=["merged", "vllm"])
+    assert list(tmp_path.iterdir()) == []
