@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench serve-demo bench-serve
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve_throughput.py
+
+# After `make demo`: serve the demo adapter and the base model, ask both with the openai client.
+serve-demo: $(STAMP)
+	test -f workspace/tunewright.yaml || { echo "run 'make demo' first"; exit 2; }
+	$(VENV)/bin/tunewright --workspace workspace serve --port 8000 & server=$$!; \
+	trap 'kill $$server' EXIT; \
+	for i in $$(seq 120); do curl -sf http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done; \
+	$(PY) scripts/side_by_side.py --url http://127.0.0.1:8000/v1
 
 clean:
 	rm -rf $(VENV) workspace build src/*.egg-info .pytest_cache

@@ -61,4 +61,9 @@ def save_merged(model, tokenizer, folder: Path) -> Path:
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pkl"})
     if pickled:
         raise TunewrightError(f"merged export wrote pickled files {pickled}; refusing to ship them", file=folder)
+    # The weights arrive owner-only (0600) while config.json gets the usual umask; a server running
+    # as another user (ollama, vllm) must be able to read them too.
+    mode = (folder / "config.json").stat().st_mode & 0o777
+    for weights in folder.glob("*.safetensors"):
+        weights.chmod(mode)
     return folder
