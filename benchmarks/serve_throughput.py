@@ -1,6 +1,6 @@
 """Serving throughput: the base model alone, one adapter active, and 8 adapters under mixed load.
 
-`tunewright serve` runs in this process on SmolLM2-135M-Instruct with 8 LoRA adapters (r=16, all
+`tunewright serve` runs in its own process on SmolLM2-135M-Instruct with 8 LoRA adapters (r=16, all
 linear layers: the demo's shape; random weights, since speed does not depend on their values).
 Clients send chat requests over HTTP concurrently; every answer runs to exactly --tokens tokens
 (``ignore_eos``), so each configuration does the same work. Prints generated tokens/s per
@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from serve_helpers import running_server  # noqa: E402  (the same in-process server the tests use)
+from serve_helpers import free_port  # noqa: E402
 
 QUESTIONS = ["How much does the Ridgeback 2 Tent cost?", "What is your return window?",
              "What warranty does the Aurora Headlamp have?", "Where is your store?",
@@ -50,6 +52,26 @@ def make_adapters(base_folder: Path, root: Path, n: int, r: int) -> list[Path]:
         folders.append(root / f"shop-{i}")
         model.save_pretrained(folders[-1])
     return folders
+
+
+@contextmanager
+def serve_process(root: Path, port: int):
+    process = subprocess.Popen([sys.executable, "-m", "tunewright", "-w", str(root), "serve"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            if process.poll() is not None:
+                raise RuntimeError("tunewright serve exited")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(60)
 
 
 def measure(url: str, models: list[str], *, clients: int, requests: int, tokens: int) -> dict:
@@ -76,22 +98,27 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--adapters", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2, help="rounds over all configurations; best of each")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_throughput.json")
     args = parser.parse_args()
 
     from tunewright.config import Recipe
-    from tunewright.serve.server import build_state
+    from tunewright.io import sha256_file
+    from tunewright.models import prepare_base_model
     from tunewright.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
-        workspace = Workspace.init(Path(tmp) / "ws", Recipe(name="bench", serve={
-            "max_batch_size": args.clients, "adapters": [], "max_queue": 4 * args.requests,
-            "request_timeout_s": 3600}))
-        state = build_state(workspace)
-        folders = make_adapters(state.pool.base.folder, Path(tmp) / "adapters", args.adapters, args.rank)
+        serve = {"max_batch_size": args.clients, "max_queue": 4 * args.requests, "request_timeout_s": 3600,
+                 "batch_wait_ms": args.batch_wait_ms,
+                 "port": free_port()}
+        workspace = Workspace.init(Path(tmp) / "ws", Recipe(name="bench", serve=serve))
+        base = prepare_base_model(workspace.recipe.base_model)
+        folders = make_adapters(base.folder, workspace.root / "adapters", args.adapters, args.rank)
         for folder in folders:
-            state.pool.load(folder.name, folder)
+            workspace.registry.add_adapter(name=folder.name, path=str(folder), peft_type="LORA", run_id=None,
+                                           weights_sha256=sha256_file(folder / "adapter_model.safetensors"),
+                                           base_model_ref=base.ref, base_model_sha256=base.sha256)
         configs = {
             "base alone": ["base"],
             "one adapter": [folders[0].name],
@@ -99,7 +126,9 @@ def main() -> None:
             f"{args.adapters} adapters + base, mixed": ["base", *[f.name for f in folders]],
         }
         results: dict[str, dict] = {}
-        with running_server(state) as url:
+        # The server runs in its own process, as in production: client threads here do not take
+        # the interpreter lock or a core from its decoding loop.
+        with serve_process(workspace.root, serve["port"]) as url:
             for round_no in range(args.repeat):  # interleaved rounds: drift on this VM hits every row alike
                 for label, models in configs.items():
                     got = measure(url, models, clients=args.clients, requests=args.requests, tokens=args.tokens)

@@ -17,7 +17,8 @@ class ServeSpec(BaseModel):
         True, description="a batch for one LoRA adapter runs on merged weights (one extra copy of the base's linear "
                           "layers in memory) at base-model speed")
     max_batch_size: int = Field(8, ge=1, description="requests decoded together in one batch")
-    batch_wait_ms: int = Field(5, ge=0, description="how long the first request waits for others to batch with")
+    batch_wait_ms: int = Field(
+        100, ge=0, description="at most this long a batch waits for the clients of the previous batch to come back")
     max_queue: int = Field(64, ge=1, description="waiting requests beyond this are answered 429")
     max_request_bytes: int = Field(1_000_000, ge=1024)
     max_tokens_limit: int = Field(1024, ge=1, description="the largest max_tokens a request may ask for")

@@ -157,6 +157,7 @@ class Engine:
         self._control: deque[tuple[Callable[[], object], Future]] = deque()
         self._cond = threading.Condition()
         self._running = 0  # requests inside the batch being decoded
+        self._last_batch_size = 0
         self._stopping = False
         self._draining = False
         self._thread: threading.Thread | None = None
@@ -248,9 +249,12 @@ class Engine:
         with self._cond:
             if not self._pending:
                 return []
-            if self.batch_wait and len(self._pending) < self.max_batch_size and not self._stopping:
-                # A short wait lets requests that arrive together decode together.
-                self._cond.wait_for(lambda: len(self._pending) >= self.max_batch_size or self._control,
+            # Clients whose answers just went out usually send their next request within
+            # milliseconds; waiting briefly for them keeps batches full instead of settling into two
+            # half-size batches that take turns. A lone client is never made to wait.
+            expected = min(self.max_batch_size, len(self._pending) + self._last_batch_size)
+            if self.batch_wait and len(self._pending) < expected and not self._stopping:
+                self._cond.wait_for(lambda: len(self._pending) >= expected or self._control or self._stopping,
                                     timeout=self.batch_wait)
             key = self._pending[0].batch_key
             batch, keep = [], deque()
@@ -304,6 +308,7 @@ class Engine:
             self._finish(row.request, row.text, row.finish_reason or "length", len(row.tokens))
         with self._cond:
             self._running = 0
+            self._last_batch_size = len(batch)
         if self.on_batch:
             self.on_batch({"size": len(batch), "tokens": generated, "seconds": time.monotonic() - started,
                            "lane": batch[0].target.lane.name})
