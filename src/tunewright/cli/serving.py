@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..errors import TunewrightError
+from ..registry.deploy import split_adapter_ref
 from .context import console, err_console, open_workspace
 
 alias_app = typer.Typer(no_args_is_help=True, help="Deployment aliases (production, staging): set, promote, split, roll back.")
@@ -70,13 +70,6 @@ def _show(state) -> str:
     return text
 
 
-def _ref(adapter: str) -> tuple[str, int | None]:
-    name, _, version = adapter.partition("@")
-    if version and not version.isdigit():
-        raise TunewrightError(f"version must be a number in '{adapter}'", field="adapter")
-    return name, int(version) if version else None
-
-
 def _store():
     from ..registry.deploy import DeploymentStore
 
@@ -99,7 +92,7 @@ def alias_show() -> None:
 def alias_set(alias: str = typer.Argument(..., help="production or staging"),
               adapter: str = typer.Argument(..., help="adapter name or name@version")) -> None:
     """Point an alias at an adapter (ends any split)."""
-    name, version = _ref(adapter)
+    name, version = split_adapter_ref(adapter)
     console.print(f"{alias} -> {_show(_store().set_alias(alias, name, version=version))}")
 
 
@@ -120,5 +113,5 @@ def alias_split(alias: str = typer.Argument(..., help="production or staging"),
                 adapter: str = typer.Argument(..., help="the second adapter (name or name@version)"),
                 percent: int = typer.Option(..., "--percent", "-p", help="share of requests for it (0 ends the test)")) -> None:
     """A/B test: route a share of the alias's requests to a second adapter."""
-    name, version = _ref(adapter)
+    name, version = split_adapter_ref(adapter)
     console.print(f"{alias} -> {_show(_store().split(alias, name, percent, version=version))}")

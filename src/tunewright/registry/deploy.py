@@ -45,6 +45,14 @@ class ExportRecord:
     created_at: Any
 
 
+def split_adapter_ref(ref: str) -> tuple[str, int | None]:
+    """``name`` or ``name@version``, as commands and the server's admin API accept them."""
+    name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        raise TunewrightError(f"version must be a number in '{ref}'", field="adapter")
+    return name, int(version) if version else None
+
+
 def check_alias(alias: str) -> str:
     if alias not in ALIASES:
         raise TunewrightError(f"unknown alias '{alias}' (aliases: {', '.join(ALIASES)})", field="alias")

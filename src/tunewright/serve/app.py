@@ -233,8 +233,8 @@ async def _serve(state: ServeState, request: Request, body, prompt: str, logged:
         state.request_log.write(record)
 
     if body.stream:
-        include_usage = bool((getattr(body, "stream_options", None) or {}).get("include_usage"))
-        stream = _sse(state, request, job, sink, chat=chat, created=created, include_usage=include_usage,
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        stream = _sse(job, sink, chat=chat, created=created, include_usage=include_usage,
                       finished=finished, model_name=body.model)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
@@ -272,7 +272,7 @@ async def _wait(state: ServeState, request: Request, job: GenRequest, sink: Asyn
             raise value
 
 
-async def _sse(state: ServeState, request: Request, job: GenRequest, sink: AsyncSink, *, chat: bool, created: int,
+async def _sse(job: GenRequest, sink: AsyncSink, *, chat: bool, created: int,
                include_usage: bool, finished, model_name: str) -> AsyncIterator[bytes]:
     def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
         if chat:

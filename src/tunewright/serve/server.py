@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.serve import ServeSpec
-from ..errors import NotFoundError, TunewrightError
+from ..errors import TunewrightError
 from ..models.loading import load_model, load_tokenizer, prepare_base_model
-from ..registry.deploy import ALIASES, DeploymentStore
+from ..registry.deploy import ALIASES, DeploymentStore, split_adapter_ref
 from .engine import Engine
 from .metrics import ServeMetrics
 from .monitoring import RecentResponses, RequestLog
@@ -107,8 +107,7 @@ def _in_split(user: str | None, percent: int) -> bool:
 
 
 def _registered(registry, ref: str):
-    name, _, version = ref.partition("@")
-    return registry.get_adapter(name, int(version) if version else None)
+    return registry.get_adapter(*split_adapter_ref(ref))
 
 
 def load_startup_adapters(state: ServeState) -> list[str]:
@@ -140,12 +139,11 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
     tokenizer = load_tokenizer(base, padding_side="left")
     model = load_model(base)
     pool = AdapterPool(base, model, max_adapters=spec.max_adapters, merge_hot_adapter=spec.merge_hot_adapter)
-    metrics_ref: dict = {}
-    engine = Engine(pool, tokenizer, max_batch_size=spec.max_batch_size, batch_wait_ms=spec.batch_wait_ms,
-                    max_queue=spec.max_queue, on_batch=lambda info: metrics_ref["m"].observe_batch(info),
-                    on_finish=lambda request, result: metrics_ref["m"].observe_finish(request.target.name, result))
+    # The gauges read the engine when scraped, after it exists.
     metrics = ServeMetrics(lambda: engine.queue_depth, lambda: len(pool.adapters()))
-    metrics_ref["m"] = metrics
+    engine = Engine(pool, tokenizer, max_batch_size=spec.max_batch_size, batch_wait_ms=spec.batch_wait_ms,
+                    max_queue=spec.max_queue, on_batch=metrics.observe_batch,
+                    on_finish=lambda request, result: metrics.observe_finish(request.target.name, result))
     state = ServeState(
         workspace=workspace, spec=spec, pool=pool, tokenizer=tokenizer, engine=engine, metrics=metrics,
         request_log=RequestLog(workspace.root / "logs" / "requests", enabled=spec.log_requests,
@@ -159,5 +157,5 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
 def known_adapter_or_404(registry, ref: str):
     try:
         return _registered(registry, ref)
-    except (NotFoundError, ValueError) as exc:
+    except TunewrightError as exc:  # not registered, or a version that is not a number
         raise ApiError(404, str(exc), param="adapter", code="adapter_not_found") from None
