@@ -11,6 +11,7 @@ import typer
 from ..errors import TunewrightError
 from . import data as data_cli
 from . import export as export_cli
+from . import govern as govern_cli
 from . import records as records_cli
 from . import review as review_cli
 from . import plan as plan_cli
@@ -38,6 +39,7 @@ app.command("serve")(serving_cli.serve)
 app.command("drift")(serving_cli.drift)
 app.command("export")(export_cli.export)
 records_cli.app.add_typer(serving_cli.alias_app, name="alias")
+govern_cli.register(app)
 
 
 @app.callback()
@@ -66,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()  # our Rich bars are the progress display; one per task is enough
     _log_to_console()
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode click hands back typer.Exit's code instead of exiting with it.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TunewrightError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

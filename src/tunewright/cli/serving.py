@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ..registry.deploy import split_adapter_ref
 from .context import console, err_console, open_workspace
 
 alias_app = typer.Typer(no_args_is_help=True, help="Deployment aliases (production, staging): set, promote, split, roll back.")
@@ -88,30 +87,53 @@ def alias_show() -> None:
     console.print(table)
 
 
+_REASON = typer.Option(None, "--reason", help="Why: kept with the change in the audit log.")
+_OVERRIDE = typer.Option(None, "--override", help="Go past failed release gates; the written reason is audited.")
+
+
+def _gated():
+    from ..govern.gates import GatedDeployment
+
+    return GatedDeployment(open_workspace())
+
+
+def _evidence_note(state) -> str:
+    evidence = state.evidence or {}
+    gates = evidence.get("gates") or {}
+    parts = [f"{c['name']} {'pass' if c['passed'] else 'FAIL'}" for c in gates.get("checks", [])]
+    if evidence.get("override"):
+        parts.append(f"override: {evidence['override']}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 @alias_app.command("set")
 def alias_set(alias: str = typer.Argument(..., help="production or staging"),
-              adapter: str = typer.Argument(..., help="adapter name or name@version")) -> None:
-    """Point an alias at an adapter (ends any split)."""
-    name, version = split_adapter_ref(adapter)
-    console.print(f"{alias} -> {_show(_store().set_alias(alias, name, version=version))}")
+              adapter: str = typer.Argument(..., help="adapter name or name@version"),
+              reason: Optional[str] = _REASON, override: Optional[str] = _OVERRIDE) -> None:
+    """Point an alias at an adapter (ends any split); production must pass the recipe's release gates."""
+    state = _gated().set_alias(alias, adapter, reason=reason, override=override)
+    console.print(f"{alias} -> {_show(state)}{_evidence_note(state)}")
 
 
 @alias_app.command("promote")
-def alias_promote(source: str = typer.Argument("staging"), target: str = typer.Argument("production")) -> None:
-    """The target alias serves what the source alias serves."""
-    console.print(f"{target} -> {_show(_store().promote(source, target))}")
+def alias_promote(source: str = typer.Argument("staging"), target: str = typer.Argument("production"),
+                  reason: Optional[str] = _REASON, override: Optional[str] = _OVERRIDE) -> None:
+    """The target alias serves what the source alias serves (gated when the target is production)."""
+    state = _gated().promote(source, target, reason=reason, override=override)
+    console.print(f"{target} -> {_show(state)}{_evidence_note(state)}")
 
 
 @alias_app.command("rollback")
-def alias_rollback(alias: str = typer.Argument("production")) -> None:
+def alias_rollback(alias: str = typer.Argument("production"), reason: Optional[str] = _REASON) -> None:
     """Return the alias to its state before the latest change."""
-    console.print(f"{alias} -> {_show(_store().rollback(alias))}")
+    console.print(f"{alias} -> {_show(_gated().rollback(alias, reason=reason))}")
 
 
 @alias_app.command("split")
 def alias_split(alias: str = typer.Argument(..., help="production or staging"),
                 adapter: str = typer.Argument(..., help="the second adapter (name or name@version)"),
-                percent: int = typer.Option(..., "--percent", "-p", help="share of requests for it (0 ends the test)")) -> None:
-    """A/B test: route a share of the alias's requests to a second adapter."""
-    name, version = split_adapter_ref(adapter)
-    console.print(f"{alias} -> {_show(_store().split(alias, name, percent, version=version))}")
+                percent: int = typer.Option(..., "--percent", "-p", help="share of requests for it (0 ends the test)"),
+                reason: Optional[str] = _REASON, override: Optional[str] = _OVERRIDE) -> None:
+    """A/B test: route a share of the alias's requests to a second adapter (gated on production)."""
+    state = _gated().split(alias, adapter, percent, reason=reason, override=override)
+    console.print(f"{alias} -> {_show(state)}{_evidence_note(state)}")

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import TunewrightError
+from .govern import GovernSpec
 from .serve import ServeSpec
 from .synth import SynthSpec
 
@@ -131,6 +132,7 @@ class Recipe(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     serve: ServeSpec = Field(default_factory=ServeSpec)
+    govern: GovernSpec = Field(default_factory=GovernSpec)
 
     @property
     def dataset_name(self) -> str:

@@ -12,8 +12,10 @@ from .schema import ChatRow
 
 
 def _register(workspace, name: str, prepared: PreparedDataset, spec: dict, parents=()):
+    from ..govern.pii import scan_dataset
+
     folder = write_dataset_version(workspace.dir("datasets") / name, prepared, spec)
-    return workspace.registry.add_dataset(
+    record = workspace.registry.add_dataset(
         name=name,
         version=prepared.version,
         content_sha256=prepared.content_sha256,
@@ -25,6 +27,8 @@ def _register(workspace, name: str, prepared: PreparedDataset, spec: dict, paren
         spec=spec,
         parents=list(parents),
     )
+    scan_dataset(workspace, record)  # every version gets its PII scan report
+    return record
 
 
 def register_rows(workspace, name: str, rows: list[ChatRow], *, spec: dict, source_files: list[dict] = (),

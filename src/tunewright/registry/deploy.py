@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError, TunewrightError
 from . import tables as t
-from .events import AliasChanged, ExportRegistered, FeedbackRecorded, append_event, resolve_actor
+from .events import (AliasChanged, ExportRegistered, FeedbackRecorded, OverrideRecorded, append_event, jsonable,
+                     resolve_actor)
 from .tables import AdapterRecord, snapshot
 
 ALIASES = ("production", "staging")
@@ -31,6 +32,8 @@ class AliasState:
     action: str
     actor: str
     created_at: Any
+    reason: str | None = None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,34 +89,44 @@ class DeploymentStore:
             return snapshot(AdapterRecord, s.get(t.Adapter, adapter_id)) if adapter_id is not None else None
         return AliasState(alias=row.alias, adapter=rec(row.adapter_id), split_adapter=rec(row.split_adapter_id),
                           split_percent=row.split_percent, change_id=row.id, action=row.action, actor=row.actor,
-                          created_at=row.created_at)
+                          created_at=row.created_at, reason=row.reason, evidence=jsonable(row.evidence))
 
     def _change(self, s: Session, alias: str, action: str, adapter_id: int | None, split_adapter_id: int | None,
-                split_percent: int, previous_id: int | None, actor: str | None) -> AliasState:
+                split_percent: int, previous_id: int | None, actor: str | None, reason: str | None = None,
+                evidence: dict[str, Any] | None = None) -> AliasState:
         current = self._current(s, alias)
         actor = resolve_actor(actor)
+        evidence = jsonable(evidence or {})
         row = t.AliasChange(alias=alias, action=action, adapter_id=adapter_id, split_adapter_id=split_adapter_id,
-                            split_percent=split_percent, previous_id=previous_id, actor=actor, created_at=t.utcnow())
+                            split_percent=split_percent, previous_id=previous_id, actor=actor, created_at=t.utcnow(),
+                            reason=reason, evidence=evidence)
         s.add(row)
         s.flush()
         append_event(s, AliasChanged(alias=alias, change=action, adapter_id=adapter_id,
                                      split_adapter_id=split_adapter_id, split_percent=split_percent,
-                                     previous_adapter_id=current.adapter_id if current else None), actor)
+                                     previous_adapter_id=current.adapter_id if current else None,
+                                     reason=reason, evidence=evidence), actor)
+        if evidence.get("override"):
+            failed = [c for c in (evidence.get("gates") or {}).get("checks", []) if not c.get("passed")]
+            append_event(s, OverrideRecorded(check="release_gates", target=f"adapter {adapter_id} -> {alias}",
+                                             reason=evidence["override"], findings={"failed": failed,
+                                                                                    "alias_change_id": row.id}), actor)
         return self._state(s, row)
 
-    def set_alias(self, alias: str, adapter: str, *, version: int | None = None,
-                  actor: str | None = None) -> AliasState:
+    def set_alias(self, alias: str, adapter: str, *, version: int | None = None, actor: str | None = None,
+                  reason: str | None = None, evidence: dict[str, Any] | None = None) -> AliasState:
         """Point ``alias`` at an adapter; any A/B split on it ends."""
         check_alias(alias)
 
         def work(s: Session) -> AliasState:
             target = self._adapter(s, adapter, version)
             current = self._current(s, alias)
-            return self._change(s, alias, "set", target.id, None, 0, current.id if current else None, actor)
+            return self._change(s, alias, "set", target.id, None, 0, current.id if current else None, actor,
+                                reason, evidence)
         return self.registry.write(work)
 
-    def promote(self, source: str = "staging", target: str = "production", *,
-                actor: str | None = None) -> AliasState:
+    def promote(self, source: str = "staging", target: str = "production", *, actor: str | None = None,
+                reason: str | None = None, evidence: dict[str, Any] | None = None) -> AliasState:
         """``target`` now serves what ``source`` serves (its adapter, not its split)."""
         check_alias(source), check_alias(target)
         if source == target:
@@ -124,11 +137,13 @@ class DeploymentStore:
             if src is None or src.adapter_id is None:
                 raise NotFoundError(f"alias '{source}' points at nothing; set it first")
             current = self._current(s, target)
+            if evidence and evidence.get("adapter_id") not in (None, src.adapter_id):
+                raise TunewrightError(f"alias '{source}' changed while its adapter was being checked; try again")
             return self._change(s, target, "promote", src.adapter_id, None, 0,
-                                current.id if current else None, actor)
+                                current.id if current else None, actor, reason, evidence)
         return self.registry.write(work)
 
-    def rollback(self, alias: str, *, actor: str | None = None) -> AliasState:
+    def rollback(self, alias: str, *, actor: str | None = None, reason: str | None = None) -> AliasState:
         """Return to the state before the latest change; repeated rollbacks keep walking back."""
         check_alias(alias)
 
@@ -138,11 +153,11 @@ class DeploymentStore:
                 raise TunewrightError(f"alias '{alias}' has no earlier state to roll back to", field="alias")
             before = s.get(t.AliasChange, current.previous_id)
             return self._change(s, alias, "rollback", before.adapter_id, before.split_adapter_id,
-                                before.split_percent, before.previous_id, actor)
+                                before.split_percent, before.previous_id, actor, reason)
         return self.registry.write(work)
 
-    def split(self, alias: str, adapter: str, percent: int, *, version: int | None = None,
-              actor: str | None = None) -> AliasState:
+    def split(self, alias: str, adapter: str, percent: int, *, version: int | None = None, actor: str | None = None,
+              reason: str | None = None, evidence: dict[str, Any] | None = None) -> AliasState:
         """Route ``percent`` of the alias's requests to a second adapter (0 ends the test)."""
         check_alias(alias)
         if not 0 <= percent <= 100:
@@ -153,7 +168,8 @@ class DeploymentStore:
             if current is None or current.adapter_id is None:
                 raise NotFoundError(f"alias '{alias}' points at nothing; set it before splitting its traffic")
             second = self._adapter(s, adapter, version).id if percent else None
-            return self._change(s, alias, "split", current.adapter_id, second, percent, current.id, actor)
+            return self._change(s, alias, "split", current.adapter_id, second, percent, current.id, actor,
+                                reason, evidence)
         return self.registry.write(work)
 
     def get_alias(self, alias: str) -> AliasState | None:

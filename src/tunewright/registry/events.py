@@ -293,6 +293,8 @@ class AliasChanged(Event):
     split_adapter_id: int | None
     split_percent: int
     previous_adapter_id: int | None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -318,3 +320,45 @@ class FeedbackRecorded(Event):
     model: str
     rating: str
     candidate_id: int | None
+
+
+@dataclass(frozen=True)
+class ReportRecorded(Event):
+    action: ClassVar[str] = "report.recorded"
+    subject_kind: ClassVar[str] = "report"
+    subject_field: ClassVar[str] = "report_id"
+    report_id: int
+    kind: str
+    adapter_id: int | None
+    dataset_id: int | None
+    evaluation_id: int | None
+    path: str
+    sha256: str
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SignedOff(Event):
+    action: ClassVar[str] = "signoff.recorded"
+    subject_kind: ClassVar[str] = "signoff"
+    subject_field: ClassVar[str] = "signoff_id"
+    signoff_id: int
+    subject: str  # "evaluation 12", "report 3"
+    subject_sha256: str
+    person: str
+    role: str | None
+    signed_on: str
+    statement: str
+
+
+@dataclass(frozen=True)
+class OverrideRecorded(Event):
+    """A person went past a governance check (a failed release gate, unresolved PII) and said why."""
+
+    action: ClassVar[str] = "govern.override"
+    subject_kind: ClassVar[str] = "override"
+    subject_field: ClassVar[str] = "check"
+    check: str  # "release_gates", "pii"
+    target: str  # what was let through: "adapter 3 -> production", "dataset 2 -> run"
+    reason: str
+    findings: dict[str, Any]

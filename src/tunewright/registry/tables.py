@@ -272,6 +272,9 @@ class AliasChange(Base):
     previous_id: Mapped[int | None] = mapped_column(ForeignKey("alias_changes.id"))
     actor: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The evaluation and bias report a move relied on, and the release gates' verdict.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Export(Base):
@@ -303,6 +306,44 @@ class Feedback(Base):
     correction: Mapped[str | None] = mapped_column(Text)
     comment: Mapped[str | None] = mapped_column(Text)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Report(Base):
+    """A governance report written to disk (bias test, explanation, PII or data scan); the hash pins
+    the file a sign-off or a model card refers to."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_kind", "kind"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SignOff(Base):
+    """A named person's dated approval of an evaluation or report (Annex IV asks for signed test reports)."""
+
+    __tablename__ = "signoffs"
+    __table_args__ = (Index("ix_signoffs_subject_kind_subject_id", "subject_kind", "subject_id"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    # What was signed, frozen: the report file's hash or the evaluation's metrics hash.
+    subject_sha256: Mapped[str] = mapped_column(String(64))
+    person: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str | None] = mapped_column(String(255))
+    signed_on: Mapped[str] = mapped_column(String(10))
+    statement: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

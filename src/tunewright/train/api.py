@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 from ..data.api import load_split
 from ..env_info import hardware, library_versions
 from ..errors import TunewrightError
+from ..govern.pii import require_resolved
 from ..io import sha256_file
 from ..models import prepare_base_model
 from ..plan.api import measured_against_plan, planned_spec, spec_as_planned
@@ -33,6 +34,7 @@ def train(
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     overrides: dict | None = None,
     launch: LaunchOptions | None = None,
+    allow_pii: str | None = None,
 ):
     """Train, save the adapter in standard PEFT layout, and register run and adapter.
 
@@ -63,9 +65,12 @@ def train(
                 pass
             run = registry.resume_run(run.id)
         else:
+            pii_override = require_resolved(workspace, dataset_record, allow_pii=allow_pii)
             spec, plan_record = planned_spec(base, rows, spec)  # the recipe's explicit fields win; the plan fills the rest
             config = {"recipe": workspace.recipe.resolved(), "train": spec.model_dump(mode="json"), "adapter": adapter,
                       "dataset": {"name": dataset_record.name, "version": dataset_record.version}, "plan": plan_record}
+            if pii_override is not None:
+                config["pii_override"] = pii_override
             run = registry.start_run(
                 name=adapter, kind="train", config=config, seed=spec.seed, hardware=hardware(),
                 library_versions=library_versions(), dataset_id=dataset_record.id, base_model_ref=base.ref,

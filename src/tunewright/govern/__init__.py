@@ -1,0 +1,1 @@
+"""Governance: bias, explainability, audit, lineage and documentation."""
