@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import TunewrightError
+from . import card as card_cli
 from . import data as data_cli
 from . import export as export_cli
 from . import govern as govern_cli
@@ -40,6 +41,7 @@ app.command("drift")(serving_cli.drift)
 app.command("export")(export_cli.export)
 records_cli.app.add_typer(serving_cli.alias_app, name="alias")
 govern_cli.register(app)
+card_cli.register(app)
 
 
 @app.callback()
