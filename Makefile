@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test install clean bench serve-demo bench-serve
+.PHONY: demo test install clean bench serve-demo bench-serve govern-demo
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,20 @@ serve-demo: $(STAMP)
 	trap 'kill $$server' EXIT; \
 	for i in $$(seq 120); do curl -sf http://127.0.0.1:8000/health >/dev/null && break; sleep 1; done; \
 	$(PY) scripts/side_by_side.py --url http://127.0.0.1:8000/v1
+
+# After `make demo`: the governance pass over the demo adapter: bias test, an explained answer, the
+# data scan, staging -> production through the release gates, the documents, the audit check.
+govern-demo: $(STAMP)
+	test -f workspace/tunewright.yaml || { echo "run 'make demo' first"; exit 2; }
+	$(VENV)/bin/tunewright -w workspace govern bias
+	$(VENV)/bin/tunewright -w workspace explain --prompt "How much does the Ridgeback 2 Tent cost?"
+	$(VENV)/bin/tunewright -w workspace govern scan
+	$(VENV)/bin/tunewright -w workspace registry alias set staging peachtree --reason "demo candidate"
+	$(VENV)/bin/tunewright -w workspace registry alias promote staging production --reason "demo release" \
+	  || echo "the release gates refused production (see the numbers above)"
+	$(VENV)/bin/tunewright -w workspace card peachtree
+	$(VENV)/bin/tunewright -w workspace lineage peachtree
+	$(VENV)/bin/tunewright -w workspace audit verify
 
 clean:
 	rm -rf $(VENV) workspace build src/*.egg-info .pytest_cache

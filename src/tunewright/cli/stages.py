@@ -39,6 +39,8 @@ def _train(
     machine_rank: int = typer.Option(0, help="This machine's rank; 0 creates and registers the run."),
     main_process_ip: Optional[str] = typer.Option(None, help="Address of machine 0 (multi-node)."),
     main_process_port: Optional[int] = typer.Option(None, help="Port on machine 0 (multi-node; default 29500)."),
+    allow_pii: Optional[str] = typer.Option(
+        None, "--allow-pii", help="Train despite unresolved PII findings in the dataset; the reason is audited."),
 ) -> None:
     """Train an adapter with the recipe's PEFT method on the train split and register it."""
     from ..train.api import plan_launch, train
@@ -58,7 +60,7 @@ def _train(
         return
     with training_progress("training") as on_step:
         run, record, result = train(workspace, adapter=adapter, dataset=dataset, resume=resume, callbacks=[on_step],
-                                    overrides=overrides, launch=launch)
+                                    overrides=overrides, launch=launch, allow_pii=allow_pii)
     console.print(
         f"adapter [bold]{record.name}[/bold] v{record.version} saved to {record.path}\n"
         f"run {run.id}: {result.steps} steps, final loss {result.losses[-1]:.3f}, "
@@ -77,6 +79,16 @@ def print_report(report: dict) -> None:
         style = "green" if after > before else ("red" if after < before else "default")
         table.add_row(get_metric(name).label, f"{before:.1%}", f"{after:.1%}", f"[{style}]{(after - before) * 100:+.1f} pts[/]")
     console.print(table)
+    forgetting = report.get("forgetting")
+    if forgetting:
+        if forgetting["retention"] is None:
+            kept = f"retention n/a (the base answered none of {forgetting['n_retention_probes']} probes)"
+        else:
+            style = "green" if forgetting["n_tuned_kept"] == forgetting["n_base_correct"] else "red"
+            kept = (f"retention [{style}]{forgetting['retention']:.1%}[/] ({forgetting['n_tuned_kept']} of "
+                    f"{forgetting['n_base_correct']} base-correct probes)")
+        console.print(f"forgetting: KL {forgetting['kl']:.3f} nats/token over {forgetting['n_general_prompts']} "
+                      f"general prompts; {kept}")
     console.print(f"report: {report['paths']['html']}")
 
 

@@ -10,7 +10,8 @@ from ..data.api import load_split
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl
 from ..models import load_model, load_tokenizer
-from ..models.adapters import attach_adapter, resolve_ref
+from ..models.adapters import load_adapter, resolve_ref
+from .forgetting import ForgettingCheck, summary
 from .report import write_report
 from .scoring import ModelScores, score_model
 
@@ -36,6 +37,9 @@ def evaluate(
     rows = rows[: limit or spec.limit or len(rows)]
     if not rows:
         raise TunewrightError(f"the {split} split of dataset '{dataset_record.name}' is empty")
+    # Read and check the forgetting sets now: a bad row should fail before minutes of model loading.
+    forgetting = ForgettingCheck.from_workspace(workspace, batch_size=spec.batch_size, on_phase=on_phase,
+                                                on_batch=on_batch)
 
     tokenizer = load_tokenizer(resolved.base, padding_side="left")
     model = load_model(resolved.base)
@@ -47,7 +51,15 @@ def evaluate(
                            batch_size=spec.batch_size, on_batch=on_batch)
 
     before = run("base", model)
-    after = run(adapter, attach_adapter(model, resolved.adapter_path))
+    if forgetting is not None:
+        forgetting.observe_base(model, tokenizer)
+    # Unmerged first: the forgetting check needs the base back (disable_adapter) beside the tuned model.
+    attached = load_adapter(model, resolved.adapter_path, merge=False)
+    if forgetting is not None:
+        forgetting.measure_drift(attached.model, base_context=attached.model.disable_adapter)
+    tuned = _merged(attached.model, attached.peft_type)
+    forgetting_details = forgetting.measure_retention(tuned) if forgetting is not None else None
+    after = run(adapter, tuned)
 
     out_dir = workspace.dir("reports") / adapter
     results = [
@@ -74,14 +86,26 @@ def evaluate(
         "training": training,
         "examples": _interesting(results),
     }
+    if forgetting_details is not None:
+        report["forgetting"] = forgetting_details
     json_path, html_path = write_report(out_dir, report)
     for scores, adapter_id in ((before, None), (after, resolved.adapter_id)):
+        metrics = dict(scores.metrics)
+        if forgetting_details is not None and scores is after:
+            metrics["forgetting"] = summary(forgetting_details)  # nested: the task metrics stay flat
         registry.add_evaluation(
             model_ref=scores.model_ref, adapter_id=adapter_id, dataset_id=dataset_record.id, split=split,
-            metrics=scores.metrics, n_examples=len(rows), results_path=str(results_path), report_path=str(html_path),
+            metrics=metrics, n_examples=len(rows), results_path=str(results_path), report_path=str(html_path),
         )
     report["paths"] = {"json": str(json_path), "html": str(html_path), "results": str(results_path)}
     return report
+
+
+def _merged(model, peft_type: str):
+    """Fold the adapter in where its method allows: merged weights generate at base-model speed."""
+    from ..train.methods import merge_policy
+
+    return model.merge_and_unload() if merge_policy(peft_type).mergeable else model
 
 
 def _interesting(results: list[dict], limit: int = MAX_EXAMPLES) -> list[dict]:

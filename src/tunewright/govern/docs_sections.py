@@ -210,9 +210,14 @@ def training_setup(doc: Doc, facts: DocFacts) -> None:
     doc.p("Library versions: " + ", ".join(f"{esc(k)} {code(v)}" for k, v in (run.library_versions or {}).items())
           + f" {ref}")
     code_version = (run.library_versions or {}).get("tunewright")
-    doc.p(f"Code version: tunewright {code(code_version or 'not recorded')} {ref}. "
-          + doc.gap("the exact code commit of the training run is not recorded (only the package version)",
-                    "record it with the release, e.g. a git tag"))
+    commit = (run.library_versions or {}).get("tunewright_commit")
+    if commit:
+        doc.p(f"Code version: tunewright {code(code_version or 'not recorded')}, commit {code(commit)} {ref}."
+              + (" The working tree had uncommitted changes." if commit.endswith("+dirty") else ""))
+    else:
+        doc.p(f"Code version: tunewright {code(code_version or 'not recorded')} {ref}. "
+              + doc.gap("the exact code commit of the training run is not recorded (only the package version)",
+                        "record it with the release, e.g. a git tag"))
 
 
 def lineage_list(doc: Doc, facts: DocFacts) -> None:

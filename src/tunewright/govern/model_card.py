@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from ..models.resolve import hub_id
+
 from .docs_data import DocFacts
 from .docs_md import Doc, code, esc, num
 from .docs_sections import (bias_groups, bias_summary, forgetting_table, lineage_list, metric_label, results_table,
@@ -38,7 +40,8 @@ def model_index(facts: DocFacts) -> list[dict[str, Any]]:
 
 def front_matter(facts: DocFacts, doc: Doc) -> str:
     adapter, declared = facts.adapter, facts.declared
-    base = facts.run.base_model_ref if facts.run else adapter.base_model_ref
+    local = facts.run.base_model_ref if facts.run else adapter.base_model_ref
+    base = hub_id(local) or local
     meta: dict[str, Any] = {"base_model": base, "library_name": "peft",
                             "tags": ["peft", "tunewright", adapter.peft_type.lower(), "text-generation"]}
     # Unset license and language are listed as gaps where the card's body asks for them.

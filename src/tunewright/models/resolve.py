@@ -13,14 +13,22 @@ from ..errors import NotFoundError
 # A named model is a function that returns the local file it lives in, or None when not installed.
 _KNOWN: dict[str, Callable[[], Path | None]] = {}
 _ALIASES: dict[str, str] = {}
+_HUB_IDS: dict[str, str] = {}  # what model cards name as base_model: the weights' Hugging Face Hub id
 
 
-def register_known_model(name: str, locate: Callable[[], Path | None], *aliases: str) -> None:
+def register_known_model(name: str, locate: Callable[[], Path | None], *aliases: str, hub_id: str | None = None) -> None:
     if name in _KNOWN or name in _ALIASES:
         raise ValueError(f"model name '{name}' is already registered")
     _KNOWN[name] = locate
     for alias in aliases:
         _ALIASES[alias] = name
+    if hub_id:
+        _HUB_IDS[name] = hub_id
+
+
+def hub_id(ref: str) -> str | None:
+    """The Hugging Face Hub id of a known model name (or alias); None for local folders and files."""
+    return _HUB_IDS.get(_ALIASES.get(ref, ref))
 
 
 def _smollm2_gguf() -> Path | None:
@@ -35,7 +43,8 @@ def _smollm2_gguf() -> Path | None:
     return None
 
 
-register_known_model("smollm2-135m-instruct", _smollm2_gguf, "smollm2", "SmolLM2-135M-Instruct")
+register_known_model("smollm2-135m-instruct", _smollm2_gguf, "smollm2", "SmolLM2-135M-Instruct",
+                     hub_id="HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 @dataclass(frozen=True)
