@@ -168,6 +168,9 @@ def pii_scan(dataset: Optional[str] = typer.Option(None, help="Dataset name[@ver
 
 
 def register(app: typer.Typer) -> None:
+    from . import bias as bias_cli
+
+    bias_cli.register(govern_app)
     app.add_typer(govern_app, name="govern")
     app.add_typer(audit_app, name="audit")
     app.command("lineage")(lineage)
