@@ -278,7 +278,8 @@ def test_cli_bias_on_the_tiny_model_writes_and_registers_the_report(tmp_path, ti
         assert "\n" not in str(missing.exception)
     finally:
         set_workspace(None)
-    folder = ws.root / "reports" / "shop" / "bias"
+    runs = sorted((ws.root / "reports" / "shop" / "bias").iterdir())
+    folder = runs[-1]  # one timestamped folder per run
     report = json.loads((folder / "bias.json").read_text())
     assert report["n_prompts"] <= 24 and len(report["answers"]) == report["n_prompts"]
     assert set(report["summary"]) == {"max_gap", "max_gap_metric", "attribute", "groups", "ci", "base_max_gap",

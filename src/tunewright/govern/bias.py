@@ -499,7 +499,9 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
                  "attribute_groups": {a: list(g) for a, g in attributes.items()}},
         **report,
     }
-    folder = workspace.dir("reports") / (adapter if resolved.adapter_id is not None else Path(adapter).name) / "bias"
+    # One folder per run: a registered report's file must keep the bytes its hash (and any sign-off) pinned.
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    folder = workspace.dir("reports") / (adapter if resolved.adapter_id is not None else Path(adapter).name) / "bias" / stamp
     json_path, html_path = write_bias_report(folder, report)
     record = ReportStore(workspace.registry).add_report("bias", str(html_path), report["summary"],
                                                        adapter_id=resolved.adapter_id)
