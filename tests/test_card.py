@@ -179,7 +179,7 @@ def test_card_figures_trace_to_registry_rows(shop):
     assert (folder / "README.md").read_text() == card
 
     meta = _front_matter(card)
-    assert meta["base_model"] == "smollm2-135m-instruct" and meta["library_name"] == "peft"
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "peft"
     assert meta["license"] == "apache-2.0" and meta["datasets"] == [dataset.name] and "lora" in meta["tags"]
     (entry,) = meta["model-index"][0]["results"]
     assert {m["type"]: m["value"] for m in entry["metrics"]} == {

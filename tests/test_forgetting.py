@@ -69,6 +69,7 @@ def _save_adapter(tiny_base, folder, method: str = "lora", noise: float = 0.0):
     if get_method(method).uses_lora_options:
         fields.update(r=4, alpha=8)
     spec = TrainSpec(**fields)
+    torch.manual_seed(0)  # peft initialises A from the global generator: keep it independent of test order
     model = get_method(method).wrap(load_model(tiny_base), spec)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -104,7 +105,7 @@ def test_kl_is_positive_and_grows_as_the_adapter_is_scaled_up(tiny_base, plain, 
     b_weights = [p for name, p in tuned.named_parameters() if "lora_B" in name]
     originals = [p.detach().clone() for p in b_weights]
     kls = []
-    for scale in (1.0, 2.0, 4.0):
+    for scale in (0.5, 1.0, 2.0):  # small moves, where KL grows with the square of the step
         with torch.no_grad():
             for param, original in zip(b_weights, originals):
                 param.copy_(original * scale)
