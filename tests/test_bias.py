@@ -290,8 +290,11 @@ def test_cli_bias_on_the_tiny_model_writes_and_registers_the_report(tmp_path, ti
     adapter_id = ws.registry.get_adapter("shop").id
     saved = ReportStore(ws.registry).latest_report("bias", adapter_id=adapter_id)
     assert saved.path == str(folder / "bias.html") and saved.summary == report["summary"]
-    # name@version names one registered version, as the release gates do.
-    from tunewright.govern.bias import _resolve
+    # name@version names one registered version, as the release gates do (resolve_ref, used by bias).
+    from tunewright.models.adapters import resolve_ref
+
+    def _resolve(workspace, ref):
+        return resolve_ref(ref, base_model=workspace.recipe.base_model, registry=workspace.registry)
 
     assert _resolve(ws, "shop@1").adapter_id == adapter_id
     with pytest.raises(NotFoundError, match="version 9 not found"):

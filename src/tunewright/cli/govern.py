@@ -151,14 +151,11 @@ def signoff(
 @govern_app.command("pii")
 def pii_scan(dataset: Optional[str] = typer.Option(None, help="Dataset name[@version] (default: the recipe's).")) -> None:
     """Scan a dataset version for personal data; findings the recipe does not allow block training."""
+    from ..data.api import get_dataset
     from ..govern.pii import scan_dataset
 
     workspace = open_workspace()
-    name = dataset or workspace.recipe.dataset_name
-    version = None
-    if "@" in name:
-        name, version = name.split("@", 1)
-    record = workspace.registry.get_dataset(name, version)
+    record = get_dataset(workspace, dataset)
     report = scan_dataset(workspace, record)
     summary = report.summary
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary["by_kind"].items())) or "none"

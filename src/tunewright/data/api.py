@@ -70,14 +70,16 @@ def build_dataset(workspace):
     return _register(workspace, workspace.recipe.dataset_name, prepared, spec)
 
 
+def get_dataset(workspace, ref: str | None):
+    """The registered dataset ``name`` (latest version) or ``name@version``; default the recipe's."""
+    name, _, version = (ref or workspace.recipe.dataset_name).partition("@")
+    return workspace.registry.get_dataset(name, version or None)
+
+
 def load_split(workspace, name: str | None, split: str) -> tuple[object, list[ChatRow]]:
     """The registered dataset (latest version unless ``name`` is ``name@version``) and one split's rows."""
-    name = name or workspace.recipe.dataset_name
-    version = None
-    if "@" in name:
-        name, version = name.split("@", 1)
-    record = workspace.registry.get_dataset(name, version)
+    record = get_dataset(workspace, name)
     folder = Path(record.path)
     if not folder.is_dir():
-        raise NotFoundError(f"dataset '{name}' is registered but its files are missing", file=folder)
+        raise NotFoundError(f"dataset '{record.name}' is registered but its files are missing", file=folder)
     return record, read_split(folder, split)

@@ -36,7 +36,6 @@ whose interval excludes zero. Each issue says whether the base model already had
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import re
@@ -432,19 +431,6 @@ def write_bias_report(folder: Path, report: dict) -> tuple[Path, Path]:
 
 # --- the workspace stage -------------------------------------------------------------------------------
 
-def _resolve(workspace, adapter: str):
-    from ..models.adapters import resolve_ref
-    from ..registry.deploy import split_adapter_ref
-
-    base_model = workspace.recipe.base_model
-    if "@" in adapter and not Path(adapter).is_dir():
-        name, version = split_adapter_ref(adapter)
-        record = workspace.registry.get_adapter(name, version)
-        resolved = resolve_ref(record.path, base_model=record.base_model_ref)
-        return dataclasses.replace(resolved, ref=adapter, adapter_id=record.id)
-    return resolve_ref(adapter, base_model=base_model, registry=workspace.registry)
-
-
 def bias_data_paths(workspace) -> tuple[Path, Path]:
     """The recipe's templates and attributes files (workspace-relative), or the shipped ones."""
     spec = workspace.recipe.govern.bias
@@ -464,12 +450,12 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
     """Base vs ``adapter`` on the counterfactual prompts; writes reports/<adapter>/bias/ and registers it."""
     from ..evaluate.generation import generate_responses
     from ..models import load_model, load_tokenizer
-    from ..models.adapters import attach_adapter
+    from ..models.adapters import attach_adapter, resolve_ref
     from ..registry.reports import ReportStore
 
     spec = workspace.recipe.govern.bias
     adapter = adapter or workspace.recipe.train.adapter or workspace.recipe.name
-    resolved = _resolve(workspace, adapter)
+    resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=workspace.registry)
     if resolved.adapter_path is None:
         raise TunewrightError("the bias test compares an adapter with its base model; name an adapter, not 'base'",
                               field="adapter")

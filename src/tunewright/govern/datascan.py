@@ -150,6 +150,7 @@ def run_data_scan(workspace, dataset: str | None = None) -> list[dict]:
     """Scan one dataset (``name`` = latest version, or ``name@version``), or every registered version;
     the latest version of each name also gets its review queue's decisions. Writes
     reports/data-scan/<name>-<version>.{json,html} (review-<queue> for a queue without a dataset)."""
+    from ..data.api import get_dataset
     from ..data.prepare import read_split
     from ..registry.reports import ReportStore
     from ..review.store import QueueFilter, ReviewStore
@@ -159,8 +160,7 @@ def run_data_scan(workspace, dataset: str | None = None) -> list[dict]:
     attributes = load_attributes(attributes_path)
     registry = workspace.registry
     if dataset:
-        name, _, version = dataset.partition("@")
-        records = [registry.get_dataset(name, version or None)]
+        records = [get_dataset(workspace, dataset)]
     else:
         records = registry.list_datasets()
     latest = {r.name: r.id for r in sorted(registry.list_datasets(), key=lambda r: r.id)}

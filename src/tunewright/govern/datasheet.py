@@ -6,10 +6,9 @@ review decisions behind it, and its scan reports; what people must answer is tak
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from ..registry.events import canonical_json, jsonable
+from ..registry.events import canonical_sha256
 from .docs_data import DocFacts
 from .docs_md import Doc, code, esc, num
 
@@ -84,7 +83,7 @@ def _composition(doc: Doc, facts: DocFacts, ref: str) -> None:
 
 def _built(doc: Doc, spec: dict[str, Any], ref: str) -> None:
     build = spec.get("build") or {}
-    digest = hashlib.sha256(canonical_json(jsonable(build)).encode("utf-8")).hexdigest()
+    digest = canonical_sha256(build)
     doc.p(f"Built by generator {code(spec.get('generator'))} from the build spec recorded with the dataset "
           f"(sha256 of the spec {code(digest)}) {ref}; no teacher model was used.")
     rows = []

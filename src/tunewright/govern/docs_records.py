@@ -7,7 +7,6 @@ registry does not hold.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -16,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..registry import tables as t
-from ..registry.events import canonical_json, jsonable
+from ..registry.events import canonical_sha256
 from ..registry.reports import evaluation_sha256
 
 # Record kind -> the audit log's subject kind for it (alias changes are logged under the alias name).
@@ -73,8 +72,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(jsonable(obj)).encode("utf-8")).hexdigest()
+_sha = canonical_sha256
 
 
 def _content_hash(kind: str, row: Any) -> tuple[str | None, str | None]:

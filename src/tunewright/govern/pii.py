@@ -10,7 +10,6 @@ so the scan does not copy the personal data it found into another file.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,13 @@ from ..config.govern import PiiSpec
 from ..data.prepare import read_split
 from ..data.schema import ChatRow
 from ..errors import TunewrightError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, sha256_text as _digest
 from ..registry.events import OverrideRecorded, append_event
 from ..registry.reports import ReportRecord, ReportStore
 from ..synth.filters.pii import find_pii
 
 KIND = "pii_scan"
 MAX_LISTED = 200
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _mask(text: str) -> str:

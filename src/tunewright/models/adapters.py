@@ -21,7 +21,8 @@ class ResolvedRef:
 
 
 def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
-    """``base``; else a folder holding adapter_config.json; else an adapter name in the registry."""
+    """``base``; else a folder holding adapter_config.json; else a registered adapter, ``name`` (its
+    latest version) or ``name@version``."""
     if ref == BASE_REF:
         return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=None)
     folder = Path(ref)
@@ -32,7 +33,9 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
         return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
     if registry is None:
         raise NotFoundError(f"model '{ref}' is neither 'base' nor an adapter folder")
-    record = registry.get_adapter(ref)
+    from ..registry.deploy import split_adapter_ref
+
+    record = registry.get_adapter(*split_adapter_ref(ref))
     base = prepare_base_model(record.base_model_ref)
     if record.base_model_sha256 and base.sha256 != record.base_model_sha256:
         raise TunewrightError(

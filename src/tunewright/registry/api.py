@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFoundError, TunewrightError
 from . import tables as t
 from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, RunFinished,
-                     RunResumed, RunStarted, append_event, canonical_json, jsonable, to_record, verify_chain)
+                     RunResumed, RunStarted, append_event, canonical_sha256, jsonable, to_record, verify_chain)
 from .tables import AdapterRecord, DatasetRecord, EvaluationRecord, RunRecord, snapshot
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -214,7 +213,7 @@ class Registry:
             if dataset_id is not None:
                 self._link(s, ("dataset", dataset_id), ("run", row.id), "input_to")
             self._link(s, ("base_model", base_model_sha256 or base_model_ref), ("run", row.id), "input_to")
-            config_sha = hashlib.sha256(canonical_json(row.config).encode("utf-8")).hexdigest()
+            config_sha = canonical_sha256(row.config)
             append_event(s, RunStarted(
                 run_id=row.id, name=name, kind=kind, seed=seed, dataset_id=dataset_id, base_model_ref=base_model_ref,
                 base_model_sha256=base_model_sha256, config_sha256=config_sha), actor)

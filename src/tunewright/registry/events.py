@@ -34,6 +34,11 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def canonical_sha256(obj: Any) -> str:
+    """The hash of a JSON-able value as the database will hand it back (see ``jsonable``)."""
+    return hashlib.sha256(canonical_json(jsonable(obj)).encode("utf-8")).hexdigest()
+
+
 def jsonable(obj: Any) -> Any:
     """What the database will hand back: hashing this (not the caller's objects) keeps the chain
     verifiable after a round trip (tuples become lists, int keys become strings, Paths text)."""

@@ -8,7 +8,6 @@ exactly the bytes that were reviewed. Every write appends its audit event in the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFoundError, TunewrightError
 from ..io import sha256_file
 from . import tables as t
-from .events import ReportRecorded, SignedOff, append_event, canonical_json, jsonable, resolve_actor
+from .events import ReportRecorded, SignedOff, append_event, canonical_sha256, jsonable, resolve_actor
 from .tables import snapshot
 
 SIGNABLE = ("evaluation", "report")
@@ -57,7 +56,7 @@ def evaluation_sha256(row: t.Evaluation) -> str:
     """What signing an evaluation freezes: its figures and what they were measured on."""
     body = {"id": row.id, "model_ref": row.model_ref, "adapter_id": row.adapter_id, "dataset_id": row.dataset_id,
             "split": row.split, "n_examples": row.n_examples, "metrics": jsonable(row.metrics)}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    return canonical_sha256(body)
 
 
 def parse_date(text: str, *, field: str = "date") -> str:
