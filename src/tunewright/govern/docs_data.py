@@ -23,7 +23,7 @@ from ..registry.events import EventRecord, to_record
 from ..registry.reports import ReportRecord, SignOffRecord, evaluation_sha256
 from ..registry.tables import AdapterRecord, EvaluationRecord, RunRecord, snapshot
 from .docs_records import RecordIndex, build_index, wanted_ids
-from .lineage import Lineage, Node, build_lineage
+from .lineage import Lineage, Node, base_evaluation_for, build_lineage
 
 TEST_REPORT_KINDS = ("bias", "pii_scan", "data_scan")  # reports that are test results and need a sign-off
 
@@ -164,7 +164,7 @@ def _read(s: Session, workspace, lineage: Lineage, review: ReviewFacts | None, a
     recipe = workspace.recipe
     versions = [snapshot(AdapterRecord, r) for r in s.scalars(
         select(t.Adapter).where(t.Adapter.name == adapter.name).order_by(t.Adapter.version))]
-    pairs = [EvalPair(e, _base_for(e, lineage.base_evaluations)) for e in lineage.evaluations]
+    pairs = [EvalPair(e, base_evaluation_for(e, lineage.base_evaluations)) for e in lineage.evaluations]
     reports = lineage.reports + lineage.dataset_reports
     bias_reports = [r for r in lineage.reports if r.kind == "bias"]
     pii = [r for r in lineage.dataset_reports if r.kind == "pii_scan"]
@@ -216,11 +216,6 @@ def _read(s: Session, workspace, lineage: Lineage, review: ReviewFacts | None, a
         drift_files=sorted(str(p) for p in (Path(workspace.root) / "reports" / "drift").glob("*.json")),
         dataset_uses=uses, dataset_actor=dataset_actor, audit=audit, index=build_index(s, wanted),
         generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-
-
-def _base_for(tuned: EvaluationRecord, bases: list[EvaluationRecord]) -> EvaluationRecord | None:
-    same = [b for b in bases if b.results_path == tuned.results_path and b.dataset_id == tuned.dataset_id]
-    return same[-1] if same else None
 
 
 def _generators(s: Session, round_id: int) -> dict[str, int]:

@@ -16,6 +16,7 @@ from ..errors import TunewrightError
 from ..registry.deploy import AliasState, DeploymentStore, check_alias, split_adapter_ref
 from ..registry.reports import ReportStore
 from ..registry.tables import AdapterRecord, EvaluationRecord
+from .lineage import base_evaluation_for
 
 GATED_ALIAS = "production"
 
@@ -60,10 +61,7 @@ def _latest_evaluations(registry, adapter: AdapterRecord) -> tuple[EvaluationRec
     tuned = [e for e in evaluations if e.adapter_id == adapter.id]
     if not tuned:
         return None, None
-    latest = tuned[-1]
-    base = [e for e in evaluations if e.adapter_id is None and e.results_path == latest.results_path
-            and e.dataset_id == latest.dataset_id]
-    return latest, (base[-1] if base else None)
+    return tuned[-1], base_evaluation_for(tuned[-1], evaluations)
 
 
 def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult:

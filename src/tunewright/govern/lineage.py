@@ -64,6 +64,14 @@ class Lineage:
         return node
 
 
+def base_evaluation_for(tuned: EvaluationRecord, evaluations: list[EvaluationRecord]) -> EvaluationRecord | None:
+    """The base row recorded with a tuned evaluation: `tunewright eval` writes both with the same
+    results file and dataset. The newest wins if an evaluation was repeated into the same file."""
+    same = [e for e in evaluations if e.adapter_id is None and e.results_path == tuned.results_path
+            and e.dataset_id == tuned.dataset_id]
+    return same[-1] if same else None
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
