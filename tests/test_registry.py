@@ -192,6 +192,28 @@ def test_run_start_and_finish(reg):
         reg.get_run(42)
 
 
+def test_complete_training_registers_run_and_adapter_together(reg, monkeypatch):
+    run = start_run(reg)
+    adapter = dict(name="shop", path="adapters/shop", weights_sha256=SHA_B, peft_type="lora",
+                   base_model_ref="smollm2-135m", base_model_sha256=SHA_B)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    # The adapter insert fails after the run row was updated in the same transaction: neither lands.
+    with monkeypatch.context() as patch:
+        patch.setattr(registry_api.Registry, "_add_adapter", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            reg.complete_training(run.id, metrics={"loss": 0.5}, adapter=adapter)
+    assert reg.get_run(run.id).status == "running" and reg.list_adapters() == []
+    assert [e.action for e in reg.events()].count("run.finished") == 0
+
+    done, record = reg.complete_training(run.id, metrics={"loss": 0.5}, adapter=adapter)
+    assert done.status == "completed" and done.metrics == {"loss": 0.5}
+    assert record.run_id == run.id and record.version == 1 and reg.list_adapters() == [record]
+    assert [e.action for e in reg.events()][-2:] == ["run.finished", "adapter.registered"]
+
+
 def test_failed_run_keeps_error(reg):
     run = start_run(reg)
     failed = reg.finish_run(run.id, status="failed", error="CUDA out of memory")

@@ -225,18 +225,29 @@ class Registry:
         if status not in RUN_STATUSES[1:]:
             raise TunewrightError(f"cannot finish run {run_id} with status '{status}'; "
                                   f"use one of: {', '.join(RUN_STATUSES[1:])}")
+        return self._write(lambda s: snapshot(RunRecord, self._finish(s, run_id, status, metrics, error, actor)))
 
-        def work(s: Session) -> RunRecord:
-            row = s.get(t.Run, run_id)
-            if row is None:
-                raise NotFoundError(f"run {run_id} not found")
-            if row.status != "running":
-                raise TunewrightError(f"run {run_id} already finished ({row.status})")
-            row.status, row.metrics, row.error = status, jsonable(metrics or {}), error
-            row.finished_at = t.utcnow()
-            append_event(s, RunFinished(run_id=run_id, status=status, metrics=row.metrics, error=error), actor)
-            return snapshot(RunRecord, row)
+    def complete_training(self, run_id: int, *, metrics: dict[str, Any], adapter: dict[str, Any],
+                          actor: str | None = None) -> tuple[RunRecord, AdapterRecord]:
+        """Mark a training run completed and register its adapter in one transaction, so a process
+        killed in between cannot leave a completed run without its adapter (not resumable, not served).
+        ``adapter`` holds :meth:`add_adapter`'s keyword arguments except ``run_id``."""
+        def work(s: Session) -> tuple[RunRecord, AdapterRecord]:
+            run = self._finish(s, run_id, "completed", metrics, None, actor)
+            record = self._add_adapter(s, run_id=run_id, actor=actor, **adapter)
+            return snapshot(RunRecord, run), record
         return self._write(work)
+
+    def _finish(self, s: Session, run_id: int, status: str, metrics, error, actor):
+        row = s.get(t.Run, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id} not found")
+        if row.status != "running":
+            raise TunewrightError(f"run {run_id} already finished ({row.status})")
+        row.status, row.metrics, row.error = status, jsonable(metrics or {}), error
+        row.finished_at = t.utcnow()
+        append_event(s, RunFinished(run_id=run_id, status=status, metrics=row.metrics, error=error), actor)
+        return row
 
     def resume_run(self, run_id: int, *, actor: str | None = None) -> RunRecord:
         """Mark an interrupted (failed) run as running again; a completed run stays final."""
@@ -267,21 +278,26 @@ class Registry:
 
     def add_adapter(self, *, name: str, path: str, weights_sha256: str, peft_type: str, run_id: int | None,
                     base_model_ref: str, base_model_sha256: str | None, actor: str | None = None) -> AdapterRecord:
-        def work(s: Session) -> AdapterRecord:
-            self._require(s, t.Run, run_id, "run")
-            latest = s.scalar(select(func.max(t.Adapter.version)).where(t.Adapter.name == name))
-            row = t.Adapter(name=name, version=(latest or 0) + 1, path=str(path), weights_sha256=weights_sha256,
-                            peft_type=peft_type, run_id=run_id, base_model_ref=base_model_ref,
-                            base_model_sha256=base_model_sha256, created_at=t.utcnow())
-            s.add(row)
-            s.flush()
-            if run_id is not None:
-                self._link(s, ("run", run_id), ("adapter", row.id), "produced")
-            append_event(s, AdapterRegistered(
-                adapter_id=row.id, name=name, version=row.version, weights_sha256=weights_sha256,
-                peft_type=peft_type, run_id=run_id, base_model_sha256=base_model_sha256), actor)
-            return snapshot(AdapterRecord, row)
-        return self._write(work)
+        return self._write(lambda s: self._add_adapter(
+            s, name=name, path=path, weights_sha256=weights_sha256, peft_type=peft_type, run_id=run_id,
+            base_model_ref=base_model_ref, base_model_sha256=base_model_sha256, actor=actor))
+
+    def _add_adapter(self, s: Session, *, name: str, path: str, weights_sha256: str, peft_type: str,
+                     run_id: int | None, base_model_ref: str, base_model_sha256: str | None,
+                     actor: str | None) -> AdapterRecord:
+        self._require(s, t.Run, run_id, "run")
+        latest = s.scalar(select(func.max(t.Adapter.version)).where(t.Adapter.name == name))
+        row = t.Adapter(name=name, version=(latest or 0) + 1, path=str(path), weights_sha256=weights_sha256,
+                        peft_type=peft_type, run_id=run_id, base_model_ref=base_model_ref,
+                        base_model_sha256=base_model_sha256, created_at=t.utcnow())
+        s.add(row)
+        s.flush()
+        if run_id is not None:
+            self._link(s, ("run", run_id), ("adapter", row.id), "produced")
+        append_event(s, AdapterRegistered(
+            adapter_id=row.id, name=name, version=row.version, weights_sha256=weights_sha256,
+            peft_type=peft_type, run_id=run_id, base_model_sha256=base_model_sha256), actor)
+        return snapshot(AdapterRecord, row)
 
     def get_adapter(self, name: str, version: int | None = None) -> AdapterRecord:
         def work(s: Session) -> AdapterRecord:

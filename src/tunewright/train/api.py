@@ -92,11 +92,10 @@ def train(
             registry.finish_run(run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         metrics = {**_metrics(result), **measured_against_plan(run.config.get("plan"))}
-        run = registry.finish_run(run.id, status="completed", metrics=metrics)
-        record = registry.add_adapter(
+        run, record = registry.complete_training(run.id, metrics=metrics, adapter=dict(
             name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
-            peft_type=spec.method, run_id=run.id, base_model_ref=base.ref, base_model_sha256=base.sha256,
-        )
+            peft_type=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
+        ))
     return run, record, result
 
 
