@@ -74,3 +74,34 @@ def test_adapter_reference_must_be_a_peft_folder(tmp_path, tiny_model_dir):
     (tmp_path / "not-adapter").mkdir()
     with pytest.raises(TunewrightError, match="no adapter_config.json"):
         resolve_ref(str(tmp_path / "not-adapter"), base_model=str(tiny_model_dir))
+
+
+def test_a_bare_name_means_the_registered_adapter_even_beside_a_folder_of_that_name(tmp_path, tiny_model_dir,
+                                                                                 monkeypatch):
+    from tunewright.registry import Registry
+
+    registered = tmp_path / "ws" / "adapters" / "midtown"
+    registered.mkdir(parents=True)
+    (registered / "adapter_config.json").write_text("{}")
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    registry.add_adapter(name="midtown", path=str(registered), weights_sha256="a" * 64, peft_type="lora",
+                         run_id=None, base_model_ref=str(tiny_model_dir), base_model_sha256=None)
+    # The user's working folder holds the workspace's source folder, named like the adapter.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "midtown").mkdir()
+    (tmp_path / "midtown" / "catalog.csv").write_text("code,name\n")
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "adapter_config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()
+    try:
+        assert resolve_ref("midtown", base_model="unused", registry=registry).adapter_path == registered
+        assert resolve_ref("midtown@1", base_model="unused", registry=registry).adapter_id is not None
+        with pytest.raises(TunewrightError, match="no adapter_config.json"):
+            resolve_ref("./midtown", base_model=str(tiny_model_dir), registry=registry)
+        # Not registered: a bare name that is an adapter folder still works; any other folder is named.
+        found = resolve_ref("loose", base_model=str(tiny_model_dir), registry=registry)
+        assert found.adapter_path == (tmp_path / "loose").resolve()
+        with pytest.raises(NotFoundError, match=r"adapter 'notes' not found.*write an adapter folder as a path \(\./notes"):
+            resolve_ref("notes", base_model=str(tiny_model_dir), registry=registry)
+    finally:
+        registry.close()

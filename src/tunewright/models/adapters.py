@@ -20,22 +20,43 @@ class ResolvedRef:
     adapter_id: int | None = None
 
 
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "~", "/")) or "/" in ref or "\\" in ref
+
+
+def _adapter_folder(ref: str, base_model: str) -> ResolvedRef:
+    folder = Path(ref).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise TunewrightError("not a PEFT adapter folder (no adapter_config.json)", file=folder)
+    return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
+
+
 def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
-    """``base``; else a folder holding adapter_config.json; else a registered adapter, ``name`` (its
-    latest version) or ``name@version``."""
+    """``base``; a folder written as a path (``./x``, ``runs/x``, ``/abs/x``); else a registered
+    adapter, ``name`` (its latest version) or ``name@version``.
+
+    A bare name means the registered adapter even when a folder of that name sits in the current
+    directory (a workspace's source folder is often named like its adapter); only when no adapter of
+    that name is registered is a bare name read as an adapter folder.
+    """
     if ref == BASE_REF:
         return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=None)
-    folder = Path(ref)
-    if folder.is_dir():
-        config_file = folder / "adapter_config.json"
-        if not config_file.is_file():
-            raise TunewrightError("not a PEFT adapter folder (no adapter_config.json)", file=folder)
-        return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
-    if registry is None:
-        raise NotFoundError(f"model '{ref}' is neither 'base' nor an adapter folder")
+    if _looks_like_path(ref):
+        return _adapter_folder(ref, base_model)
     from ..registry.deploy import split_adapter_ref
 
-    record = registry.get_adapter(*split_adapter_ref(ref))
+    try:
+        if registry is None:
+            raise NotFoundError(f"model '{ref}' is neither 'base' nor an adapter folder")
+        record = registry.get_adapter(*split_adapter_ref(ref))
+    except NotFoundError as exc:
+        if not Path(ref).is_dir():
+            raise
+        if (Path(ref) / "adapter_config.json").is_file():
+            return _adapter_folder(ref, base_model)
+        raise NotFoundError(f"{exc}; the folder ./{ref} is no PEFT adapter folder (no adapter_config.json): "
+                            f"a bare name means a registered adapter, write an adapter folder as a path "
+                            f"(./{ref}/...)") from None
     base = prepare_base_model(record.base_model_ref)
     if record.base_model_sha256 and base.sha256 != record.base_model_sha256:
         raise TunewrightError(
