@@ -67,7 +67,15 @@ def _synthetic_dataset(ws: Workspace):
     return build_reviewed_dataset(ws, "shop")
 
 
-def _train_and_evaluate(ws: Workspace, dataset, *, forgetting: bool = True):
+def _questions(correct: dict[str, int]) -> dict:
+    """``metrics["questions"]`` as `tunewright eval` stores it: 2 questions per kind."""
+    by_kind = {kind: {"correct": c, "n": 2, "accuracy": c / 2} for kind, c in correct.items()}
+    total = sum(correct.values())
+    return {"accuracy": total / (2 * len(correct)), "correct": total, "n": 2 * len(correct), "by_kind": by_kind,
+            "file": "customer-questions.jsonl", "sha256": "e" * 64}
+
+
+def _train_and_evaluate(ws: Workspace, dataset, *, forgetting: bool = True, questions: bool = False):
     reg = ws.registry
     run = reg.start_run(name="shop", kind="train", config={"train": {"method": "lora", "r": 8, "max_length": 128}},
                         seed=7, hardware={"cpu_count": 2, "processor": "x86_64"},
@@ -79,10 +87,13 @@ def _train_and_evaluate(ws: Workspace, dataset, *, forgetting: bool = True):
                               peft_type="lora", run_id=run.id, base_model_ref="smollm2-135m-instruct",
                               base_model_sha256="c" * 64)
     results = str(ws.root / "reports" / "shop" / "results.jsonl")
-    base = reg.add_evaluation(model_ref="base", adapter_id=None, dataset_id=dataset.id, split="eval",
-                              metrics={"exact_match": 0.1, "contains": 0.2, "token_f1": 0.3125}, n_examples=10,
-                              results_path=results, report_path=None)
+    base_metrics = {"exact_match": 0.1, "contains": 0.2, "token_f1": 0.3125}
     metrics = {"exact_match": 0.6, "contains": 0.7, "token_f1": 0.8125}
+    if questions:
+        base_metrics["questions"] = _questions({"price": 0, "policy": 1})
+        metrics["questions"] = _questions({"price": 2, "policy": 1})
+    base = reg.add_evaluation(model_ref="base", adapter_id=None, dataset_id=dataset.id, split="eval",
+                              metrics=base_metrics, n_examples=10, results_path=results, report_path=None)
     if forgetting:
         metrics["forgetting"] = {"kl": 0.0123, "retention": 0.95, "n_general_prompts": 20, "n_retention_probes": 40,
                                  "n_base_correct": 20, "n_tuned_kept": 19}
@@ -290,6 +301,34 @@ def test_gaps_listed_when_missing_and_gone_once_provided(tmp_path):
     assert _front_matter(card)["license"] == "apache-2.0"
     assert "Intended purpose: Answer questions about the shop's &lt;b>returns&lt;/b> policy. " \
            "(declared in tunewright.yaml)" in card
+
+
+def test_customer_questions_show_beside_forgetting_and_stay_out_of_the_model_index(tmp_path):
+    from tunewright.data.api import import_files
+    from tunewright.govern.card import generate_docs
+
+    ws = _workspace(tmp_path / "ws", min_questions_accuracy=0.5)
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}?"},
+                                                       {"role": "assistant", "content": f"a{i}."}]}) + "\n"
+                              for i in range(10)))
+    dataset = import_files(ws, [source], eval_fraction=0.2)
+    _, _, base, tuned = _train_and_evaluate(ws, dataset, questions=True)
+    result = generate_docs(ws, "shop", formats="md")
+    folder = ws.root / "reports" / "shop" / "docs"
+    card = (folder / "model_card.md").read_text()
+    refs = f"[[evaluation {tuned.id}]](#rec-evaluation-{tuned.id}) [[evaluation {base.id}]](#rec-evaluation-{base.id})"
+    assert "### Customer questions (never trained on)" in card
+    assert card.index("### Forgetting") < card.index("### Customer questions") < card.index("### Results by group")
+    assert f"| customer-questions.jsonl | price | 0.0% (0 of 2) | 100.0% (2 of 2) | +100.0 pts | {refs} |" in card
+    assert f"| customer-questions.jsonl | policy | 50.0% (1 of 2) | 50.0% (1 of 2) | +0.0 pts | {refs} |" in card
+    assert f"| customer-questions.jsonl | all | 25.0% (1 of 4) | 75.0% (3 of 4) | +50.0 pts | {refs} |" in card
+    (entry,) = _front_matter(card)["model-index"][0]["results"]
+    assert {m["type"] for m in entry["metrics"]} == {"exact_match", "contains", "token_f1"}
+    annex = (folder / "technical_documentation.md").read_text()
+    assert "| customer-questions.jsonl | all | 25.0% (1 of 4) | 75.0% (3 of 4) |" in annex
+    assert "minimum customer questions accuracy: 0.5" in annex
+    assert not [gap for gap in result.gaps if "question" in gap]
 
 
 def test_model_card_pdf_is_rendered(shop):

@@ -45,7 +45,7 @@ def _dataset(ws, rows=None, name="shop-qa"):
     return register_rows(ws, name, rows or qa_rows(6), spec={"kind": "test"}, eval_fraction=0.3, seed=0)
 
 
-def _adapter(ws, name="alpha", *, gain=0.6, retention=0.95, kl=0.02, bias_gap=None, evaluate=True):
+def _adapter(ws, name="alpha", *, gain=0.6, retention=0.95, kl=0.02, bias_gap=None, evaluate=True, questions=None):
     """A registered adapter with a base and a tuned evaluation recorded together, and maybe a bias report."""
     from tunewright.registry.reports import ReportStore
 
@@ -60,9 +60,11 @@ def _adapter(ws, name="alpha", *, gain=0.6, retention=0.95, kl=0.02, bias_gap=No
         results = str(ws.root / "reports" / name / "results.jsonl")
         reg.add_evaluation(model_ref="base", adapter_id=None, dataset_id=dataset.id, split="eval",
                            metrics={"contains": 0.2}, n_examples=10, results_path=results, report_path=None)
+        metrics = {"contains": 0.2 + gain, "forgetting": {"kl": kl, "retention": retention}}
+        if questions is not None:  # the tuned accuracy on eval.questions, nested as `tunewright eval` stores it
+            metrics["questions"] = {"accuracy": questions, "correct": round(questions * 20), "n": 20, "by_kind": {}}
         reg.add_evaluation(model_ref=name, adapter_id=adapter.id, dataset_id=dataset.id, split="eval",
-                           metrics={"contains": 0.2 + gain, "forgetting": {"kl": kl, "retention": retention}},
-                           n_examples=10, results_path=results, report_path=None)
+                           metrics=metrics, n_examples=10, results_path=results, report_path=None)
     if bias_gap is not None:
         path = ws.root / "reports" / f"{name}-bias.html"
         path.write_text("<html>bias</html>")
@@ -282,16 +284,44 @@ def test_gates_without_the_records_they_need_fail_clearly(ws):
         GatedDeployment(_with_gates(ws, min_task_gain=0.1)).set_alias("production", "unevaluated")
 
 
+def test_the_questions_gate_reads_the_tuned_accuracy(ws):
+    from tunewright.govern.gates import GatedDeployment, GateRefused
+
+    _adapter(ws, name="weak", questions=0.45)
+    with pytest.raises(GateRefused) as refused:
+        GatedDeployment(_with_gates(ws, min_questions_accuracy=0.6)).set_alias("production", "weak")
+    tuned = ws.registry.list_evaluations()[-1]
+    assert f"customer questions accuracy: 0.45 (needs >= 0.6; evaluation {tuned.id}) -> FAIL" in str(refused.value)
+
+    _adapter(ws, name="strong", questions=0.75)
+    state = GatedDeployment(_with_gates(ws, min_questions_accuracy=0.6)).set_alias("production", "strong")
+    (check,) = state.evidence["gates"]["checks"]
+    tuned = ws.registry.list_evaluations()[-1]
+    assert check == {"name": "customer questions accuracy", "value": 0.75, "threshold": 0.6, "passed": True,
+                     "detail": f">= 0.6; evaluation {tuned.id}"}
+    assert state.evidence["evaluation_id"] == tuned.id
+
+    # An evaluation that asked no questions: one line saying what is missing and how to get it.
+    _adapter(ws, name="unasked")
+    with pytest.raises(GateRefused) as refused:
+        GatedDeployment(_with_gates(ws, min_questions_accuracy=0.6)).set_alias("production", "unasked")
+    tuned = ws.registry.list_evaluations()[-1]
+    assert (f"customer questions accuracy: not measured (needs >= 0.6; evaluation {tuned.id} asked no customer "
+            "questions: set eval.questions and run 'tunewright eval' again) -> FAIL") in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
 def test_a_gate_threshold_out_of_range_names_file_line_and_field(ws):
     from tunewright.config import load_recipe
     from tunewright.errors import TunewrightError
 
-    _set_in_recipe(ws, "gates", {"min_retention": 1.5})
     recipe = ws.root / "tunewright.yaml"
-    line = next(i for i, text in enumerate(recipe.read_text().splitlines(), 1) if "min_retention" in text)
-    with pytest.raises(TunewrightError) as err:
-        load_recipe(recipe)
-    assert f"tunewright.yaml:{line}: field 'govern.gates.min_retention'" in str(err.value)
+    for gate in ("min_retention", "min_questions_accuracy"):
+        _set_in_recipe(ws, "gates", {"min_retention": None, "min_questions_accuracy": None, gate: 1.5})
+        line = next(i for i, text in enumerate(recipe.read_text().splitlines(), 1) if f"{gate}: 1.5" in text)
+        with pytest.raises(TunewrightError) as err:
+            load_recipe(recipe)
+        assert f"tunewright.yaml:{line}: field 'govern.gates.{gate}'" in str(err.value)
 
 
 def test_alias_cli_refuses_then_accepts_an_override(ws, capsys):

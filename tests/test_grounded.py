@@ -101,3 +101,104 @@ def test_wrapper_without_slot_is_rejected():
 
 def test_builder_is_registered():
     assert "grounded-qa" in available_generators()
+
+
+SHOP = ("sku,label,kind,price,weight\n"
+        "A-1,Blue Kettle,kettles,20,1.2 kg\n"
+        "B-2,Red Kettle,kettles,35,480 g\n"
+        "C-3,Iron Pan,pans,30,2 kg\n"
+        "D-4,Steel Kettle,kettles,35,900 g\n")
+
+
+def _shop_spec(tmp_path: Path, **table) -> BuildSpec:
+    (tmp_path / "shop.csv").write_text(SHOP)
+    return BuildSpec(tables=[{"path": "shop.csv", **table}], wrappers=["{q}"])
+
+
+def _answers(rows, fact_prefix: str) -> dict[str, str]:
+    return {r.row.meta["fact"]: r.row.answer for r in rows if r.row.meta["fact"].startswith(fact_prefix)}
+
+
+def test_records_reverse_lookups_in_both_directions(tmp_path):
+    spec = _shop_spec(tmp_path, records=[
+        {"questions": ["What is {sku}?", "Which item is {sku}?", "Look up {sku}."], "answer": "{sku} is the {label}.",
+         "reference": "{label}"},
+        {"questions": ["Code of the {label}?", "SKU of the {label}?", "Item number of the {label}?"],
+         "answer": "The {label} is {sku}.", "reference": "{sku}"}])
+    rows = build_rows(spec, lambda p: tmp_path / p)
+    assert len(rows) == 2 * 4 * 3  # two record facts per row, two training phrasings and one held out
+    by_fact = {}
+    for r in rows:
+        by_fact.setdefault(r.row.meta["fact"], set()).add((r.row.answer, r.row.reference))
+    assert by_fact["record0@3"] == {("B-2 is the Red Kettle.", "Red Kettle")}
+    assert by_fact["record1@4"] == {("The Iron Pan is C-3.", "C-3")}
+    assert all(r.row.meta["source"] == {"file": "shop.csv", "line": int(r.row.meta["fact"].split("@")[1])} for r in rows)
+
+
+def test_groups_members_extremes_by_quantity_and_pairs(tmp_path):
+    group = {"by": "kind", "name": "label", "labels": {"kettles": "kettle"},
+             "members": {"questions": ["What {group} do you sell?", "Any {group}?", "Which {group} are there?"],
+                         "answer": "Our {group}: {names}."},
+             "lowest": {"weight": {"questions": ["Lightest {item}?", "Which {item} weighs least?", "Least heavy {item}?"],
+                                   "answer": "The {label} at {weight}.", "reference": "{label}"},
+                        "price": {"questions": ["Cheapest {item}?", "Least expensive {item}?", "Most affordable {item}?"],
+                                  "answer": "The {label}, ${price}."}},
+             "highest": {"weight": {"questions": ["Heaviest {item}?", "Which {item} weighs most?", "Most heavy {item}?"],
+                                    "answer": "The {label}."}},
+             "compare": [{"column": "weight", "prefer": "lowest",
+                          "questions": ["Lighter: {a} or {b}?", "Which weighs less, {a} or {b}?", "{a} vs {b}, lighter?"],
+                          "answer": "The {label} ({weight}) is lighter than the {other_label} ({other_weight})."}]}
+    rows = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    answers = _answers(rows, "group@")
+    assert answers["group@kettles:members"] == "Our kettles: Blue Kettle, Red Kettle and Steel Kettle."
+    assert answers["group@pans:members"] == "Our pans: Iron Pan."
+    # 480 g < 900 g < 1.2 kg: units compare by value, not by the number's digits.
+    assert answers["group@kettles:lowest:weight"] == "The Red Kettle at 480 g."
+    assert answers["group@kettles:highest:weight"] == "The Blue Kettle."
+    # A tie on the lowest price keeps the first row in the table.
+    assert answers["group@kettles:lowest:price"] == "The Blue Kettle, $20."
+    assert not any(f.startswith("group@pans:lowest") for f in answers)  # a group of one has no extremes
+    pairs = {f: a for f, a in answers.items() if ":compare0:" in f}
+    assert len(pairs) == 6  # three pairs, both orders of asking
+    assert pairs["group@kettles:compare0:2-3"] == pairs["group@kettles:compare0:3-2"] == \
+        "The Red Kettle (480 g) is lighter than the Blue Kettle (1.2 kg)."
+    asked = [r.row.messages[0].content for r in rows if r.row.meta["fact"] == "group@kettles:compare0:3-2"]
+    assert all("Red Kettle" in q and "Blue Kettle" in q and q.index("Red") < q.index("Blue") for q in asked)
+    kettle_q = [r.row.messages[0].content for r in rows if r.row.meta["fact"] == "group@kettles:lowest:weight"]
+    assert all("kettle" in q and "kettles" not in q for q in kettle_q)  # the label, as a customer names one
+
+
+def test_group_errors_name_the_field(tmp_path):
+    bad_column = {"by": "colour", "name": "label", "members": {"questions": ["a {group}?", "b {group}?"], "answer": "{names}"}}
+    with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups'.*column 'colour' is not in the table"):
+        build_rows(_shop_spec(tmp_path, groups=bad_column), lambda p: tmp_path / p)
+    bad_pattern = {"by": "kind", "name": "label", "members": {"questions": ["a {group}?", "b {shelf}?"], "answer": "{names}"}}
+    with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups.members'.*unknown columns: shelf"):
+        build_rows(_shop_spec(tmp_path, groups=bad_pattern), lambda p: tmp_path / p)
+    (tmp_path / "mixed.csv").write_text("label,kind,size\nA,x,2 kg\nB,x,3 m\n")
+    spec = BuildSpec(tables=[{"path": "mixed.csv", "groups": {
+        "by": "kind", "name": "label", "lowest": {"size": {"questions": ["s {item}?", "t {item}?"], "answer": "{label}"}}}}])
+    with pytest.raises(TunewrightError, match=r"column 'size' mixes length, mass"):
+        build_rows(spec, lambda p: tmp_path / p)
+    with pytest.raises(ValueError, match="needs columns, records or groups"):
+        BuildSpec(tables=[{"path": "shop.csv"}])
+
+
+def test_absent_items_are_taught_to_be_declined(tmp_path):
+    spec = _spec(tmp_path, absent={"items": ["kites", "sofas", "boats"], "questions": ["Do you sell {item}?",
+                                   "Can I buy {item} here?", "Any {item} in stock?"],
+                                   "answer": "Sorry, we don't sell {item}."})
+    rows = [r for r in build_rows(spec, lambda p: tmp_path / p) if r.row.meta["fact"].startswith("absent@")]
+    assert {r.row.answer for r in rows} == {"Sorry, we don't sell kites.", "Sorry, we don't sell sofas.",
+                                            "Sorry, we don't sell boats."}
+    assert sum(r.split == "eval" for r in rows) == 3 and all(r.sources == () for r in rows)
+
+
+@pytest.mark.parametrize("cell,expected", [
+    ("480 g", ("mass", 480.0)), ("1.2 kg", ("mass", 1200.0)), ("$1,249", ("money", 1249.0)), ("35", ("number", 35.0)),
+    ("2 years", ("time", 730.5)), ("1 Gbps", ("rate", 1000.0)), ("1.2 TB", ("data", 1.2e6)),
+    ("lifetime", None), ("n/a", None), ("$5 kg", None), ("3 parsecs", None), ("", None)])
+def test_quantities(cell, expected):
+    from tunewright.synth.quantities import parse_quantity
+
+    assert parse_quantity(cell) == expected

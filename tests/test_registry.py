@@ -19,7 +19,8 @@ from tunewright.registry.tables import Base
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 TABLES = {"datasets", "runs", "adapters", "evaluations", "lineage", "events",
-          "synth_rounds", "candidates", "reviewers", "assignments", "reviews", "alias_changes", "exports", "feedback", "reports", "signoffs"}
+          "synth_rounds", "candidates", "reviewers", "assignments", "reviews", "alias_changes", "exports", "feedback", "reports", "signoffs",
+          "indexes"}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_migrations_create_all_tables_and_stamp_head(reg):
     names = set(inspect(reg.engine).get_table_names())
     assert TABLES | {"alembic_version"} <= names
     with reg.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004_governance"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005_indexes"
     assert Path(reg.engine.url.database).is_file()  # the missing parent folder was created
 
 

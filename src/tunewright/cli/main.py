@@ -14,6 +14,7 @@ from . import data as data_cli
 from . import explain as explain_cli
 from . import export as export_cli
 from . import govern as govern_cli
+from . import index as index_cli
 from . import records as records_cli
 from . import review as review_cli
 from . import plan as plan_cli
@@ -34,6 +35,7 @@ app.add_typer(data_cli.app, name="data", help="Import, build, inspect datasets."
 app.add_typer(records_cli.app, name="registry", help="What the registry knows: datasets, runs, adapters, events.")
 app.add_typer(synth_cli.app, name="synth", help="Generate synthetic rows with a teacher LLM, round by round.")
 app.add_typer(review_cli.app, name="review", help="Review generated rows: web UI, reviewers, agreement, exports.")
+app.add_typer(index_cli.app, name="index", help="Retrieval index over the recipe's sources: build, search.")
 stages.register(app)
 app.command("plan")(plan_cli.plan)
 app.command("compare")(compare_command)
@@ -60,6 +62,22 @@ def _log_to_console() -> None:
 
     from rich.logging import RichHandler
 
+    import warnings
+
+    from ..retrieval.context import StaleIndexWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # Our own warnings are for the user: one plain line, without Python's file and line.
+        if issubclass(category, StaleIndexWarning):
+            err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    if not getattr(shown, "tunewright", False):
+        show.tunewright = True
+        warnings.showwarning = show
     logger = logging.getLogger("tunewright")
     if not logger.handlers:
         logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False, show_level=False))

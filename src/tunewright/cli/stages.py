@@ -89,7 +89,26 @@ def print_report(report: dict) -> None:
                     f"{forgetting['n_base_correct']} base-correct probes)")
         console.print(f"forgetting: KL {forgetting['kl']:.3f} nats/token over {forgetting['n_general_prompts']} "
                       f"general prompts; {kept}")
+    if report.get("questions"):
+        print_questions(report["questions"])
     console.print(f"report: {report['paths']['html']}")
+
+
+def print_questions(asked: dict) -> None:
+    def cell(tally: dict) -> str:
+        return f"{tally['accuracy']:.1%} ({tally['correct']}/{tally['n']})"
+
+    base, tuned = asked["base"], asked["tuned"]
+    table = Table(title=f"customer questions ({asked['file']}, {asked['n']} questions)")
+    for column in ("kind", "base", "tuned", "change"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    kinds = [(kind, base["by_kind"][kind], tuned["by_kind"][kind]) for kind in tuned["by_kind"]]
+    for kind, before, after in kinds + [("all", base, tuned)]:
+        change = after["correct"] - before["correct"]
+        style = "green" if change > 0 else ("red" if change < 0 else "default")
+        table.add_row(f"[bold]{kind}[/]" if kind == "all" and kinds else kind, cell(before), cell(after),
+                      f"[{style}]{change:+d}[/]")
+    console.print(table)
 
 
 def _eval(
@@ -97,6 +116,9 @@ def _eval(
     dataset: Optional[str] = typer.Option(None, help="Dataset name[@version]."),
     split: Optional[str] = typer.Option(None, help="eval or train."),
     limit: Optional[int] = typer.Option(None, help="Only the first N examples."),
+    questions: Optional[Path] = typer.Option(
+        None, "--questions", metavar="FILE",
+        help="Customer questions (JSONL: question, accept, kind) to ask both models; overrides eval.questions."),
     show: int = typer.Option(5, help="Print this many per-example differences."),
 ) -> None:
     """Evaluate base vs tuned on held-out rows; store results and write report.html / report.json."""
@@ -105,7 +127,8 @@ def _eval(
 
     workspace = open_workspace()
     with count_progress("generating") as (on_phase, on_batch):
-        report = evaluate(workspace, adapter=adapter, dataset=dataset, split=split, limit=limit, on_batch=on_batch, on_phase=on_phase)
+        report = evaluate(workspace, adapter=adapter, dataset=dataset, split=split, limit=limit, questions=questions,
+                          on_batch=on_batch, on_phase=on_phase)
     print_report(report)
     if show:
         diff = Table(title="per-example differences", show_lines=True)

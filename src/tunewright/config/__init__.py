@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import TunewrightError
 from .govern import GovernSpec
+from .retrieval import RetrievalSpec
 from .serve import ServeSpec
 from .synth import SynthSpec
 
@@ -45,14 +46,72 @@ class QuestionSet(_Strict):
     reference: str | None = None
 
 
+class CompareSet(QuestionSet):
+    """Two rows of one group compared on ``column``; ``prefer`` says which value wins the question
+    ("lighter" prefers the lowest weight). Patterns see {a} and {b} (the two names as asked), the
+    winner's columns as usual and the other row's columns prefixed ``other_``."""
+
+    column: str
+    prefer: Literal["lowest", "highest"]
+
+
+class GroupSpec(_Strict):
+    """Questions across rows: the rows sharing a value of ``by`` form a group (a category).
+
+    Patterns see {group} (the value as in the table), {item} (how a customer names one of it, from
+    ``labels``, else the value) and {names} (the members' names joined). ``lowest``/``highest`` are
+    keyed by the column compared; their patterns also see the winning row's columns. Quantities
+    compare by value with their unit ("480 g" < "1.2 kg").
+    """
+
+    by: str
+    name: str = Field(description="the column that names a row in answers")
+    labels: dict[str, str] = Field(default_factory=dict)
+    members: QuestionSet | None = None
+    lowest: dict[str, QuestionSet] = Field(default_factory=dict)
+    highest: dict[str, QuestionSet] = Field(default_factory=dict)
+    compare: list[CompareSet] = Field(default_factory=list)
+
+
 class TableSource(_Strict):
     path: str
-    columns: dict[str, QuestionSet] = Field(min_length=1)
+    columns: dict[str, QuestionSet] = Field(
+        default_factory=dict, description="per column: questions asking for that column's value of a row")
+    records: list[QuestionSet] = Field(
+        default_factory=list,
+        description="row-level facts whose patterns may use any column: the whole row as one statement, "
+                    "or a reversed lookup (code -> name)")
+    groups: GroupSpec | None = None
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> "TableSource":
+        if not (self.columns or self.records or self.groups):
+            raise ValueError("a table needs columns, records or groups to ask about")
+        return self
+
+
+class AbsentSpec(_Strict):
+    """Things the company does not offer, so the model learns to say so instead of inventing one.
+    Patterns see {item}."""
+
+    items: list[str] = Field(min_length=2)
+    questions: list[str] = Field(min_length=2)
+    answer: str
+    reference: str | None = None
 
 
 class DocumentSource(_Strict):
     path: str
     seeds: list[QuestionSet] = Field(min_length=1)
+
+
+class OpenBookSpec(_Strict):
+    """Open-book rows (retrieval-augmented fine-tuning): every built row carries the top
+    ``retrieval.k`` chunks of the workspace's index in its system message. In training rows the chunk
+    holding the answer is among them with probability ``oracle_rate`` and left out otherwise (RAFT)."""
+
+    oracle_rate: float = Field(0.8, ge=0.0, le=1.0)
+    seed: int = 0
 
 
 class BuildSpec(_Strict):
@@ -62,6 +121,9 @@ class BuildSpec(_Strict):
     generator: str = "grounded-qa"
     tables: list[TableSource] = Field(default_factory=list)
     documents: list[DocumentSource] = Field(default_factory=list)
+    absent: AbsentSpec | None = None
+    open_book: OpenBookSpec | None = Field(
+        None, description="put retrieved records in every row's prompt (needs the retrieval index of the sources)")
     eval_phrasings: int = Field(1, ge=1, description="phrasings per fact held out for the eval split")
     train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
     wrappers: list[str] = Field(
@@ -76,6 +138,18 @@ class BuildSpec(_Strict):
             if "{q}" not in wrapper and "{q_lower}" not in wrapper:
                 raise ValueError(f"wrappers: '{wrapper}' has no {{q}} or {{q_lower}} slot")
         return self
+
+
+class ReplaySpec(_Strict):
+    """General requests answered by the base model itself, mixed into training against forgetting.
+
+    ``prompts``: a JSONL file in the workspace with ``{"id", "prompt"}`` rows (unset: the set shipped
+    with Tunewright); it must not overlap the sets that measure forgetting."""
+
+    rows: int = Field(48, ge=1, description="replay prompts drawn (by seed) and answered by the base model")
+    prompts: str | None = None
+    max_new_tokens: int = Field(128, ge=8, description="answers the base does not finish within this are dropped")
+    seed: int = 0
 
 
 class TrainSpec(_Strict):
@@ -107,6 +181,7 @@ class TrainSpec(_Strict):
     gradient_checkpointing: bool | None = Field(None, description="None: on only when the memory plan needs it")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: what this hardware measurably runs fastest (fp32 on a CPU without bf16)")
+    replay: ReplaySpec | None = Field(None, description="mix in the base model's own answers to general requests")
 
 
 class EvalSpec(_Strict):
@@ -116,6 +191,9 @@ class EvalSpec(_Strict):
     batch_size: int = Field(16, ge=1)
     metrics: list[str] = Field(default_factory=lambda: ["exact_match", "contains", "token_f1"])
     limit: int | None = Field(None, ge=1)
+    questions: str | None = Field(
+        None, description="JSONL of independently written customer questions with accepted answers, relative to the "
+                          "workspace; asked of base and tuned, never trained on")
 
 
 class RegistrySpec(_Strict):
@@ -133,6 +211,7 @@ class Recipe(_Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     serve: ServeSpec = Field(default_factory=ServeSpec)
     govern: GovernSpec = Field(default_factory=GovernSpec)
+    retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
 
     @property
     def dataset_name(self) -> str:

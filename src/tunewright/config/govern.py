@@ -47,6 +47,8 @@ class GatesSpec(_Strict):
     metric: str = Field("contains", description="the task metric whose gain is gated")
     min_task_gain: float | None = Field(None, ge=-1, le=1)
     min_retention: float | None = Field(None, ge=0, le=1)
+    min_questions_accuracy: float | None = Field(
+        None, ge=0, le=1, description="share of the customer questions (eval.questions) the tuned model answers")
     max_kl: float | None = Field(None, ge=0)
     max_bias_gap: float | None = Field(None, ge=0, le=1)
 

@@ -65,9 +65,28 @@ def build_dataset(workspace):
     source_files = [
         {"path": Path(f).name, "sha256": sha256_file(f), "rows": sum(1 for g in generated if f in g.sources)} for f in files
     ]
-    prepared = prepare_rows(rows, source_files, eval_fraction=0.0, seed=build.seed)
     spec = {"kind": "build", "generator": build.generator, "build": build.model_dump(mode="json")}
-    return _register(workspace, workspace.recipe.dataset_name, prepared, spec)
+    parents = []
+    if build.open_book is not None:
+        rows, spec["open_book"], index_id = _open_book(workspace, rows)
+        parents.append(("index", index_id, "context_for"))
+    prepared = prepare_rows(rows, source_files, eval_fraction=0.0, seed=build.seed)
+    return _register(workspace, workspace.recipe.dataset_name, prepared, spec, parents)
+
+
+def _open_book(workspace, rows):
+    """The rows with retrieved records, and what the dataset (then the adapter) must remember: the
+    index version and k it was built with."""
+    from ..retrieval.api import build_workspace_index, load_workspace_index
+    from ..retrieval.context import open_book_rows
+
+    record = build_workspace_index(workspace)
+    ref = f"{record.name}@{record.version}"
+    index = load_workspace_index(workspace, ref)
+    settings = workspace.recipe.build.open_book
+    k = workspace.recipe.retrieval.k
+    rows = open_book_rows(rows, index, k=k, oracle_rate=settings.oracle_rate, seed=settings.seed)
+    return rows, {"index": ref, "index_sha256": index.sha256, "k": k, "oracle_rate": settings.oracle_rate}, record.id
 
 
 def get_dataset(workspace, ref: str | None):

@@ -10,7 +10,10 @@ from ..data.api import load_split
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl
 from ..models import load_model, load_tokenizer
+from ..data.schema import ChatRow
 from ..models.adapters import load_adapter, resolve_ref
+from ..retrieval.context import retriever_for
+from . import questions as customer
 from .forgetting import ForgettingCheck, summary
 from .report import write_report
 from .scoring import ModelScores, score_model
@@ -25,6 +28,7 @@ def evaluate(
     dataset: str | None = None,
     split: str | None = None,
     limit: int | None = None,
+    questions: str | Path | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
 ) -> dict:
@@ -37,6 +41,14 @@ def evaluate(
     rows = rows[: limit or spec.limit or len(rows)]
     if not rows:
         raise TunewrightError(f"the {split} split of dataset '{dataset_record.name}' is empty")
+    # An open-book adapter answers with its records, and so does the base it is compared with: the
+    # gain shown is then what training added to the same retrieval. Forgetting stays a property of
+    # the weights (both models see the same prompts, without records).
+    retriever = retriever_for(workspace, resolved.adapter_path)
+    if retriever is not None:
+        rows = [row if row.meta.get("retrieved") else _with_records(row, retriever) for row in rows]
+    asker = _customer_questions(workspace, questions, dataset_record, rows, on_phase=on_phase, on_batch=on_batch,
+                                prepare=retriever.augment if retriever is not None else None)
     # Read and check the forgetting sets now: a bad row should fail before minutes of model loading.
     forgetting = ForgettingCheck.from_workspace(workspace, batch_size=spec.batch_size, on_phase=on_phase,
                                                 on_batch=on_batch)
@@ -51,6 +63,7 @@ def evaluate(
                            batch_size=spec.batch_size, on_batch=on_batch)
 
     before = run("base", model)
+    base_answers = asker.ask("base", model, tokenizer) if asker else None
     if forgetting is not None:
         forgetting.observe_base(model, tokenizer)
     # Unmerged first: the forgetting check needs the base back (disable_adapter) beside the tuned model.
@@ -60,6 +73,10 @@ def evaluate(
     tuned = _merged(attached.model, attached.peft_type)
     forgetting_details = forgetting.measure_retention(tuned) if forgetting is not None else None
     after = run(adapter, tuned)
+    asked = None
+    if asker is not None:
+        asked = customer.score_questions(asker.questions, base_answers, asker.ask("tuned", tuned, tokenizer),
+                                         system_prompt=asker.system_prompt)
 
     out_dir = workspace.dir("reports") / adapter
     results = [
@@ -88,17 +105,39 @@ def evaluate(
     }
     if forgetting_details is not None:
         report["forgetting"] = forgetting_details
+    if asked is not None:
+        report["questions"] = asked
     json_path, html_path = write_report(out_dir, report)
     for scores, adapter_id in ((before, None), (after, resolved.adapter_id)):
         metrics = dict(scores.metrics)
         if forgetting_details is not None and scores is after:
             metrics["forgetting"] = summary(forgetting_details)  # nested: the task metrics stay flat
+        if asked is not None:
+            metrics["questions"] = customer.summary(asked, "tuned" if scores is after else "base")
         registry.add_evaluation(
             model_ref=scores.model_ref, adapter_id=adapter_id, dataset_id=dataset_record.id, split=split,
             metrics=metrics, n_examples=len(rows), results_path=str(results_path), report_path=str(html_path),
         )
     report["paths"] = {"json": str(json_path), "html": str(html_path), "results": str(results_path)}
     return report
+
+
+def _customer_questions(workspace, override, dataset_record, rows, **progress) -> customer.QuestionAsker | None:
+    """Read, check and leak-test the questions file now: a bad line should fail before any model loads."""
+    found = customer.questions_for(workspace, override)
+    if found is None:
+        return None
+    pinned = f"{dataset_record.name}@{dataset_record.version}"
+    _, train_rows = load_split(workspace, pinned, "train")
+    customer.check_no_leak(found, train_rows, dataset=pinned)
+    spec = workspace.recipe.eval
+    return customer.QuestionAsker(found, system_prompt=customer.shared_system_prompt(rows),
+                                  max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, **progress)
+
+
+def _with_records(row: ChatRow, retriever) -> ChatRow:
+    messages = [*retriever.augment(row.prompt_messages), row.messages[-1].model_dump()]
+    return ChatRow(messages=messages, reference=row.reference, meta={**row.meta, "retrieved_at_eval": True})
 
 
 def _merged(model, peft_type: str):

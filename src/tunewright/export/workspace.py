@@ -14,9 +14,10 @@ from .api import ExportResult, export_adapter
 DEFAULT_PROBES = 8
 
 
-def probe_conversations(workspace, limit: int) -> list[list[dict]] | None:
+def probe_conversations(workspace, limit: int, prepare=None) -> list[list[dict]] | None:
     """The first held-out questions of the recipe's dataset (what the adapter was trained for);
-    None, so the export uses its built-in generic probes, when no dataset is registered."""
+    None, so the export uses its built-in generic probes, when no dataset is registered. ``prepare``
+    adds an open-book adapter's records to rows that were not built with them."""
     from ..data.api import load_split
 
     try:
@@ -26,7 +27,8 @@ def probe_conversations(workspace, limit: int) -> list[list[dict]] | None:
     probes = []
     for row in rows[:limit]:
         messages = [m.model_dump() for m in row.messages]
-        probes.append(messages[:-1] if messages[-1]["role"] == "assistant" else messages)
+        messages = messages[:-1] if messages[-1]["role"] == "assistant" else messages
+        probes.append(prepare(messages) if prepare is not None and not row.meta.get("retrieved") else messages)
     return probes or None
 
 
@@ -55,10 +57,16 @@ def export_for_workspace(workspace, model_ref: str, *, out_dir: Path | None = No
     out_dir = Path(out_dir) if out_dir is not None else workspace.root / "exports" / f"{safe_name}-{stamp}"
     if probes < 1:
         raise TunewrightError("need at least one probe prompt", field="probes")
+    asked = None
+    if check:
+        from ..retrieval.context import retriever_for
+
+        # An open-book adapter is checked as it will answer: with its records, from sources the
+        # index still matches (a stale index would prove answers no user gets).
+        retriever = retriever_for(workspace, resolved.adapter_path, refuse_stale=True)
+        asked = probe_conversations(workspace, probes, retriever.augment if retriever is not None else None)
     result = export_adapter(resolved.base, resolved.adapter_path, out_dir, name=safe_name, formats=formats,
-                            gguf_dtype=gguf_dtype, check=check,
-                            probes=probe_conversations(workspace, probes) if check else None,
-                            max_new_tokens=max_new_tokens)
+                            gguf_dtype=gguf_dtype, check=check, probes=asked, max_new_tokens=max_new_tokens)
     if not result.passed:
         return result, None
     record = DeploymentStore(workspace.registry).add_export(

@@ -8,7 +8,8 @@ from __future__ import annotations
 from .docs_data import DocFacts
 from .docs_md import Doc, code, esc, num, pct
 from .docs_sections import (bias_groups, bias_summary, forgetting_table, gates_section, lineage_list, metric_label,
-                            overrides_list, results_table, signoff_table, task_metrics, training_setup)
+                            overrides_list, questions_table, results_table, signoff_table, task_metrics,
+                            training_setup)
 
 INTRO = ("Structured along the nine points of Annex IV to Regulation (EU) 2024/1689 (the AI Act). Whether the "
          "system is high-risk (Article 6) is for the provider to decide; this file holds what the Tunewright "
@@ -179,6 +180,7 @@ def _performance(doc: Doc, facts: DocFacts) -> None:
     results_table(doc, facts)
     doc.h3("Forgetting of general abilities")
     forgetting_table(doc, facts)
+    questions_table(doc, facts, "Customer questions written independently of the training data")
     doc.h3("Bias")
     bias_summary(doc, facts)
     doc.h3("Robustness and consistency")

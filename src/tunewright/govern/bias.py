@@ -452,6 +452,7 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
     from ..models import load_model, load_tokenizer
     from ..models.adapters import attach_adapter, resolve_ref
     from ..registry.reports import ReportStore
+    from ..retrieval.context import retriever_for
 
     spec = workspace.recipe.govern.bias
     adapter = adapter or workspace.recipe.train.adapter or workspace.recipe.name
@@ -466,8 +467,13 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
     tokenizer = load_tokenizer(resolved.base, padding_side="left")
     model = load_model(resolved.base)
 
+    # An open-book adapter answers with its records; the base gets the same records, so the gaps
+    # compared are what training changed, not what retrieval adds.
+    retriever = retriever_for(workspace, resolved.adapter_path)
+    prepare = retriever.augment if retriever is not None else list
+
     def answer(net, texts: list[str]) -> list[str]:
-        return generate_responses(net, tokenizer, [[{"role": "user", "content": t}] for t in texts],
+        return generate_responses(net, tokenizer, [prepare([{"role": "user", "content": t}]) for t in texts],
                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, on_batch=on_batch)
 
     # The adapter is merged into the base weights in place, so the base answers first.

@@ -1,5 +1,5 @@
-"""Sections more than one document shows: results base vs tuned, forgetting, the bias breakdown, test
-reports with their sign-offs, release gates, training set-up and the lineage chain."""
+"""Sections more than one document shows: results base vs tuned, forgetting, customer questions, the bias
+breakdown, test reports with their sign-offs, release gates, training set-up and the lineage chain."""
 
 from __future__ import annotations
 
@@ -64,6 +64,29 @@ def forgetting_table(doc: Doc, facts: DocFacts) -> None:
                      doc.cite("evaluation", pair.tuned.id)])
     doc.table(["KL divergence (general prompts)", "retention", "general prompts", "retention probes",
                "base correct", "tuned kept", "record"], rows)
+
+
+def questions_table(doc: Doc, facts: DocFacts, heading: str) -> None:
+    """Customer questions (eval.questions) per kind, base vs tuned, under ``heading``; nothing when none were asked
+    (the file is optional, so its absence is not a gap)."""
+    rows = []
+    for pair in facts.latest_pairs:
+        tuned = pair.tuned.metrics.get("questions")
+        if not isinstance(tuned, dict) or not isinstance(tuned.get("by_kind"), dict):
+            continue
+        base = (pair.base.metrics.get("questions") if pair.base else None) or {}
+        refs = doc.cites(("evaluation", pair.tuned.id), ("evaluation", pair.base.id) if pair.base else None)
+        for kind, after in [*tuned["by_kind"].items(), ("all", tuned)]:
+            before = base if kind == "all" else (base.get("by_kind") or {}).get(kind)
+            change = pts(after["accuracy"] - before["accuracy"]) if before else "n/a"
+            rows.append([esc(tuned.get("file")), esc(kind), _tally(before), _tally(after), change, refs])
+    if rows:
+        doc.h3(heading)
+        doc.table(["questions file", "kind", "base", "tuned", "change", "records"], rows)
+
+
+def _tally(tally: dict | None) -> str:
+    return f"{pct(tally['accuracy'])} ({num(tally['correct'])} of {num(tally['n'])})" if tally else "n/a"
 
 
 def bias_summary(doc: Doc, facts: DocFacts) -> None:
@@ -144,12 +167,13 @@ def gates_section(doc: Doc, facts: DocFacts) -> None:
     g = facts.gates
     configured = [(label, value) for label, value in (
         (f"minimum task gain ({g.metric})", g.min_task_gain), ("minimum retention", g.min_retention),
-        ("maximum KL divergence", g.max_kl), ("maximum bias gap", g.max_bias_gap)) if value is not None]
+        ("maximum KL divergence", g.max_kl), ("maximum bias gap", g.max_bias_gap),
+        ("minimum customer questions accuracy", g.min_questions_accuracy)) if value is not None]
     if configured:
         doc.bullets(f"{label}: {num(value)} (govern.gates in tunewright.yaml)" for label, value in configured)
     else:
         doc.p(doc.gap("no release gate is configured", "set govern.gates (min_task_gain, min_retention, max_kl, "
-                      "max_bias_gap) in tunewright.yaml"))
+                      "max_bias_gap, min_questions_accuracy) in tunewright.yaml"))
     rows, moves = [], [n for n in facts.alias_changes if n.details.get("alias") == "production"]
     for node in facts.alias_changes:
         evidence = node.details.get("evidence") or {}

@@ -395,6 +395,13 @@ def explain(workspace, prompt: str, adapter: str | None = None, *, method: str =
     name = adapter if resolved.adapter_id is not None else Path(adapter).name
     out_dir = ensure_writable_dir(workspace.dir("reports") / name / "explain")
 
+    from ..retrieval.context import retriever_for
+
+    retriever = retriever_for(workspace, resolved.adapter_path)
+    if retriever is not None:  # an open-book adapter answers with its records: they join the system segment
+        head = [{"role": "system", "content": system}] if system else []
+        system = retriever.augment([*head, {"role": "user", "content": prompt}])[0]["content"]
+
     started = time.perf_counter()
     tokenizer = load_tokenizer(resolved.base, padding_side="left")
     base_model = load_model(resolved.base)

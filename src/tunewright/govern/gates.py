@@ -72,7 +72,8 @@ def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult
     result.base_evaluation_id = base.id if base else None
     result.bias_report_id = bias.id if bias else None
     label = f"adapter '{adapter.name}' v{adapter.version}"
-    needs_eval = any(v is not None for v in (spec.min_task_gain, spec.min_retention, spec.max_kl))
+    needs_eval = any(v is not None for v in (spec.min_task_gain, spec.min_retention, spec.max_kl,
+                                             spec.min_questions_accuracy))
     if needs_eval and tuned is None:
         raise TunewrightError(f"{label} has no evaluation for the release gates; run 'tunewright eval "
                               f"--adapter {adapter.name}' first")
@@ -82,7 +83,7 @@ def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult
                                   "against; run 'tunewright eval' again")
         if spec.metric not in tuned.metrics or spec.metric not in base.metrics:
             raise TunewrightError(f"evaluation {tuned.id} has no metric '{spec.metric}' (it has: "
-                                  f"{', '.join(k for k in tuned.metrics if k != 'forgetting')})",
+                                  f"{', '.join(k for k, v in tuned.metrics.items() if not isinstance(v, dict))})",
                                   field="govern.gates.metric")
         gain = float(tuned.metrics[spec.metric]) - float(base.metrics[spec.metric])
         result.checks.append(GateCheck(f"task gain ({spec.metric})", gain, spec.min_task_gain,
@@ -99,6 +100,13 @@ def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult
         result.checks.append(GateCheck("KL divergence on general prompts", value, spec.max_kl,
                                        value is not None and value <= spec.max_kl,
                                        f"<= {spec.max_kl:.4g}; evaluation {tuned.id}"))
+    if spec.min_questions_accuracy is not None:
+        value = (tuned.metrics.get("questions") or {}).get("accuracy")
+        where = f"evaluation {tuned.id}" + ("" if value is not None else " asked no customer questions: set "
+                                            "eval.questions and run 'tunewright eval' again")
+        result.checks.append(GateCheck("customer questions accuracy", value, spec.min_questions_accuracy,
+                                       value is not None and value >= spec.min_questions_accuracy,
+                                       f">= {spec.min_questions_accuracy:.4g}; {where}"))
     if spec.max_bias_gap is not None:
         value = (bias.summary or {}).get("max_gap") if bias else None
         where = f"bias report {bias.id}" if bias else "no bias report: run 'tunewright govern bias'"

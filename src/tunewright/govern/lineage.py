@@ -21,7 +21,7 @@ from ..registry.events import jsonable
 from ..registry.reports import ReportRecord, SignOffRecord
 from ..registry.tables import AdapterRecord, DatasetRecord, EvaluationRecord, RunRecord, snapshot
 
-STAGES = ("source_file", "synth_round", "review", "dataset", "run", "adapter", "evaluation", "report", "signoff",
+STAGES = ("source_file", "synth_round", "review", "index", "dataset", "run", "adapter", "evaluation", "report", "signoff",
           "alias_change", "export")
 
 
@@ -184,6 +184,18 @@ def _dataset_part(s: Session, graph: Lineage, dataset: DatasetRecord) -> Node:
             file_node = graph.add(Node("source_file", edge.parent_id, edge.parent_id[:12], {"sha256": edge.parent_id}))
             graph.edges.append((file_node.key, round_node.key, "source_of"))
         graph.edges.append((round_node.key, node.key, "source_of"))
+    index_ids = [int(e.parent_id) for e in s.scalars(select(t.Lineage).where(
+        t.Lineage.child_kind == "dataset", t.Lineage.child_id == str(dataset.id), t.Lineage.parent_kind == "index"))]
+    for index in s.scalars(select(t.RetrievalIndex).where(t.RetrievalIndex.id.in_(index_ids or [-1]))):
+        # Open-book rows carry retrieved records: the index is an input of the dataset, its sources above it.
+        index_node = graph.add(Node("index", str(index.id), f"index {index.name}@{index.version}", {
+            "sha256": index.sha256, "n_chunks": index.n_chunks, "path": index.path,
+            "created_at": _iso(index.created_at)}))
+        for source in index.source_files or []:
+            file_node = graph.add(Node("source_file", source["sha256"], source.get("path", source["sha256"][:12]),
+                                       {"sha256": source["sha256"]}))
+            graph.edges.append((file_node.key, index_node.key, "source_of"))
+        graph.edges.append((index_node.key, node.key, "context_for"))
     candidate_ids = spec.get("candidate_ids") or []
     if spec.get("kind") == "review":
         reviews = list(s.scalars(select(t.Review).where(t.Review.candidate_id.in_(

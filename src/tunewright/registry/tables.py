@@ -347,6 +347,22 @@ class SignOff(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RetrievalIndex(Base):
+    """A retrieval index over the workspace's sources; the version is the first 12 hex of its sha256."""
+
+    __tablename__ = "indexes"
+    __table_args__ = (UniqueConstraint("name", "version"), _TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    n_chunks: Mapped[int] = mapped_column(Integer)
+    source_files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # Frozen snapshots handed to callers instead of live ORM objects, which would detach or go stale
 # once their session closes.
 
@@ -411,6 +427,18 @@ class EvaluationRecord:
     n_examples: int
     results_path: str
     report_path: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    id: int
+    name: str
+    version: str
+    sha256: str
+    path: str
+    n_chunks: int
+    source_files: list[dict[str, Any]]
     created_at: datetime
 
 

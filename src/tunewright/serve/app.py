@@ -151,8 +151,7 @@ def create_app(state: ServeState) -> FastAPI:
         messages = [m.model_dump() for m in body.messages]
         if messages[-1]["role"] == "assistant":
             raise ApiError(400, "the last message must not be the assistant's", param="messages")
-        prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return await _serve(state, request, body, prompt, {"messages": messages}, chat=True)
+        return await _serve(state, request, body, None, {"messages": messages}, chat=True, messages=messages)
 
     @app.post("/v1/completions", dependencies=[Depends(require_inference_key)])
     async def completions(body: CompletionRequest, request: Request):
@@ -199,9 +198,14 @@ def _budget(state: ServeState, body, prompt_tokens: int, virtual_tokens: int) ->
     return asked
 
 
-async def _serve(state: ServeState, request: Request, body, prompt: str, logged: dict[str, Any], *, chat: bool):
+async def _serve(state: ServeState, request: Request, body, prompt: str | None, logged: dict[str, Any], *, chat: bool,
+                 messages: list[dict] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
+    if messages is not None:
+        # Rendered once the serving adapter is known: an open-book adapter gets its records first.
+        messages = await asyncio.to_thread(state.with_records, served, messages)
+        prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     max_new = _budget(state, body, len(prompt_ids), served.lane.virtual_tokens)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex

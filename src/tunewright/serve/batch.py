@@ -12,6 +12,7 @@ from ..data.schema import Message
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl, ensure_writable_dir
 from ..models.adapters import load_for_inference, resolve_ref
+from ..retrieval.context import retriever_for
 from ..evaluate.generation import generate_responses
 
 _MESSAGES = TypeAdapter(list[Message])
@@ -52,6 +53,9 @@ def generate_file(
     ensure_writable_dir(Path(output_path).parent)
     recipe = workspace.recipe
     resolved = resolve_ref(model_ref, base_model=recipe.base_model, registry=workspace.registry)
+    retriever = retriever_for(workspace, resolved.adapter_path)
+    if retriever is not None:  # an open-book adapter is asked with its records, as it was trained
+        conversations = [retriever.augment(c) for c in conversations]
     model, tokenizer = load_for_inference(resolved)
     if on_phase:
         on_phase(model_ref, len(conversations))

@@ -56,6 +56,7 @@ class ServedModel:
     source: str  # folder, registry reference, or "combined: ..."
     adapter_id: int | None = None
     details: dict = field(default_factory=dict)
+    folder: Path | None = None  # where the adapter's files are (None for the base and combinations)
 
     @property
     def batch_name(self) -> str:
@@ -146,7 +147,7 @@ class AdapterPool:
             served = self._load_shared(name, folder, peft_type)
         else:
             served = self._load_own_lane(name, folder, peft_type)
-        served.adapter_id, served.source = adapter_id, source or str(folder)
+        served.adapter_id, served.source, served.folder = adapter_id, source or str(folder), folder
         served.details = {"r": config.get("r"), "method": "dora" if config.get("use_dora") else peft_type.lower()}
         self.models[name] = served
         return served

@@ -16,6 +16,7 @@ from ..config.serve import ServeSpec
 from ..errors import TunewrightError
 from ..models.loading import load_model, load_tokenizer, prepare_base_model
 from ..registry.deploy import ALIASES, DeploymentStore, split_adapter_ref
+from ..retrieval.context import retriever_for
 from .engine import Engine
 from .metrics import ServeMetrics
 from .monitoring import RecentResponses, RequestLog
@@ -45,6 +46,7 @@ class ServeState:
     context_length: int
     started_at: float = field(default_factory=time.time)
     _alias_cache: dict = field(default_factory=dict)
+    _retrievers: dict = field(default_factory=dict)
 
     @property
     def deployments(self) -> DeploymentStore:
@@ -84,6 +86,27 @@ class ServeState:
             return await self.ensure_loaded(record)
         raise ApiError(404, f"model '{name}' does not exist here (known: {', '.join(self.public_names())})",
                        param="model", code="model_not_found")
+
+    def with_records(self, served: ServedModel, messages: list[dict]) -> list[dict]:
+        """The conversation as an open-book adapter must see it (records from its index in the system
+        message); unchanged for closed-book adapters and the base. The newest index version is looked
+        up at most once a second, so `tunewright index build` after a catalog edit reaches the served
+        adapter without a restart or retraining."""
+        if served.folder is None:
+            return messages
+        now = time.monotonic()
+        cached = self._retrievers.get(served.folder)
+        if cached is None or now - cached[0] > ALIAS_CACHE_S:
+            retriever = cached[1] if cached else None
+            latest = None
+            if retriever is not None:
+                latest = self.workspace.registry.get_index(retriever.config.index)
+            if retriever is None or f"{latest.name}@{latest.version}" != retriever.index_ref:
+                retriever = retriever_for(self.workspace, served.folder)
+            cached = (now, retriever)
+            self._retrievers[served.folder] = cached
+        retriever = cached[1]
+        return messages if retriever is None else retriever.augment(messages)
 
     async def ensure_loaded(self, record) -> ServedModel:
         for served in self.pool.adapters():

@@ -18,6 +18,7 @@ from ..config import BuildSpec, DocumentSource, TableSource
 from ..data.schema import ChatRow
 from ..errors import TunewrightError
 from .base import GeneratedRow, register_generator
+from .grounded_groups import group_facts
 
 Resolve = Callable[[str], Path]
 
@@ -49,6 +50,13 @@ def _split_phrasings(
     return [p for i, p in enumerate(phrasings) if i not in held], [phrasings[i] for i in sorted(held)]
 
 
+def _check_patterns(patterns, allowed: set[str], field: str) -> None:
+    for pattern in [*patterns.questions, patterns.answer, patterns.reference or ""]:
+        missing = _placeholders(pattern) - allowed
+        if missing:
+            raise TunewrightError(f"pattern '{pattern}' names unknown columns: {', '.join(sorted(missing))}", field=field)
+
+
 def _rotate(items: Sequence[str], start: int, count: int | None) -> list[str]:
     """A window of ``count`` items starting at ``start``: different entities see different phrasings."""
     if count is None or count >= len(items):
@@ -77,10 +85,25 @@ class GroundedQA:
             yield from self._table_rows(spec, table, t_index, resolve_path)
         for d_index, document in enumerate(spec.documents):
             yield from self._document_rows(spec, document, d_index, resolve_path)
+        if spec.absent is not None:
+            yield from self._absent_rows(spec)
 
     def _wrap(self, spec: BuildSpec, question: str, index: int) -> str:
         # Customers type in lower case too; a lower-cased surface form teaches names case-insensitively.
         return spec.wrappers[index % len(spec.wrappers)].format(q=question, q_lower=question.lower())
+
+    def _fact(self, spec: BuildSpec, key: str, split: tuple[list[str], list[str]], values: dict[str, str],
+              answer: str, reference: str, meta: dict, start: int, sources: tuple[str, ...]) -> Iterable[GeneratedRow]:
+        """One fact: its training phrasings (a rotating window, wrapped) and one held-out phrasing."""
+        train_q, eval_q = split
+        answer = answer.format(**values)
+        reference = reference.format(**values)
+        meta = {**meta, "fact": key}
+        for k, question in enumerate(_rotate(train_q, start, spec.train_phrasings)):
+            q = self._wrap(spec, question.format(**values), start + k)
+            yield GeneratedRow(_qa(q, answer, reference, {**meta, "phrasing": question}), "train", sources)
+        question = eval_q[start % len(eval_q)]
+        yield GeneratedRow(_qa(question.format(**values), answer, reference, {**meta, "phrasing": question}), "eval", sources)
 
     def _table_rows(
         self, spec: BuildSpec, table: TableSource, t_index: int, resolve: Resolve
@@ -89,32 +112,58 @@ class GroundedQA:
         text = _read_text(path)
         reader = csv.DictReader(text.splitlines())
         header = set(reader.fieldnames or [])
+        prefix = f"build.tables.{t_index}"
         for column, patterns in table.columns.items():
-            field = f"build.tables.{t_index}.columns.{column}"
+            field = f"{prefix}.columns.{column}"
             if column not in header:
                 raise TunewrightError(f"column '{column}' is not in the table (has: {', '.join(sorted(header))})", file=path, field=field)
-            for pattern in [*patterns.questions, patterns.answer, patterns.reference or ""]:
-                missing = _placeholders(pattern) - header
-                if missing:
-                    raise TunewrightError(f"pattern '{pattern}' names unknown columns: {', '.join(sorted(missing))}", field=field)
-        records = list(reader)
+            _check_patterns(patterns, header, field)
+        for r_index, patterns in enumerate(table.records):
+            _check_patterns(patterns, header, f"{prefix}.records.{r_index}")
+        records = [(line_no, {k: (v or "").strip() for k, v in record.items()}) for line_no, record in enumerate(reader, start=2)]
         if not records:
             raise TunewrightError("table has no rows", file=path)
         for column, patterns in table.columns.items():
-            key = f"build.tables.{t_index}.columns.{column}.questions"
-            train_q, eval_q = _split_phrasings(patterns.questions, spec, key)
-            for line_no, record in enumerate(records, start=2):
-                if not (record.get(column) or "").strip():
+            split = _split_phrasings(patterns.questions, spec, f"{prefix}.columns.{column}.questions")
+            for line_no, values in records:
+                if not values.get(column):
                     continue  # an empty cell is no fact to teach
-                values = {k: (v or "").strip() for k, v in record.items()}
-                answer = patterns.answer.format(**values)
-                reference = (patterns.reference or "{" + column + "}").format(**values)
-                meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}, "fact": f"{column}@{line_no}"}
-                for k, question in enumerate(_rotate(train_q, line_no, spec.train_phrasings)):
-                    q = self._wrap(spec, question.format(**values), line_no + k)
-                    yield GeneratedRow(_qa(q, answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
-                question = eval_q[line_no % len(eval_q)]
-                yield GeneratedRow(_qa(question.format(**values), answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
+                meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}}
+                yield from self._fact(spec, f"{column}@{line_no}", split, values, patterns.answer,
+                                      patterns.reference or "{" + column + "}", meta, line_no, (str(path),))
+        for r_index, patterns in enumerate(table.records):
+            split = _split_phrasings(patterns.questions, spec, f"{prefix}.records.{r_index}.questions")
+            for line_no, values in records:
+                meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}}
+                yield from self._fact(spec, f"record{r_index}@{line_no}", split, values, patterns.answer,
+                                      patterns.reference or patterns.answer, meta, line_no, (str(path),))
+        if table.groups is not None:
+            yield from self._group_rows(spec, table.groups, records, header, f"{prefix}.groups", path)
+
+    def _group_rows(self, spec: BuildSpec, groups, records, header: set[str], field: str, path: Path) -> Iterable[GeneratedRow]:
+        named = {"group", "item", "names"}
+        for name, patterns in [("members", groups.members), *[(f"lowest.{c}", q) for c, q in groups.lowest.items()],
+                               *[(f"highest.{c}", q) for c, q in groups.highest.items()]]:
+            if patterns is not None:
+                _check_patterns(patterns, header | named, f"{field}.{name}")
+        for c_index, compare in enumerate(groups.compare):
+            _check_patterns(compare, header | named | {"a", "b"} | {f"other_{h}" for h in header}, f"{field}.compare.{c_index}")
+        splits: dict[str, tuple[list[str], list[str]]] = {}
+        for number, fact in enumerate(group_facts(groups, records, header, field, path.name)):
+            if fact.questions_field not in splits:
+                splits[fact.questions_field] = _split_phrasings(fact.questions, spec, fact.questions_field)
+            meta = {"generator": self.name, "source": {"file": path.name, "line": fact.line}}
+            yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
+                                  fact.reference or fact.answer, meta, number, (str(path),))
+
+    def _absent_rows(self, spec: BuildSpec) -> Iterable[GeneratedRow]:
+        absent = spec.absent
+        _check_patterns(absent, {"item"}, "build.absent")
+        split = _split_phrasings(absent.questions, spec, "build.absent.questions")
+        meta = {"generator": self.name, "source": {"recipe": "build.absent"}}
+        for i, item in enumerate(absent.items):
+            yield from self._fact(spec, f"absent@{item}", split, {"item": item}, absent.answer,
+                                  absent.reference or absent.answer, meta, i, ())
 
     def _document_rows(
         self, spec: BuildSpec, document: DocumentSource, d_index: int, resolve: Resolve

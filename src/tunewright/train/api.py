@@ -10,12 +10,13 @@ from ..data.api import load_split
 from ..env_info import hardware, library_versions
 from ..errors import TunewrightError
 from ..govern.pii import require_resolved
-from ..io import sha256_file
+from ..io import atomic_write_jsonl, sha256_file
 from ..models import prepare_base_model
 from ..plan.api import measured_against_plan, planned_spec, spec_as_planned
 from .checkpoint import hold_lock
 from .launch import LaunchOptions, LaunchPlan, prepare_launch, run_workers
 from .loop import StepInfo, TrainResult, train_adapter
+from .replay import replay_rows, shipped_prompts
 
 
 def _resumable_run(workspace, adapter: str):
@@ -58,6 +59,7 @@ def train(
             if run.config.get("dataset") != {"name": dataset_record.name, "version": dataset_record.version}:
                 raise TunewrightError(f"run {run.id} trained on dataset {run.config.get('dataset')}; pass --dataset to match")
             spec = spec_as_planned(spec, run.config)
+            rows, _ = with_replay(workspace, base, spec, rows)
             # A killed process leaves its run "running"; its locks died with it, a live one's did not.
             run_dir = _run_dir(workspace, run.id)
             held.enter_context(hold_lock(run_dir / "train.lock", f"run {run.id}"))
@@ -66,9 +68,12 @@ def train(
             run = registry.resume_run(run.id)
         else:
             pii_override = require_resolved(workspace, dataset_record, allow_pii=allow_pii)
+            rows, replay = with_replay(workspace, base, spec, rows)
             spec, plan_record = planned_spec(base, rows, spec)  # the recipe's explicit fields win; the plan fills the rest
             config = {"recipe": workspace.recipe.resolved(), "train": spec.model_dump(mode="json"), "adapter": adapter,
                       "dataset": {"name": dataset_record.name, "version": dataset_record.version}, "plan": plan_record}
+            if replay is not None:
+                config["replay"] = replay
             if pii_override is not None:
                 config["pii_override"] = pii_override
             run = registry.start_run(
@@ -84,19 +89,62 @@ def train(
                 result = train_adapter(base=base, rows=rows, spec=spec, run_dir=run_dir, adapter_dir=adapter_dir,
                                        resume=resume, callbacks=callbacks)
             else:
-                plan = prepare_launch(launch, base=base, dataset_path=dataset_record.path, spec=spec, run_dir=run_dir,
+                plan = prepare_launch(launch, base=base, dataset_path=_rows_folder(run_dir, rows, dataset_record, spec),
+                                      spec=spec, run_dir=run_dir,
                                       adapter_dir=adapter_dir, resume=resume, run_id=run.id)
                 result = run_workers(plan, run_dir, callbacks)
         except BaseException as exc:
             # An interrupted run stays resumable; its status says why it stopped.
             registry.finish_run(run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
+        _record_retrieval(dataset_record, adapter_dir)
         metrics = {**_metrics(result), **measured_against_plan(run.config.get("plan"))}
         run, record = registry.complete_training(run.id, metrics=metrics, adapter=dict(
             name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
             peft_type=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
         ))
     return run, record, result
+
+
+def with_replay(workspace, base, spec, rows: list) -> tuple[list, dict | None]:
+    """The training rows plus the recipe's replay rows (the base model's own answers), and what the
+    run config records about them; the rows unchanged when ``train.replay`` is unset."""
+    if spec.replay is None:
+        return rows, None
+    from ..evaluate.forgetting import load_general_prompts, load_retention_probes
+
+    forgetting = workspace.recipe.govern.forgetting
+    measured = {
+        "KL prompts": [p.prompt for p in load_general_prompts(
+            workspace.path(forgetting.prompts) if forgetting.prompts else None, field="govern.forgetting.prompts")],
+        "retention probes": [p.question for p in load_retention_probes(
+            workspace.path(forgetting.probes) if forgetting.probes else None, field="govern.forgetting.probes")],
+    }
+    prompts = workspace.path(spec.replay.prompts) if spec.replay.prompts else shipped_prompts()
+    replay = replay_rows(base=base, spec=spec.replay, prompts_path=prompts, measured=measured,
+                         cache_dir=workspace.dir("cache"))
+    return [*rows, *replay.rows], replay.record
+
+
+def _rows_folder(run_dir: Path, rows: list, dataset_record, spec) -> Path:
+    """Workers read their rows from a dataset folder: the registered one, or, with replay rows mixed
+    in, a copy of the training split written under the run."""
+    if spec.replay is None:
+        return Path(dataset_record.path)
+    folder = run_dir / "train-rows"
+    atomic_write_jsonl(folder / "train.jsonl", [r.to_json() for r in rows])
+    return folder
+
+
+def _record_retrieval(dataset_record, adapter_dir: Path) -> None:
+    """An adapter trained on open-book rows is asked the same way everywhere: its folder says how."""
+    open_book = (dataset_record.spec or {}).get("open_book")
+    if open_book:
+        from ..retrieval.context import RetrievalConfig
+
+        name, _, version = open_book["index"].partition("@")
+        RetrievalConfig(index=name, trained_version=version, index_sha256=open_book["index_sha256"],
+                        k=open_book["k"]).save(adapter_dir)
 
 
 def _run_dir(workspace, run_id: int) -> Path:

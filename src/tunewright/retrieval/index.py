@@ -1,0 +1,318 @@
+"""A hybrid index over chunks: BM25 (bm25s) for exact words and codes, MiniLM embeddings for meaning,
+fused by reciprocal rank.
+
+Reciprocal-rank fusion (Cormack et al., SIGIR 2009): a chunk scores ``sum 1 / (60 + rank)`` over the
+rankings it appears in, each ranking cut at its top ``RRF_DEPTH`` (every chunk of an index smaller
+than that). BM25 ranks only chunks that share at least one term with the query: ranking the rest
+would order them by nothing. Dense ranks every chunk. Equal scores keep chunk order, so results are
+deterministic.
+
+On disk (``save``): ``chunks.jsonl``, ``embeddings.safetensors`` and ``manifest.json`` with the
+index hash (chunk ids and texts and the embedder's name: the same sources give the same hash),
+the source files and their sha256, the chunking and BM25 settings, each file's sha256 and
+``created_at``. Nothing is pickled; the BM25 index is rebuilt on load (milliseconds for thousands
+of chunks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import NotFoundError, TunewrightError
+from ..io import atomic_dir, sha256_file
+from .chunks import CHUNKING, Chunk, chunk_file
+from .tokens import TOKENIZER_VERSION, tokenize
+
+FORMAT = 1
+RRF_K = 60
+RRF_DEPTH = 1000
+BM25_SETTINGS = {"k1": 1.5, "b": 0.75, "method": "lucene"}
+MANIFEST_FILE = "manifest.json"
+CHUNKS_FILE = "chunks.jsonl"
+EMBEDDINGS_FILE = "embeddings.safetensors"
+_TENSOR = "embeddings"
+
+
+class TextEmbedder(Protocol):
+    """What the index needs from an embedder (``models.embeddings.Embedder`` is one)."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float  # fused RRF score from ``search``; the BM25 score or cosine from the single-method searches
+    bm25_rank: int | None  # 1-based; None: not in that ranking (no shared term, or past the depth)
+    dense_rank: int | None
+
+
+def index_sha256(chunks: Iterable[Chunk], embedder_name: str) -> str:
+    body = {"embedder": embedder_name, "chunks": [[c.id, c.text] for c in chunks]}
+    return hashlib.sha256(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _ranking(scores: np.ndarray, keep: np.ndarray | None = None) -> list[int]:
+    """Chunk positions by descending score, ties in chunk order; only where ``keep`` is true."""
+    order = np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))
+    return [int(i) for i in order if keep is None or keep[i]]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Index:
+    def __init__(self, chunks: Sequence[Chunk], embeddings: torch.Tensor, *, embedder_name: str,
+                 sources: list[dict[str, Any]], created_at: str | None = None,
+                 embedder: TextEmbedder | None = None) -> None:
+        if not chunks:
+            raise TunewrightError("an index needs at least one chunk")
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(chunks):
+            raise TunewrightError(f"{len(chunks)} chunks but embeddings of shape {tuple(embeddings.shape)}")
+        seen: set[str] = set()
+        for chunk in chunks:
+            if chunk.id in seen:
+                raise TunewrightError(f"two chunks share the id '{chunk.id}'", file=chunk.source.get("file"))
+            seen.add(chunk.id)
+        self.chunks = tuple(chunks)
+        self.embeddings = embeddings.detach().to(torch.float32).contiguous()
+        self.embedder_name = embedder_name
+        self.sources = [dict(s) for s in sources]
+        self.created_at = created_at or _now()
+        self.sha256 = index_sha256(self.chunks, embedder_name)
+        self._embedder = embedder
+        self._bm25 = self._build_bm25()
+
+    def _build_bm25(self):
+        import bm25s
+
+        corpus = [tokenize(c.text) for c in self.chunks]
+        if not any(corpus):
+            return None  # only stopwords and punctuation (bm25s cannot index an empty vocabulary)
+        bm25 = bm25s.BM25(**BM25_SETTINGS)
+        bm25.index(corpus, show_progress=False)
+        return bm25
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __repr__(self) -> str:
+        return f"Index({len(self)} chunks, {self.version}, {self.embedder_name})"
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        if self._embedder is None:
+            from ..models.embeddings import default_embedder
+
+            self._embedder = default_embedder()
+        if self._embedder.name != self.embedder_name:
+            raise TunewrightError(f"this index was embedded with '{self.embedder_name}' but the embedder at hand is "
+                                  f"'{self._embedder.name}'; rebuild the index")
+        return self._embedder
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def bm25_scores(self, query: str) -> np.ndarray:
+        ids = self._bm25.get_tokens_ids(tokenize(query)) if self._bm25 is not None else []
+        if not ids:
+            return np.zeros(len(self), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+    def dense_scores(self, query: str) -> np.ndarray:
+        vector = self.embedder.encode([query]).to(torch.float32)[0]
+        # Every row through the same reduction, so identical chunks score identically and tie to chunk
+        # order (a BLAS matrix-vector product may round rows of one block differently); in blocks, so
+        # the temporary stays small.
+        return torch.cat([(block * vector).sum(dim=1) for block in self.embeddings.split(8192)]).numpy()
+
+    @staticmethod
+    def _check(query: str, k: int) -> None:
+        if k < 1:
+            raise TunewrightError(f"k must be at least 1 (got {k})", field="k")
+        if not query.strip():
+            raise TunewrightError("the query is empty", field="query")
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def search_bm25(self, query: str, k: int) -> list[Hit]:
+        """The top ``k`` chunks by BM25 alone (only chunks sharing a term with the query); score: BM25."""
+        self._check(query, k)
+        scores = self.bm25_scores(query)
+        ranked = _ranking(scores, scores > 0)[:k]
+        return [Hit(self.chunks[i], float(scores[i]), rank, None) for rank, i in enumerate(ranked, start=1)]
+
+    def search_dense(self, query: str, k: int) -> list[Hit]:
+        """The top ``k`` chunks by embedding alone; score: cosine similarity."""
+        self._check(query, k)
+        scores = self.dense_scores(query)
+        ranked = _ranking(scores)[:k]
+        return [Hit(self.chunks[i], float(scores[i]), None, rank) for rank, i in enumerate(ranked, start=1)]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        """The top ``k`` chunks by reciprocal-rank fusion of the BM25 and the dense ranking."""
+        self._check(query, k)
+        bm25 = self.bm25_scores(query)
+        bm25_order, dense_order = _ranking(bm25, bm25 > 0), _ranking(self.dense_scores(query))
+        depth = min(RRF_DEPTH, len(self))
+        bm25_rank = {i: r for r, i in enumerate(bm25_order[:depth], start=1)}
+        dense_rank = {i: r for r, i in enumerate(dense_order[:depth], start=1)}
+        fused = {i: sum(1.0 / (RRF_K + ranks[i]) for ranks in (bm25_rank, dense_rank) if i in ranks)
+                 for i in set(bm25_rank) | set(dense_rank)}
+        order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
+        return [Hit(self.chunks[i], fused[i], bm25_rank.get(i), dense_rank.get(i)) for i in order]
+
+    # -- on disk -------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {"chunking": CHUNKING, "tokenizer_version": TOKENIZER_VERSION, "bm25": BM25_SETTINGS,
+                "rrf": {"k": RRF_K, "depth": RRF_DEPTH}}
+
+    def manifest(self) -> dict[str, Any]:
+        return {"format": FORMAT, "sha256": self.sha256, "version": self.version, "embedder": self.embedder_name,
+                "n_chunks": len(self), "dim": int(self.embeddings.shape[1]), "sources": self.sources,
+                "settings": self.settings(), "created_at": self.created_at}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the index to ``folder`` in one rename: a crash leaves the old folder or none."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            (tmp / CHUNKS_FILE).write_text(
+                "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in self.chunks), encoding="utf-8")
+            save_file({_TENSOR: self.embeddings}, str(tmp / EMBEDDINGS_FILE),
+                      metadata={"embedder": self.embedder_name, "sha256": self.sha256})
+            manifest = self.manifest()
+            manifest["files"] = {name: sha256_file(tmp / name) for name in (CHUNKS_FILE, EMBEDDINGS_FILE)}
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, embedder: TextEmbedder | None = None) -> "Index":
+        """Read a saved index, checking every file against the manifest; one error names the first bad file."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise NotFoundError("index folder not found", file=folder)
+        manifest = _read_manifest(folder / MANIFEST_FILE)
+        for name in (CHUNKS_FILE, EMBEDDINGS_FILE):
+            path = folder / name
+            if not path.is_file():
+                raise TunewrightError("index file is missing", file=path)
+            if sha256_file(path) != manifest["files"][name]:
+                raise TunewrightError("index file is damaged: its sha256 differs from the manifest's; rebuild the "
+                                      "index ('tunewright index build')", file=path)
+        chunks = _read_chunks(folder / CHUNKS_FILE)
+        embeddings = _read_embeddings(folder / EMBEDDINGS_FILE)
+        if embeddings.shape != (len(chunks), manifest["dim"]) or len(chunks) != manifest["n_chunks"]:
+            raise TunewrightError(f"{len(chunks)} chunks and embeddings of shape {tuple(embeddings.shape)} do not "
+                                  f"match the manifest's {manifest['n_chunks']} x {manifest['dim']}",
+                                  file=folder / MANIFEST_FILE)
+        index = cls(chunks, embeddings, embedder_name=manifest["embedder"], sources=manifest["sources"],
+                    created_at=manifest["created_at"], embedder=embedder)
+        if index.sha256 != manifest["sha256"]:
+            raise TunewrightError(f"the chunks hash to {index.sha256[:12]}, not the manifest's "
+                                  f"{str(manifest['sha256'])[:12]}", file=folder / MANIFEST_FILE, field="sha256")
+        return index
+
+
+_MANIFEST_KEYS = {"format": int, "sha256": str, "embedder": str, "n_chunks": int, "dim": int, "sources": list,
+                  "created_at": str, "files": dict}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TunewrightError("index file is missing", file=path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TunewrightError(f"index manifest is damaged: {getattr(exc, 'msg', exc)}", file=path,
+                              line=getattr(exc, "lineno", None)) from None
+    if not isinstance(manifest, dict):
+        raise TunewrightError("index manifest is damaged: not a JSON object", file=path)
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise TunewrightError(f"index manifest is damaged: missing or not a {kind.__name__}", file=path, field=key)
+    if manifest["format"] > FORMAT:
+        raise TunewrightError(f"index format {manifest['format']} is newer than this tunewright reads ({FORMAT})",
+                              file=path, field="format")
+    for name in (CHUNKS_FILE, EMBEDDINGS_FILE):
+        if not isinstance(manifest["files"].get(name), str):
+            raise TunewrightError(f"index manifest is damaged: no sha256 for {name}", file=path, field="files")
+    return manifest
+
+
+def _read_chunks(path: Path) -> list[Chunk]:
+    chunks = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            chunks.append(Chunk(str(record["id"]), str(record["text"]), dict(record["source"])))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise TunewrightError("index file is damaged: not a chunk record", file=path, line=number) from None
+    return chunks
+
+
+def _read_embeddings(path: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))[_TENSOR]
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        raise TunewrightError(f"index file is damaged: {exc}", file=path) from None
+
+
+def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
+                embedder: TextEmbedder | None = None) -> Index:
+    """Chunk each source by its suffix (.csv: table; .md/.markdown/.txt: document), embed, index.
+
+    A relative path is read under ``root`` when given and recorded as written, so a workspace's index
+    names its sources the way the recipe does. Two sources with the same file name are refused:
+    their chunk ids would collide."""
+    if not paths:
+        raise TunewrightError("no sources to index")
+    chunks: list[Chunk] = []
+    sources: list[dict[str, Any]] = []
+    names: dict[str, Path] = {}
+    for given in paths:
+        given = Path(given)
+        path = Path(root) / given if root is not None and not given.is_absolute() else given
+        if path.name in names:
+            raise TunewrightError(f"two sources are named '{path.name}' (also {names[path.name]}); chunk ids would "
+                                  "collide: rename one", file=path)
+        names[path.name] = path
+        found = chunk_file(path)
+        chunks.extend(found)
+        sources.append({"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": len(found)})
+    if embedder is None:
+        from ..models.embeddings import default_embedder
+
+        embedder = default_embedder()
+    embeddings = embedder.encode([c.text for c in chunks])
+    return Index(chunks, embeddings, embedder_name=embedder.name, sources=sources, embedder=embedder)
+
+
+def changed_sources(index: Index, resolve: Callable[[str], Path] = Path) -> list[str]:
+    """Names of the index's source files that are missing or whose sha256 changed since it was built.
+
+    ``resolve`` turns a source's recorded path (as given to ``build_index``) into a file to hash."""
+    changed = []
+    for source in index.sources:
+        path = Path(resolve(source["path"]))
+        if not path.is_file() or sha256_file(path) != source["sha256"]:
+            changed.append(source["file"])
+    return changed

@@ -1,0 +1,57 @@
+"""BM25 tokens that keep product codes, phone numbers and sizes findable however they are typed.
+
+Lower case, split on anything that is not a letter or a digit, and between letters and digits:
+"PT 7716" gives "pt" and "7716". A word that mixes letters and digits, alone or joined by hyphens
+or underscores ("PT-7716", "pt7716", "40L"), is an identifier: it is indexed whole, joined
+("pt7716"), and by its numbers ("7716"), but not by its letters: "pt" begins every product code, so
+it would put every catalog row into the BM25 ranking and let the embeddings' arbitrary order of
+those rows outvote the exact match in the fusion. So "PT-7716", "pt-7716", "pt7716" (the joined
+form) and "PT 7716" (the number) each match the one row whose code is PT-7716. Other hyphenated
+words are indexed by their parts and joined ("404-555-0142" -> "404", "555", "0142",
+"4045550142"); a decimal is also kept whole ("2.1 kg" -> "2", "1", "2.1", "kg").
+
+Stopwords are bm25s's own English list (33 words, none of them a code, number or single letter).
+A word of letters only loses a plural ending ("days" -> "day", "accessories" -> "accessory"), the
+same on both sides, so "returns" finds "return"; there is no other stemming.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bm25s.stopwords import STOPWORDS_EN
+
+TOKENIZER_VERSION = 1  # recorded in the manifest; bump when the rules below change
+STOPWORDS = frozenset(STOPWORDS_EN)
+
+_WORD = re.compile(r"[^\W_]+(?:[-_][^\W_]+)*")  # letters and digits, joined by - or _: pt-7716, price_usd
+_PIECE = re.compile(r"\d+|[^\W\d_]+")  # split between letters and digits
+_DECIMAL = re.compile(r"\d+\.\d+")
+
+
+def _fold(token: str) -> str:
+    if not token.isalpha() or len(token) <= 3:
+        return token
+    if token.endswith("ies") and len(token) > 4:
+        return token[:-3] + "y"
+    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def tokenize(text: str) -> list[str]:
+    """The bag of BM25 terms of a chunk or a query (order is not meaningful)."""
+    text = text.casefold()
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        pieces = _PIECE.findall(word)
+        joined = "".join(pieces)
+        if any(p[0].isdigit() for p in pieces) and any(not p[0].isdigit() for p in pieces):
+            out.append(joined)  # an identifier: whole and by its numbers
+            out.extend(p for p in pieces if p[0].isdigit())
+            continue
+        out.extend(pieces)
+        if len(pieces) > 1:
+            out.append(joined)
+    out.extend(_DECIMAL.findall(text))
+    return [_fold(t) for t in out if t not in STOPWORDS]

@@ -1,0 +1,93 @@
+"""Facts across table rows: the members of a group, its lowest and highest by a column, pairs compared.
+
+Customers ask "which is your cheapest tent?" and "which backpack is lighter?", which no single row
+answers. A small model cannot compute these at answer time, so the builder states them as facts,
+each asked in several phrasings like any other fact (Physics of Language Models 3.1: facts become
+extractable when seen restated). Nothing here knows a domain: group column, labels and patterns
+come from the recipe.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..config import GroupSpec
+from ..errors import TunewrightError
+from .quantities import parse_quantity
+
+
+@dataclass(frozen=True)
+class GroupFact:
+    key: str  # identifies the fact for the held-out split and for meta
+    questions_field: str  # recipe field of its question patterns, for the phrasing split and errors
+    questions: list[str]
+    answer: str
+    reference: str | None
+    values: dict[str, str]  # placeholder values for the patterns
+    line: int  # source line of the row the fact is about (the winner); first member for membership
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _ordered(members: list[tuple[int, dict]], column: str, field: str, path_name: str) -> list[tuple[float, int, dict]]:
+    """Members with a comparable value in ``column``, smallest first; mixed dimensions are an error."""
+    parsed = []
+    for line, record in members:
+        quantity = parse_quantity(record.get(column, ""))
+        if quantity is not None:
+            parsed.append((quantity, line, record))
+    dimensions = {q[0] for q, _, _ in parsed}
+    if len(dimensions) > 1:
+        raise TunewrightError(f"column '{column}' mixes {', '.join(sorted(dimensions))}: cannot compare its values",
+                              file=path_name, field=field)
+    return sorted(((q[1], line, record) for q, line, record in parsed), key=lambda t: (t[0], t[1]))
+
+
+def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
+                path_name: str) -> Iterator[GroupFact]:
+    """``records``: (source line, cleaned row) pairs of the table."""
+    for column in [groups.by, groups.name, *groups.lowest, *groups.highest, *(c.column for c in groups.compare)]:
+        if column not in header:
+            raise TunewrightError(f"column '{column}' is not in the table (has: {', '.join(sorted(header))})",
+                                  file=path_name, field=field)
+    by_group: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for line, record in records:
+        if record.get(groups.by):
+            by_group[record[groups.by]].append((line, record))
+    for group, members in by_group.items():
+        base = {"group": group, "item": groups.labels.get(group, group)}
+        names = [record[groups.name] for _, record in members]
+        if groups.members is not None:
+            yield GroupFact(f"group@{group}:members", f"{field}.members.questions", groups.members.questions,
+                            groups.members.answer, groups.members.reference, {**base, "names": _join(names)},
+                            members[0][0])
+        if len(members) < 2:
+            continue  # the cheapest of one is no question a customer needs answered
+        for direction, sets in (("lowest", groups.lowest), ("highest", groups.highest)):
+            for column, patterns in sets.items():
+                ordered = _ordered(members, column, f"{field}.{direction}.{column}", path_name)
+                if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+                    continue
+                _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
+                yield GroupFact(f"group@{group}:{direction}:{column}", f"{field}.{direction}.{column}.questions",
+                                patterns.questions, patterns.answer, patterns.reference,
+                                {**winner, **base, "names": _join(names)}, line)
+        for c_index, compare in enumerate(groups.compare):
+            ordered = _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
+            for i in range(len(ordered)):
+                for j in range(i + 1, len(ordered)):
+                    low, high = ordered[i], ordered[j]
+                    if low[0] == high[0]:
+                        continue
+                    win, lose = (low, high) if compare.prefer == "lowest" else (high, low)
+                    # Both orders of asking: the answer must not depend on which name came first.
+                    for a, b in ((low, high), (high, low)):
+                        values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base,
+                                  "a": a[2][groups.name], "b": b[2][groups.name]}
+                        yield GroupFact(
+                            f"group@{group}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
+                            compare.questions, compare.answer, compare.reference, values, win[1])

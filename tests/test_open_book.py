@@ -1,0 +1,175 @@
+"""Open-book rows (RAFT) and the retrieval an open-book adapter gets wherever it answers."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+
+import pytest
+
+from tunewright.data.schema import ChatRow
+from tunewright.errors import TunewrightError
+from tunewright.retrieval.chunks import Chunk
+from tunewright.retrieval.context import (CONFIG_FILE, INSTRUCTION, RetrievalConfig, StaleIndexWarning, open_book_row,
+                                          oracle_ids, retriever_for, with_records)
+
+CHUNKS = [Chunk("shop.csv:2", "sku: A-1; label: Blue Kettle; price: 20", {"file": "shop.csv", "line": 2}),
+          Chunk("shop.csv:3", "sku: B-2; label: Red Pan; price: 35", {"file": "shop.csv", "line": 3}),
+          Chunk("rules.md:3", "Returns: Returns are accepted within 30 days.", {"file": "rules.md", "line": 3}),
+          Chunk("rules.md:4", "Returns: Opened kettles cost 5 percent to return.", {"file": "rules.md", "line": 4}),
+          Chunk("rules.md:7", "Contact: Call 555-0100.", {"file": "rules.md", "line": 7})]
+
+
+@dataclass
+class _Hit:
+    chunk: Chunk
+
+
+class FixedIndex:
+    """Retrieval that always ranks the chunks in one given order, so each test controls the misses."""
+
+    def __init__(self, order):
+        self.chunks, self.order = CHUNKS, order
+
+    def search(self, query, k):
+        return [_Hit(CHUNKS[i]) for i in self.order[:k]]
+
+
+def _row(question, answer, reference, source, split="train"):
+    return ChatRow(messages=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+                   reference=reference, meta={"source": source, "split": split})
+
+
+PRICE = _row("Price of Red Pan?", "Red Pan costs $35.", "$35", {"file": "shop.csv", "line": 3})
+RETURNS = _row("Return window?", "Within 30 days.", "30 days", {"file": "rules.md"})
+ABSENT = _row("Do you sell boats?", "Sorry, we don't sell boats.", None, {"recipe": "build.absent"})
+
+
+def test_oracles_come_from_the_row_source_line_or_the_reference_in_its_document():
+    assert oracle_ids(PRICE, CHUNKS) == {"shop.csv:3"}
+    assert oracle_ids(RETURNS, CHUNKS) == {"rules.md:3"}
+    assert oracle_ids(ABSENT, CHUNKS) == set()
+
+
+def test_raft_rows_put_the_oracle_in_or_take_it_out_and_eval_rows_keep_what_retrieval_gave():
+    missed = FixedIndex([0, 2, 3, 4, 1])  # retrieval ranks the Red Pan row last
+    for seed in range(5):
+        row = open_book_row(PRICE, missed, k=3, rng=random.Random(seed), oracle_rate=1.0)
+        assert "shop.csv:3" in row.meta["retrieved"] and len(row.meta["retrieved"]) == 3
+        assert row.meta["placement"] == "oracle inserted"
+        assert "price: 35" in row.messages[0].content and row.messages[0].role == "system"
+    found = FixedIndex([1, 0, 2, 3, 4])
+    row = open_book_row(PRICE, found, k=3, rng=random.Random(0), oracle_rate=0.0)
+    assert row.meta["retrieved"] == ["shop.csv:2", "rules.md:3", "rules.md:4"] and row.meta["placement"] == "oracle removed"
+    held = open_book_row(_row("Price of Red Pan?", "Red Pan costs $35.", "$35", PRICE.meta["source"], "eval"), missed,
+                         k=3, rng=None, oracle_rate=1.0)
+    assert held.meta["retrieved"] == ["shop.csv:2", "rules.md:3", "rules.md:4"] and held.meta["placement"] == "retrieved"
+    # The target and the question are untouched; only the system message is new.
+    assert [m.content for m in held.messages[1:]] == ["Price of Red Pan?", "Red Pan costs $35."]
+    assert held.messages[0].content.startswith(INSTRUCTION) and "[1] sku: A-1" in held.messages[0].content
+    no_oracle = open_book_row(ABSENT, found, k=2, rng=random.Random(0), oracle_rate=1.0)
+    assert no_oracle.meta["retrieved"] == ["shop.csv:3", "shop.csv:2"]
+
+
+def test_rate_of_oracle_rows_follows_oracle_rate():
+    index = FixedIndex([0, 2, 3, 4, 1])
+    rng = random.Random(3)
+    rows = [open_book_row(PRICE, index, k=3, rng=rng, oracle_rate=0.7) for _ in range(400)]
+    share = sum("shop.csv:3" in r.meta["retrieved"] for r in rows) / len(rows)
+    assert 0.62 < share < 0.78
+
+
+def test_records_go_before_a_callers_own_system_message():
+    messages = with_records([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], ["a", "b"])
+    assert messages[0]["content"].endswith("[1] a\n[2] b\n\nBe brief.") and len(messages) == 2
+
+
+def test_retrieval_config_round_trip_and_errors(tmp_path):
+    config = RetrievalConfig(index="shop-index", trained_version="abc123", index_sha256="f" * 64, k=3)
+    config.save(tmp_path)
+    assert RetrievalConfig.read(tmp_path) == config
+    readme = (tmp_path / "RETRIEVAL.md").read_text()
+    assert "top 3 chunks" in readme and INSTRUCTION in readme
+    assert RetrievalConfig.read(tmp_path / "elsewhere") is None and RetrievalConfig.read(None) is None
+    (tmp_path / CONFIG_FILE).write_text('{"index": "x"}')
+    with pytest.raises(TunewrightError, match=r"tunewright_retrieval.json: unreadable retrieval config"):
+        RetrievalConfig.read(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text('{"index": "x", "trained_version": "1", "index_sha256": "f", "k": 3, "layout": "v9"}')
+    with pytest.raises(TunewrightError, match=r"field 'layout'.*unknown prompt layout 'v9'"):
+        RetrievalConfig.read(tmp_path)
+
+
+TABLE = "sku,label,price\nA-1,Blue Kettle,20\nB-2,Red Pan,35\n"
+RULES = "# Rules\n\n## Returns\n- Returns are accepted within 30 days.\n\n## Contact\n- Call 555-0100.\n"
+
+
+def _open_book_workspace(tmp_path, tiny_model_dir):
+    from tunewright.config import BuildSpec, Recipe, TrainSpec
+    from tunewright.workspace import Workspace
+
+    build = BuildSpec(
+        tables=[{"path": "shop.csv", "columns": {"price": {
+            "questions": ["Price of {label}?", "Cost of {label}?", "What is {label} priced at?"],
+            "answer": "{label} costs ${price}.", "reference": "${price}"}}}],
+        documents=[{"path": "rules.md", "seeds": [{"questions": ["Return window?", "How long to return?", "Returns deadline?"],
+                                                   "answer": "Within 30 days.", "reference": "30 days"}]}],
+        open_book={"oracle_rate": 1.0})
+    recipe = Recipe(name="shop", base_model=str(tiny_model_dir), build=build, retrieval={"k": 2},
+                    train=TrainSpec(r=4, alpha=8, batch_size=4, max_steps=1, max_length=512))
+    workspace = Workspace.init(tmp_path / "ws", recipe)
+    (workspace.root / "shop.csv").write_text(TABLE)
+    (workspace.root / "rules.md").write_text(RULES)
+    return workspace
+
+
+def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, tiny_model_dir, monkeypatch):
+    from tunewright.data.api import build_dataset, load_split
+    from tunewright.retrieval.api import build_workspace_index
+    from tunewright.serve.batch import generate_file
+    from tunewright.train.api import train
+
+    workspace = _open_book_workspace(tmp_path, tiny_model_dir)
+    dataset = build_dataset(workspace)
+    _, rows = load_split(workspace, None, "train")
+    assert all(r.messages[0].role == "system" and r.meta["retrieved"] for r in rows)
+    assert all(set(r.meta["oracle"]) <= set(r.meta["retrieved"]) for r in rows)  # oracle_rate 1.0
+    [index] = workspace.registry.list_indexes()
+    assert dataset.spec["open_book"]["index"] == f"{index.name}@{index.version}"
+    edges = workspace.registry.lineage("dataset", str(dataset.id))
+    assert any(e["parent_kind"] == "index" and e["parent_id"] == str(index.id) for e in edges)
+
+    _, adapter, _ = train(workspace)
+    from tunewright.govern.lineage import build_lineage
+
+    graph = build_lineage(workspace.registry, "shop")
+    index_key = f"index:{index.id}"
+    assert (index_key, f"dataset:{dataset.id}", "context_for") in graph.edges
+    assert {parent for parent, child, _ in graph.edges if child == index_key} == {
+        f"source_file:{s['sha256']}" for s in index.source_files}
+    config = RetrievalConfig.read(adapter.path)
+    assert config.index == index.name and config.trained_version == index.version and config.k == 2
+
+    asked = []
+    monkeypatch.setattr("tunewright.serve.batch.generate_responses",
+                        lambda model, tokenizer, conversations, **kw: asked.extend(conversations) or ["ok"] * len(conversations))
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text('{"prompt": "How much is the Red Pan?"}\n')
+    generate_file(workspace, model_ref="shop", input_path=prompts, output_path=tmp_path / "a.jsonl")
+    assert "price: 35" in asked[0][0]["content"] and asked[0][-1]["content"] == "How much is the Red Pan?"
+
+    # A price change: without a rebuild the answers would read the old price, so it is named...
+    (workspace.root / "shop.csv").write_text(TABLE.replace("35", "39"))
+    with pytest.warns(StaleIndexWarning, match="shop.csv changed since it was built"):
+        retriever_for(workspace, adapter.path)
+    with pytest.raises(TunewrightError, match="older than its sources: shop.csv"):
+        retriever_for(workspace, adapter.path, refuse_stale=True)
+    # ...and one index build later the same adapter reads the new price, no retraining.
+    build_workspace_index(workspace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleIndexWarning)
+        fresh = retriever_for(workspace, adapter.path)
+    assert any("price: 39" in text for text in fresh.chunks_for("How much is the Red Pan?"))
+    base_asked = len(asked)
+    generate_file(workspace, model_ref="base", input_path=prompts, output_path=tmp_path / "b.jsonl")
+    assert asked[base_asked:] == [[{"role": "user", "content": "How much is the Red Pan?"}]]  # the base: no records
