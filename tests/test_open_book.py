@@ -170,6 +170,13 @@ def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, t
         warnings.simplefilter("error", StaleIndexWarning)
         fresh = retriever_for(workspace, adapter.path)
     assert any("price: 39" in text for text in fresh.chunks_for("How much is the Red Pan?"))
+    # Undoing the edit needs no rebuild: the version built from those very files is used again.
+    (workspace.root / "shop.csv").write_text(TABLE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleIndexWarning)
+        back = retriever_for(workspace, adapter.path)
+    assert back.index_ref == f"{index.name}@{index.version}"
+    assert any("price: 35" in text for text in back.chunks_for("How much is the Red Pan?"))
     base_asked = len(asked)
     generate_file(workspace, model_ref="base", input_path=prompts, output_path=tmp_path / "b.jsonl")
     assert asked[base_asked:] == [[{"role": "user", "content": "How much is the Red Pan?"}]]  # the base: no records

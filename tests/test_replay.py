@@ -47,7 +47,7 @@ def test_a_prompt_that_overlaps_a_retention_probe_is_refused_naming_its_line(tmp
         replay_module.check_disjoint(load_general_prompts(path), path, _measured())
 
 
-def test_base_answers_are_cached_and_cut_off_answers_dropped(tmp_path, tiny_model_dir, monkeypatch):
+def test_base_answers_are_cached_and_cut_off_answers_kept_open_ended(tmp_path, tiny_model_dir, monkeypatch):
     base = prepare_base_model(str(tiny_model_dir))
     path = _prompts(tmp_path, ["Name a colour.", "Write a long story.", "Say hello."])
     calls = []
@@ -61,9 +61,13 @@ def test_base_answers_are_cached_and_cut_off_answers_dropped(tmp_path, tiny_mode
     spec = ReplaySpec(rows=3, max_new_tokens=16)
     first = replay_rows(base=base, spec=spec, prompts_path=path, measured=_measured(), cache_dir=tmp_path / "cache")
     assert calls == [3]
-    assert sorted(r.messages[0].content for r in first.rows) == ["Name a colour.", "Say hello."]
-    assert all(r.messages[-1].content == "Blue." and r.meta["replay"] for r in first.rows)
-    assert first.record["asked"] == 3 and first.record["kept"] == 2 and first.record["dropped_unfinished"] == 1
+    assert all(r.meta["replay"] for r in first.rows) and len(first.rows) == 3
+    short = [r for r in first.rows if not r.meta.get("open_end")]
+    assert sorted(r.messages[0].content for r in short) == ["Name a colour.", "Say hello."]
+    assert all(r.messages[-1].content == "Blue." for r in short)
+    [cut] = [r for r in first.rows if r.meta.get("open_end")]  # cut off by the budget: kept without its end
+    assert cut.messages[0].content == "Write a long story."
+    assert first.record["asked"] == 3 and first.record["finished"] == 2 and first.record["open_ended"] == 1
     again = replay_rows(base=base, spec=spec, prompts_path=path, measured=_measured(), cache_dir=tmp_path / "cache")
     assert calls == [3] and [r.to_json() for r in again.rows] == [r.to_json() for r in first.rows]
     # Other settings are another cache entry: the rows follow the settings, never a stale file.
@@ -91,3 +95,18 @@ def test_training_mixes_in_replay_rows_and_records_them(tmp_path, tiny_model_dir
     assert run.config["replay"]["kept"] == 5 and run.config["replay"]["prompts_sha256"]
     cached = list((workspace.root / "cache").glob("replay-*.jsonl"))
     assert len(cached) == 1 and all(json.loads(line)["answer"] == "Fine, thanks." for line in cached[0].open())
+
+
+def test_an_open_ended_answer_is_trained_without_its_end_of_turn_token(tiny_tokenizer):
+    from tunewright.train.tokenize import IGNORE_INDEX, encode_chat
+
+    messages = [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once upon a time"}]
+    closed = encode_chat(tiny_tokenizer, messages, 256)
+    opened = encode_chat(tiny_tokenizer, messages, 256, open_end=True)
+    assert closed.input_ids == opened.input_ids
+    trained = lambda row: [t for t, label in zip(row.input_ids, row.labels) if label != IGNORE_INDEX]  # noqa: E731
+    answer = tiny_tokenizer("Once upon a time", add_special_tokens=False)["input_ids"]
+    # The open-ended row learns exactly the answer's tokens; the finished one also its end of turn.
+    assert trained(opened) == answer
+    assert trained(closed)[: len(answer)] == answer and len(trained(closed)) > len(answer)
+    assert tiny_tokenizer.convert_tokens_to_ids("<|im_end|>") in trained(closed)[len(answer):]

@@ -148,7 +148,8 @@ class ReplaySpec(_Strict):
 
     rows: int = Field(48, ge=1, description="replay prompts drawn (by seed) and answered by the base model")
     prompts: str | None = None
-    max_new_tokens: int = Field(128, ge=8, description="answers the base does not finish within this are dropped")
+    max_new_tokens: int = Field(
+        128, ge=8, description="longer answers are cut here and trained without their end-of-turn token")
     seed: int = 0
 
 

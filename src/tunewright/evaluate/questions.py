@@ -166,12 +166,26 @@ def tokens(text: str) -> list[str]:
       ("88g" -> "88", "g"), as do hyphens ("PT-2210" -> "pt", "2210"; "2-year" -> "2", "year");
     - "%" is its own token, spelled "percent" ("10%" = "10 percent" = "10 %", never "10 days");
       "$", "€", "£", "¥" are their own tokens, so "$6.95" contains "6.95";
-    - an apostrophe inside a word, straight or curly, is dropped ("don't" = "don’t" = "dont",
-      "Peachtree's" -> "peachtrees", which the plural rule then lets match "peachtree");
+    - a negation is spelled out ("don't" = "don’t" = "do not", "doesn't sell" contains "not sell",
+      "can't" = "cannot" = "can not", "won't" = "will not"); any other apostrophe inside a word,
+      straight or curly, is dropped ("Peachtree's" -> "peachtrees", which the plural rule then lets
+      match "peachtree");
     - an e-mail address is one token: "help@peachtree-outfitters.example" matches only itself.
     """
-    text = _THOUSANDS_SEPARATOR.sub("", _APOSTROPHE_IN_WORD.sub("", text.casefold()))
+    text = _NEGATION.sub(_spell_out, text.casefold())
+    text = _THOUSANDS_SEPARATOR.sub("", _APOSTROPHE_IN_WORD.sub("", text))
     return [_canonical(t) for t in _TOKEN.findall(text)]
+
+
+# A negation is spelled out, so "doesn't sell" contains the accepted "not sell" and "don't" is
+# "do not" ("can't" is "can not": "cannot" is spelled apart too, so all three agree).
+_NEGATION = re.compile(r"\b(?:(can)['\u2019\u02bc]t|(won)['\u2019\u02bc]t|([^\W\d_]+)n['\u2019\u02bc]t|(can)(not))\b")
+_IRREGULAR = {"won": "will"}
+
+
+def _spell_out(match: re.Match) -> str:
+    stem = next(g for g in match.groups()[:4] if g)
+    return f"{_IRREGULAR.get(stem, stem)} not"
 
 
 def _canonical(token: str) -> str:

@@ -58,9 +58,9 @@ def last_user_text(messages: Sequence[dict]) -> str:
 class RetrievalConfig:
     """What an open-book adapter needs at answer time; stored in its folder.
 
-    The adapter reads from the *newest* version of its index: rebuilding the index after a price
-    change is how new facts reach a served adapter without retraining. The version it was trained
-    with stays on record."""
+    The adapter reads from the version of its index built from the sources as they are now:
+    rebuilding the index after a price change is how new facts reach a served adapter without
+    retraining. The version it was trained with stays on record."""
 
     index: str  # the index's registry name
     trained_version: str
@@ -95,7 +95,8 @@ def _readme(config: RetrievalConfig) -> str:
     example = system_message(["<chunk 1 text>", "<chunk 2 text>", "<chunk 3 text>"][: config.k])
     return (f"# An open-book adapter\n\nThis adapter was trained to answer with retrieved records in its system "
             f"message. Ask it the same way: retrieve the top {config.k} chunks for the user's last message from "
-            f"the newest version of index `{config.index}` (trained with version {config.trained_version}, "
+            f"index `{config.index}` as built from the sources now (`tunewright index build` after an edit; "
+            f"trained with version {config.trained_version}, "
             f"sha256 `{config.index_sha256}`; hybrid BM25 + MiniLM fused by reciprocal rank) and put them first "
             f"in the system message, exactly like this:\n\n```\n{example}\n```\n\nThen the conversation "
             f"follows as usual with the base model's chat template. Tunewright's eval, generate, serve and "
@@ -119,6 +120,33 @@ class StaleIndexWarning(UserWarning):
     """The index an adapter reads from was built before its source files last changed."""
 
 
+def current_index(workspace, name: str):
+    """The registered version of index ``name`` built from the source files as they are now (so
+    reverting an edit goes back to the version of that content), else the newest version and the
+    names of the files that changed since it was built."""
+    from ..io import sha256_file
+
+    versions = [r for r in workspace.registry.list_indexes() if r.name == name]
+    if not versions:
+        return workspace.registry.get_index(name), []  # raises, naming the known indexes
+    hashes: dict[str, str | None] = {}
+
+    def changed(record) -> list[str]:
+        out = []
+        for source in record.source_files:
+            if source["path"] not in hashes:
+                path = workspace.path(source["path"])
+                hashes[source["path"]] = sha256_file(path) if path.is_file() else None
+            if hashes[source["path"]] != source["sha256"]:
+                out.append(source["file"])
+        return out
+
+    for record in reversed(versions):
+        if not changed(record):
+            return record, []
+    return versions[-1], changed(versions[-1])
+
+
 def retriever_for(workspace, adapter_path: Path | None, *, refuse_stale: bool = False) -> Retriever | None:
     """The retriever an adapter folder asks for, or None for a closed-book adapter (and the base).
 
@@ -129,12 +157,10 @@ def retriever_for(workspace, adapter_path: Path | None, *, refuse_stale: bool = 
     if config is None:
         return None
     from .api import load_workspace_index
-    from .index import changed_sources
 
-    record = workspace.registry.get_index(config.index)
+    record, stale = current_index(workspace, config.index)
     ref = f"{record.name}@{record.version}"
     index = load_workspace_index(workspace, ref)
-    stale = changed_sources(index, workspace.path)
     if stale:
         message = (f"index {ref} is older than its sources: {', '.join(stale)} changed since it was built; "
                    f"run 'tunewright index build'")

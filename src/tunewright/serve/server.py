@@ -16,7 +16,7 @@ from ..config.serve import ServeSpec
 from ..errors import TunewrightError
 from ..models.loading import load_model, load_tokenizer, prepare_base_model
 from ..registry.deploy import ALIASES, DeploymentStore, split_adapter_ref
-from ..retrieval.context import retriever_for
+from ..retrieval.context import current_index, retriever_for
 from .engine import Engine
 from .metrics import ServeMetrics
 from .monitoring import RecentResponses, RequestLog
@@ -98,10 +98,11 @@ class ServeState:
         cached = self._retrievers.get(served.folder)
         if cached is None or now - cached[0] > ALIAS_CACHE_S:
             retriever = cached[1] if cached else None
-            latest = None
             if retriever is not None:
-                latest = self.workspace.registry.get_index(retriever.config.index)
-            if retriever is None or f"{latest.name}@{latest.version}" != retriever.index_ref:
+                record, _ = current_index(self.workspace, retriever.config.index)
+                if f"{record.name}@{record.version}" != retriever.index_ref:
+                    retriever = None
+            if retriever is None:
                 retriever = retriever_for(self.workspace, served.folder)
             cached = (now, retriever)
             self._retrievers[served.folder] = cached

@@ -157,7 +157,8 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
 def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[list[EncodedRow], int]:
     encoded, dropped = [], 0
     for row in rows:
-        item = encode_chat(tokenizer, [m.model_dump() for m in row.messages], max_length)
+        item = encode_chat(tokenizer, [m.model_dump() for m in row.messages], max_length,
+                           open_end=bool(row.meta.get("open_end")))
         if item.n_trainable == 0:
             dropped += 1  # truncation cut every assistant token: nothing to learn from
             continue

@@ -74,8 +74,9 @@ def _cache_key(base_sha: str, prompts_sha: str, spec) -> str:
 def replay_rows(*, base, spec, prompts_path: Path, measured: dict[str, Sequence[str]], cache_dir: Path,
                 system: str | None = None) -> ReplayRows:
     """``spec``: the recipe's ``train.replay``. Generates (or reads from the cache) the base model's
-    answers to ``spec.rows`` prompts drawn by seed; answers cut off by ``max_new_tokens`` are dropped,
-    since training on them would teach the model to stop mid-sentence."""
+    answers to ``spec.rows`` prompts drawn by seed. An answer cut off by ``max_new_tokens`` (SmolLM2
+    runs past 128 tokens on most open requests) is kept as an open-ended row: trained on its text but
+    not on an end-of-turn token, which would teach the model to stop mid-sentence."""
     from ..evaluate.forgetting import load_general_prompts
 
     prompts = load_general_prompts(prompts_path, field="train.replay.prompts")
@@ -88,15 +89,18 @@ def replay_rows(*, base, spec, prompts_path: Path, measured: dict[str, Sequence[
     else:
         answered = _answer(base, chosen, spec.max_new_tokens)
         atomic_write_jsonl(cache, answered)
-    kept = [a for a in answered if a["finished"] and a["answer"]]
     rows = []
-    for item in kept:
+    for item in answered:
+        if not item["answer"].strip():
+            continue  # nothing to learn from an empty answer
         messages = [{"role": "user", "content": item["prompt"]}, {"role": "assistant", "content": item["answer"]}]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        rows.append(ChatRow(messages=messages, reference=None, meta={"replay": True, "replay_id": item["id"]}))
+        meta = {"replay": True, "replay_id": item["id"], **({} if item["finished"] else {"open_end": True})}
+        rows.append(ChatRow(messages=messages, reference=None, meta=meta))
+    open_ended = sum(1 for r in rows if r.meta.get("open_end"))
     record = {"prompts": str(prompts_path), "prompts_sha256": prompts_sha, "asked": len(answered), "kept": len(rows),
-              "dropped_unfinished": len(answered) - len(rows), "cache": cache.name, "seed": spec.seed,
+              "finished": len(rows) - open_ended, "open_ended": open_ended, "cache": cache.name, "seed": spec.seed,
               "max_new_tokens": spec.max_new_tokens}
     return ReplayRows(rows, record)
 

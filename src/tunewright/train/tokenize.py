@@ -26,13 +26,17 @@ def _render(tokenizer, messages: Sequence[dict], *, generation_prompt: bool) -> 
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def assistant_char_spans(tokenizer, messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(tokenizer, messages: Sequence[dict], *,
+                         open_end: bool = False) -> tuple[str, list[tuple[int, int]]]:
     """Render the conversation and find the character span of every assistant turn.
 
     Each turn's span runs from the end of the template's generation prompt to the end of that turn,
     so it includes the end-of-turn token: the model must learn to stop, not only what to say.
     Templates rarely mark assistant text (SmolLM2's has no {% generation %} block), so spans come
     from rendering growing prefixes of the conversation.
+
+    ``open_end``: the last assistant turn is text cut off mid-answer (a replay answer that ran out of
+    tokens), so its span stops at the end of its text: the model learns the words, not to stop there.
     """
     full = _render(tokenizer, messages, generation_prompt=False)
     spans = []
@@ -44,11 +48,18 @@ def assistant_char_spans(tokenizer, messages: Sequence[dict]) -> tuple[str, list
         if not (full.startswith(prompt) and full.startswith(upto) and len(upto) > len(prompt)):
             raise TunewrightError("the model's chat template does not render conversations prefix by prefix")
         spans.append((len(prompt), len(upto)))
+    if open_end and spans:
+        content = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+        start = spans[-1][0]
+        if not content or not full.startswith(content, start):
+            raise TunewrightError("the model's chat template changes the assistant's text; an open-ended answer "
+                                  "cannot be trained without its end-of-turn token")
+        spans[-1] = (start, start + len(content))
     return full, spans
 
 
-def encode_chat(tokenizer, messages: Sequence[dict], max_length: int) -> EncodedRow:
-    text, spans = assistant_char_spans(tokenizer, messages)
+def encode_chat(tokenizer, messages: Sequence[dict], max_length: int, *, open_end: bool = False) -> EncodedRow:
+    text, spans = assistant_char_spans(tokenizer, messages, open_end=open_end)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for token_id, (start, _end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
