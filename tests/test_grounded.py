@@ -58,6 +58,11 @@ def test_holdout_is_deterministic_and_seeded(tmp_path):
 def test_train_phrasings_caps_rows(tmp_path):
     rows = build_rows(_spec(tmp_path, train_phrasings=1), lambda p: tmp_path / p)
     assert sum(r.split == "train" for r in rows) == 3
+    # Document seeds have their own cap: few facts, each worth asking in every way written.
+    rows = build_rows(_spec(tmp_path, train_phrasings=1, seed_phrasings=2), lambda p: tmp_path / p)
+    seeds = [r for r in rows if r.split == "train" and r.row.meta["fact"].startswith("seed@")]
+    tables = [r for r in rows if r.split == "train" and not r.row.meta["fact"].startswith("seed@")]
+    assert len(seeds) == 2 and len(tables) == 2
 
 
 def test_unknown_column_names_the_field(tmp_path):

@@ -126,6 +126,8 @@ class BuildSpec(_Strict):
         None, description="put retrieved records in every row's prompt (needs the retrieval index of the sources)")
     eval_phrasings: int = Field(1, ge=1, description="phrasings per fact held out for the eval split")
     train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
+    seed_phrasings: int | None = Field(
+        None, ge=1, description="cap for document seeds (few facts, asked in many ways); unset: train_phrasings")
     wrappers: list[str] = Field(
         default_factory=lambda: ["{q}"],
         description="surface forms rotated over training questions: {q} is the question, {q_lower} it in lower case",
@@ -191,7 +193,7 @@ class EvalSpec(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
     metrics: list[str] = Field(default_factory=lambda: ["exact_match", "contains", "token_f1"])
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="ask this many held-out rows, spread evenly over the split")
     questions: str | None = Field(
         None, description="JSONL of independently written customer questions with accepted answers, relative to the "
                           "workspace; asked of base and tuned, never trained on")

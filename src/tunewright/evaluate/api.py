@@ -38,7 +38,7 @@ def evaluate(
     registry = workspace.registry
     resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=registry)
     dataset_record, rows = load_split(workspace, dataset or spec.dataset, split)
-    rows = rows[: limit or spec.limit or len(rows)]
+    rows = _spread(rows, limit or spec.limit)
     if not rows:
         raise TunewrightError(f"the {split} split of dataset '{dataset_record.name}' is empty")
     # An open-book adapter answers with its records, and so does the base it is compared with: the
@@ -133,6 +133,14 @@ def _customer_questions(workspace, override, dataset_record, rows, **progress) -
     spec = workspace.recipe.eval
     return customer.QuestionAsker(found, system_prompt=customer.shared_system_prompt(rows),
                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, **progress)
+
+
+def _spread(rows: list, limit: int | None) -> list:
+    """``limit`` rows spread evenly over the split: built splits are ordered by fact kind (every price,
+    then every weight, ...), so the first rows alone would test one kind."""
+    if not limit or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 def _with_records(row: ChatRow, retriever) -> ChatRow:

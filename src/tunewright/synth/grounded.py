@@ -179,7 +179,8 @@ class GroundedQA:
                 raise TunewrightError(f"reference '{reference}' does not appear in {path.name}", field=f"{field}.reference")
             train_q, eval_q = _split_phrasings(seed.questions, spec, f"{field}.questions")
             meta = {"generator": self.name, "source": {"file": path.name}, "fact": f"seed@{d_index}.{s_index}"}
-            for k, question in enumerate(_rotate(train_q, s_index, spec.train_phrasings)):
+            cap = spec.seed_phrasings if spec.seed_phrasings is not None else spec.train_phrasings
+            for k, question in enumerate(_rotate(train_q, s_index, cap)):
                 yield GeneratedRow(_qa(self._wrap(spec, question, s_index + k), seed.answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
             for question in eval_q:
                 yield GeneratedRow(_qa(question, seed.answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
