@@ -123,7 +123,7 @@ def _open_book_workspace(tmp_path, tiny_model_dir):
     return workspace
 
 
-def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, tiny_model_dir, monkeypatch):
+def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, tiny_model_dir, monkeypatch, capsys):
     from tunewright.data.api import build_dataset, load_split
     from tunewright.retrieval.api import build_workspace_index
     from tunewright.serve.batch import generate_file
@@ -164,6 +164,11 @@ def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, t
         retriever_for(workspace, adapter.path)
     with pytest.raises(TunewrightError, match="older than its sources: shop.csv"):
         retriever_for(workspace, adapter.path, refuse_stale=True)
+    from helpers import run_cli
+
+    code, _, err = run_cli(["-w", str(workspace.root), "generate", "--model", "shop", "-i", str(prompts),
+                            "-o", str(tmp_path / "stale.jsonl")], capsys)
+    assert code == 0 and "warning: index shop-index@" in err and "shop.csv changed since it was built" in err
     # ...and one index build later the same adapter reads the new price, no retraining.
     build_workspace_index(workspace)
     with warnings.catch_warnings():
@@ -180,3 +185,17 @@ def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, t
     base_asked = len(asked)
     generate_file(workspace, model_ref="base", input_path=prompts, output_path=tmp_path / "b.jsonl")
     assert asked[base_asked:] == [[{"role": "user", "content": "How much is the Red Pan?"}]]  # the base: no records
+
+
+def test_an_adapter_whose_index_is_not_registered_gets_one_clear_error(tmp_path, tiny_model_dir):
+    from tunewright.config import Recipe
+    from tunewright.errors import NotFoundError
+    from tunewright.workspace import Workspace
+
+    workspace = Workspace.init(tmp_path / "ws", Recipe(name="shop", base_model=str(tiny_model_dir)))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    RetrievalConfig(index="gone-index", trained_version="abc", index_sha256="f" * 64, k=3).save(adapter)
+    with pytest.raises(NotFoundError, match="index 'gone-index' not found"):
+        retriever_for(workspace, adapter)
+    assert retriever_for(workspace, tmp_path) is None  # a closed-book folder: nothing to retrieve
