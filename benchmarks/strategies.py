@@ -47,9 +47,10 @@ def overlay(recipe, name: str, epochs: float | None):
         from tunewright.config import OpenBookSpec
 
         build.open_book = OpenBookSpec()
-    build.dataset = f"{recipe.dataset_name}-{name}"
+    slug = name.replace("+", "-plus-")  # names become folder names and name@version references
+    build.dataset = f"{recipe.dataset_name}-{slug}"
     train = recipe.train.model_copy(deep=True)
-    train.adapter = f"{recipe.name}-{name}"
+    train.adapter = f"{recipe.name}-{slug}"
     if not replay:
         train.replay = None
     elif train.replay is None:
