@@ -124,22 +124,18 @@ def current_index(workspace, name: str):
     """The registered version of index ``name`` built from the source files as they are now (so
     reverting an edit goes back to the version of that content), else the newest version and the
     names of the files that changed since it was built."""
+    from functools import lru_cache
+
     from ..io import sha256_file
+    from .index import changed_files
 
     versions = [r for r in workspace.registry.list_indexes() if r.name == name]
     if not versions:
         return workspace.registry.get_index(name), []  # raises, naming the known indexes
-    hashes: dict[str, str | None] = {}
+    hash_once = lru_cache(maxsize=None)(sha256_file)  # several versions share their source files
 
     def changed(record) -> list[str]:
-        out = []
-        for source in record.source_files:
-            if source["path"] not in hashes:
-                path = workspace.path(source["path"])
-                hashes[source["path"]] = sha256_file(path) if path.is_file() else None
-            if hashes[source["path"]] != source["sha256"]:
-                out.append(source["file"])
-        return out
+        return changed_files(record.source_files, workspace.path, hash_once)
 
     for record in reversed(versions):
         if not changed(record):

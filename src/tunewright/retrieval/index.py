@@ -310,9 +310,16 @@ def changed_sources(index: Index, resolve: Callable[[str], Path] = Path) -> list
     """Names of the index's source files that are missing or whose sha256 changed since it was built.
 
     ``resolve`` turns a source's recorded path (as given to ``build_index``) into a file to hash."""
+    return changed_files(index.sources, resolve)
+
+
+def changed_files(sources: Sequence[dict[str, Any]], resolve: Callable[[str], Path] = Path,
+                  hash_file: Callable[[Path], str] = sha256_file) -> list[str]:
+    """Names of the recorded ``sources`` ({"file", "path", "sha256"}) whose file is missing or changed;
+    ``hash_file`` lets a caller that checks several versions hash each file once."""
     changed = []
-    for source in index.sources:
+    for source in sources:
         path = Path(resolve(source["path"]))
-        if not path.is_file() or sha256_file(path) != source["sha256"]:
+        if not path.is_file() or hash_file(path) != source["sha256"]:
             changed.append(source["file"])
     return changed
