@@ -173,3 +173,22 @@ def test_fsdp_and_zero3_need_cuda_but_dry_run_writes_the_launch(cli_workspace, c
 def test_launch_options_are_checked_before_anything_runs(options, message):
     with pytest.raises(TunewrightError, match=message):
         options.validate()
+
+
+def test_dry_run_launches_workers_on_the_replay_rows_too(cli_workspace, monkeypatch):
+    from tunewright.config import ReplaySpec
+    from tunewright.train.api import plan_launch
+
+    monkeypatch.setattr("tunewright.train.replay._answer", lambda base, prompts, n: [
+        {"id": p.id, "prompt": p.prompt, "answer": f"general answer {i}", "finished": True} for i, p in enumerate(prompts)])
+    workspace = Workspace.open(cli_workspace)
+    workspace.recipe = workspace.recipe.model_copy(update={"train": workspace.recipe.train.model_copy(
+        update={"replay": ReplaySpec(rows=5)})})
+    plan = plan_launch(workspace, launch=LaunchOptions(mode="ddp", nproc=2, dry_run=True))
+    job = json.loads(plan.job_file.read_text())
+    rows = [json.loads(line) for line in Path(job["dataset_path"], "train.jsonl").read_text().splitlines()]
+    replayed = [r for r in rows if r.get("meta", {}).get("replay")]
+    from tunewright.data.api import load_split
+
+    assert len(replayed) == 5 and len(rows) - 5 == len(load_split(workspace, None, "train")[1])
+    assert {r["messages"][-1]["content"] for r in replayed} == {f"general answer {i}" for i in range(5)}

@@ -207,3 +207,33 @@ def test_quantities(cell, expected):
     from tunewright.synth.quantities import parse_quantity
 
     assert parse_quantity(cell) == expected
+
+
+def test_mentions_ask_document_questions_with_an_entity_in_them(tmp_path):
+    mentions = {"table": "table.csv", "column": "label", "per_seed": 4,
+                "wrappers": ["I bought the {mention}. {q}", "about my {mention}: {q_lower}"]}
+    rows = build_rows(_spec(tmp_path, mentions=mentions), lambda p: tmp_path / p)
+    plain = build_rows(_spec(tmp_path), lambda p: tmp_path / p)
+    mentioned = [r for r in rows if "mention" in r.row.meta]
+    assert len(mentioned) == 4 and all(r.split == "train" for r in mentioned)
+    assert len(rows) == len(plain) + 4  # everything else as without mentions
+    held_out = {r.row.meta["phrasing"] for r in rows if r.split == "eval" and r.row.meta["fact"].startswith("seed@")}
+    for row in mentioned:
+        question = row.row.messages[0].content
+        assert row.row.meta["mention"] in {"Blue Kettle", "Red Pan"} and row.row.meta["mention"] in question
+        assert row.row.meta["phrasing"] not in held_out  # a held-out phrasing never trains, not even wrapped
+        assert row.row.meta["phrasing"].lower() in question.lower()
+        assert row.row.answer == "Within 30 days." and row.row.reference == "30 days"
+    assert [r.row.to_json() for r in rows] == [r.row.to_json() for r in build_rows(
+        _spec(tmp_path, mentions=mentions), lambda p: tmp_path / p)]
+
+
+def test_mention_errors_name_the_field(tmp_path):
+    bad_column = {"table": "table.csv", "column": "colour", "wrappers": ["{mention}: {q}"]}
+    with pytest.raises(TunewrightError, match="column 'colour' is not in the table") as err:
+        build_rows(_spec(tmp_path, mentions=bad_column), lambda p: tmp_path / p)
+    assert err.value.field == "build.mentions.column"
+    with pytest.raises(TunewrightError, match="'other.csv' is not one of build.tables"):
+        build_rows(_spec(tmp_path, mentions={**bad_column, "table": "other.csv"}), lambda p: tmp_path / p)
+    with pytest.raises(ValueError, match="needs {mention}"):
+        BuildSpec(mentions={"table": "t.csv", "column": "c", "wrappers": ["{q} please"]})

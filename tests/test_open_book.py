@@ -199,3 +199,27 @@ def test_an_adapter_whose_index_is_not_registered_gets_one_clear_error(tmp_path,
     with pytest.raises(NotFoundError, match="index 'gone-index' not found"):
         retriever_for(workspace, adapter)
     assert retriever_for(workspace, tmp_path) is None  # a closed-book folder: nothing to retrieve
+
+
+def test_source_hashes_are_read_again_only_when_a_file_changes(tmp_path, monkeypatch):
+    import os
+
+    from tunewright.retrieval import context
+
+    from tunewright import io
+
+    calls = []
+
+    monkeypatch.setattr(io, "sha256_file", lambda path: calls.append(path) or f"hash of {path.read_text()}")
+    source = tmp_path / "shop.csv"
+    source.write_text(TABLE)
+    assert context.hash_unless_unchanged(source) == f"hash of {TABLE}"  # just written: always read
+    assert context.hash_unless_unchanged(source) == f"hash of {TABLE}" and len(calls) == 2
+    old = source.stat().st_mtime - 60
+    os.utime(source, (old, old))
+    for _ in range(3):
+        assert context.hash_unless_unchanged(source) == f"hash of {TABLE}"
+    assert len(calls) == 3  # settled and unchanged: read once
+    source.write_text(TABLE.replace("35", "39"))  # same size; a new modification time
+    os.utime(source, (old + 1, old + 1))
+    assert context.hash_unless_unchanged(source) == f"hash of {TABLE.replace('35', '39')}" and len(calls) == 4

@@ -1,4 +1,5 @@
-"""`tunewright compare`: train several PEFT methods on one budget and print one table."""
+"""`tunewright compare`: train several PEFT methods on one budget, or several strategies on one recipe,
+and print one table."""
 
 from __future__ import annotations
 
@@ -37,15 +38,73 @@ def print_comparison(report: dict) -> None:
     console.print(f"report: {report['paths']['html']}")
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def print_strategy_rows(rows: list[dict], title: str) -> None:
+    """Strategies side by side: the headline numbers, then customer-question accuracy by kind
+    (kinds down the side, so a 9-kind table stays readable in 80 columns)."""
+    table = Table(title=title)
+    for column in ("strategy", "questions", "held-out", "KL", "retention", "rows", "train"):
+        table.add_column(column, justify="left" if column == "strategy" else "right", no_wrap=column == "strategy")
+    for row in rows:
+        kl = "-" if row["kl"] is None else f"{row['kl']:.3f}"
+        table.add_row(row["strategy"], _pct(row["questions"]), _pct(row["held_out"]), kl, _pct(row["retention"]),
+                      str(row["train_rows"]), f"{row['train_seconds']:.0f} s {row['precision'] or ''}".strip())
+    console.print(table)
+    kinds = list(dict.fromkeys(kind for row in rows for kind in row["questions_by_kind"]))
+    if not kinds:
+        return
+    by_kind = Table(title="customer questions by kind (tuned)")
+    by_kind.add_column("kind", no_wrap=True)
+    for row in rows:
+        by_kind.add_column(row["strategy"], justify="right")
+    for kind in kinds:
+        cells = []
+        for row in rows:
+            tally = row["questions_by_kind"].get(kind)
+            cells.append(f"{tally[0]}/{tally[1]}" if tally else "-")
+        by_kind.add_row(kind, *cells)
+    console.print(by_kind)
+
+
+def _compare_strategies(names: str) -> None:
+    from ..strategies import DEFAULT_STRATEGIES, compare_strategies
+
+    chosen = DEFAULT_STRATEGIES if names == "default" else [n.strip() for n in names.split(",") if n.strip()]
+    workspace = open_workspace()
+
+    def started(strategy) -> None:
+        err_console.print(f"[bold]{strategy.name}[/bold]: {strategy.description}", highlight=False)
+
+    def finished(row: dict) -> None:
+        print_strategy_rows([row], f"{row['strategy']} ({row['adapter']})")
+
+    # One line per strategy rather than progress bars: each strategy is a whole train + eval.
+    report = compare_strategies(workspace, chosen, on_start=started, on_row=finished)
+    print_strategy_rows(report["strategies"], f"strategies on {report['recipe']} (the recipe runs "
+                                              f"{report['recipe_strategy']})")
+    console.print(f"report: {report['path']}")
+
+
 def compare_command(
     methods: str = typer.Option(DEFAULT, "--methods", help="Comma-separated PEFT methods to train and compare."),
+    strategies: Optional[str] = typer.Option(
+        None, "--strategies", help="Compare strategies instead of methods: 'default' (closed, closed-augmented, "
+                                   "open-book, each without and with the KL remedy) or a comma-separated list "
+                                   "(add +replay or +kl to a shape)."),
     dataset: Optional[str] = typer.Option(None, help="Dataset name[@version] (default: the recipe's)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Steps per method (default: the recipe's budget)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate on the first N eval rows only."),
     in_process: bool = typer.Option(
         False, "--in-process", help="Train every method in this process (faster start; memory shows increases only)."),
 ) -> None:
-    """Train several PEFT methods on the same data and token budget; compare accuracy, cost and reload."""
+    """Train several PEFT methods on the same data and token budget; compare accuracy, cost and reload.
+    With --strategies: build, train and evaluate each strategy on the recipe's data instead."""
+    if strategies is not None:
+        _compare_strategies(strategies)
+        return
     from ..train.compare import compare_methods
 
     names = [name.strip() for name in methods.split(",") if name.strip()]

@@ -178,6 +178,13 @@ def _run() -> None:
     with count_progress("evaluating") as (on_phase, on_batch):
         report = evaluate(workspace, adapter=adapter.name, dataset=f"{record.name}@{record.version}", on_batch=on_batch, on_phase=on_phase)
     print_report(report)
+    if report.get("questions"):
+        # The recipe's row of `tunewright compare --strategies`, so runs compare with that table.
+        from ..strategies import result_row, strategy_of
+        from .compare import print_strategy_rows
+
+        strategy = strategy_of(recipe)
+        print_strategy_rows([result_row(strategy, record, result, report)], f"strategy {strategy} (this run)")
 
 
 def register(app: typer.Typer) -> None:

@@ -114,6 +114,25 @@ class OpenBookSpec(_Strict):
     seed: int = 0
 
 
+class MentionSpec(_Strict):
+    """Document questions asked with one of the table's entities in them ("I bought the X last week.
+    Can I still return it?"), so a question that names a product but asks about a policy is answered
+    from the policy: in open-book rows the named product's record comes along as a distractor.
+    Wrappers see {q}, {q_lower} and {mention} (a value of ``column``, drawn by seed)."""
+
+    table: str = Field(description="path of one of build.tables")
+    column: str
+    wrappers: list[str] = Field(min_length=1)
+    per_seed: int = Field(2, ge=1, description="extra training rows per document seed")
+
+    @model_validator(mode="after")
+    def _wrappers_have_slots(self) -> "MentionSpec":
+        for wrapper in self.wrappers:
+            if "{mention}" not in wrapper or ("{q}" not in wrapper and "{q_lower}" not in wrapper):
+                raise ValueError(f"wrappers: '{wrapper}' needs {{mention}} and a {{q}} or {{q_lower}} slot")
+        return self
+
+
 class BuildSpec(_Strict):
     """The grounded data builder: structured knowledge in, question/answer rows out."""
 
@@ -132,6 +151,7 @@ class BuildSpec(_Strict):
         default_factory=lambda: ["{q}"],
         description="surface forms rotated over training questions: {q} is the question, {q_lower} it in lower case",
     )
+    mentions: MentionSpec | None = None
     seed: int = 0
 
     @model_validator(mode="after")
@@ -153,6 +173,10 @@ class ReplaySpec(_Strict):
     max_new_tokens: int = Field(
         128, ge=8, description="longer answers are cut here and trained without their end-of-turn token")
     seed: int = 0
+    loss: Literal["tokens", "kl"] = Field(
+        "tokens", description="tokens: cross-entropy on the base's greedy answer; kl: KL to the base model's "
+                              "next-token distribution at every answer position (a KL penalty to the base)")
+    top_k: int = Field(20, ge=1, le=1000, description="kl: the base's most likely tokens kept per position")
 
 
 class TrainSpec(_Strict):

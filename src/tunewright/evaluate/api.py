@@ -46,7 +46,7 @@ def evaluate(
     # the weights (both models see the same prompts, without records).
     retriever = retriever_for(workspace, resolved.adapter_path)
     if retriever is not None:
-        rows = [row if row.meta.get("retrieved") else _with_records(row, retriever) for row in rows]
+        rows = [_with_records(row, retriever) for row in rows]
     asker = _customer_questions(workspace, questions, dataset_record, rows, on_phase=on_phase, on_batch=on_batch,
                                 prepare=retriever.augment if retriever is not None else None)
     # Read and check the forgetting sets now: a bad row should fail before minutes of model loading.
@@ -144,7 +144,9 @@ def _spread(rows: list, limit: int | None) -> list:
 
 
 def _with_records(row: ChatRow, retriever) -> ChatRow:
-    messages = [*retriever.augment(row.prompt_messages), row.messages[-1].model_dump()]
+    if row.meta.get("retrieved"):
+        return row
+    messages = [*retriever.prompt_for(row), row.messages[-1].model_dump()]
     return ChatRow(messages=messages, reference=row.reference, meta={**row.meta, "retrieved_at_eval": True})
 
 

@@ -14,10 +14,10 @@ from .api import ExportResult, export_adapter
 DEFAULT_PROBES = 8
 
 
-def probe_conversations(workspace, limit: int, prepare=None) -> list[list[dict]] | None:
+def probe_conversations(workspace, limit: int, retriever=None) -> list[list[dict]] | None:
     """The first held-out questions of the recipe's dataset (what the adapter was trained for);
-    None, so the export uses its built-in generic probes, when no dataset is registered. ``prepare``
-    adds an open-book adapter's records to rows that were not built with them."""
+    None, so the export uses its built-in generic probes, when no dataset is registered. With an
+    open-book adapter's ``retriever``, each prompt as that adapter sees it."""
     from ..data.api import load_split
 
     try:
@@ -26,9 +26,8 @@ def probe_conversations(workspace, limit: int, prepare=None) -> list[list[dict]]
         return None
     probes = []
     for row in rows[:limit]:
-        messages = [m.model_dump() for m in row.messages]
-        messages = messages[:-1] if messages[-1]["role"] == "assistant" else messages
-        probes.append(prepare(messages) if prepare is not None and not row.meta.get("retrieved") else messages)
+        probes.append(retriever.prompt_for(row) if retriever is not None
+                      else row.prompt_messages)
     return probes or None
 
 
@@ -64,7 +63,7 @@ def export_for_workspace(workspace, model_ref: str, *, out_dir: Path | None = No
         # An open-book adapter is checked as it will answer: with its records, from sources the
         # index still matches (a stale index would prove answers no user gets).
         retriever = retriever_for(workspace, resolved.adapter_path, refuse_stale=True)
-        asked = probe_conversations(workspace, probes, retriever.augment if retriever is not None else None)
+        asked = probe_conversations(workspace, probes, retriever)
     result = export_adapter(resolved.base, resolved.adapter_path, out_dir, name=safe_name, formats=formats,
                             gguf_dtype=gguf_dtype, check=check, probes=asked, max_new_tokens=max_new_tokens)
     if not result.passed:

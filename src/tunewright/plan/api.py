@@ -91,12 +91,14 @@ class _Planner:
         device = device or self.hardware.device
         return predict_peak(self.shape, [mb for step in steps for mb in step], trainable=self.trainable,
                             lora_r=self.lora_r, lora_linears=self.lora_linears, checkpointing=checkpointing,
-                            dtype=precision if device == "cuda" else "fp32",  # the loop runs fp32 on a CPU
+                            # On a CPU the weights stay fp32 under autocast; activations are counted as fp32
+                            # too, which over-estimates a bf16 run a little (the safe side).
+                            dtype=precision if device == "cuda" else "fp32",
                             method=method, device=device,
                             allocator_factor=self.allocator_factor if device == self.hardware.device else None)
 
     def time(self, steps, checkpointing: bool, precision: str, scaled: bool = True) -> TimeEstimate:
-        rate = self.hardware.rate(precision if self.hardware.device == "cuda" else "fp32")
+        rate = self.hardware.rate(precision)  # the loop autocasts to the planned precision on CPU and GPU
         return predict_time(self.shape, steps, adapter_params=self.trainable, checkpointing=checkpointing, rate=rate,
                             device=self.hardware.device, efficiency=self.efficiency,
                             scale=self.profile.scale if scaled and self.spec.max_steps is None else 1.0)

@@ -115,27 +115,52 @@ class Retriever:
     def augment(self, messages: Sequence[dict]) -> list[dict]:
         return with_records(messages, self.chunks_for(last_user_text(messages)))
 
+    def prompt_for(self, row) -> list[dict]:
+        """A dataset row's prompt as the adapter must see it: an open-book row already carries the
+        records it was built with (kept, so a rebuilt index cannot change a held-out row); any other
+        row gets records retrieved now."""
+        messages = row.prompt_messages
+        return messages if row.meta.get("retrieved") else self.augment(messages)
+
 
 class StaleIndexWarning(UserWarning):
     """The index an adapter reads from was built before its source files last changed."""
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+RECENT_S = 3.0
+
+
+def hash_unless_unchanged(path: Path) -> str:
+    """sha256 of a file, read again only when its size or modification time changed: a server asks
+    whether the sources changed every second, and re-reading large documents each time would cost
+    more than the answer. As in git, a file modified in the last seconds is always read again: on a
+    file system with coarse timestamps a second edit of the same size could keep both."""
+    import time
+
+    from ..io import sha256_file
+
+    stat = path.stat()
+    if time.time() - stat.st_mtime < RECENT_S:
+        return sha256_file(path)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
 
 
 def current_index(workspace, name: str):
     """The registered version of index ``name`` built from the source files as they are now (so
     reverting an edit goes back to the version of that content), else the newest version and the
     names of the files that changed since it was built."""
-    from functools import lru_cache
-
-    from ..io import sha256_file
     from .index import changed_files
 
     versions = [r for r in workspace.registry.list_indexes() if r.name == name]
     if not versions:
         return workspace.registry.get_index(name), []  # raises, naming the known indexes
-    hash_once = lru_cache(maxsize=None)(sha256_file)  # several versions share their source files
 
     def changed(record) -> list[str]:
-        return changed_files(record.source_files, workspace.path, hash_once)
+        return changed_files(record.source_files, workspace.path, hash_unless_unchanged)
 
     for record in reversed(versions):
         if not changed(record):

@@ -83,8 +83,9 @@ class GroundedQA:
     def generate(self, spec: BuildSpec, resolve_path: Resolve) -> Iterable[GeneratedRow]:
         for t_index, table in enumerate(spec.tables):
             yield from self._table_rows(spec, table, t_index, resolve_path)
+        mentions = self._mentions(spec, resolve_path)
         for d_index, document in enumerate(spec.documents):
-            yield from self._document_rows(spec, document, d_index, resolve_path)
+            yield from self._document_rows(spec, document, d_index, resolve_path, mentions)
         if spec.absent is not None:
             yield from self._absent_rows(spec)
 
@@ -165,8 +166,34 @@ class GroundedQA:
             yield from self._fact(spec, f"absent@{item}", split, {"item": item}, absent.answer,
                                   absent.reference or absent.answer, meta, i, ())
 
+    def _mentions(self, spec: BuildSpec, resolve: Resolve) -> list[str]:
+        """The values of ``build.mentions.column`` (empty without ``build.mentions``)."""
+        if spec.mentions is None:
+            return []
+        mention = spec.mentions
+        if mention.table not in {t.path for t in spec.tables}:
+            raise TunewrightError(f"'{mention.table}' is not one of build.tables", field="build.mentions.table")
+        path = resolve(mention.table)
+        reader = csv.DictReader(_read_text(path).splitlines())
+        if mention.column not in (reader.fieldnames or []):
+            raise TunewrightError(f"column '{mention.column}' is not in the table (has: "
+                                  f"{', '.join(sorted(reader.fieldnames or []))})", file=path, field="build.mentions.column")
+        return sorted({(row.get(mention.column) or "").strip() for row in reader} - {""})
+
+    def _mentioned(self, spec: BuildSpec, train_q: Sequence[str], mentions: Sequence[str], field: str,
+                   answer: str, reference: str, meta: dict, path: Path) -> Iterable[GeneratedRow]:
+        """``per_seed`` extra training rows: a training phrasing wrapped with a drawn entity."""
+        rng = random.Random(f"{spec.seed}:{field}:mentions")
+        wrappers = spec.mentions.wrappers
+        for k in range(spec.mentions.per_seed):
+            question, name = rng.choice(list(train_q)), rng.choice(list(mentions))
+            wrapper = wrappers[rng.randrange(len(wrappers))]
+            text = wrapper.format(q=question, q_lower=question.lower(), mention=name)
+            yield GeneratedRow(_qa(text, answer, reference, {**meta, "phrasing": question, "mention": name}),
+                               "train", (str(path),))
+
     def _document_rows(
-        self, spec: BuildSpec, document: DocumentSource, d_index: int, resolve: Resolve
+        self, spec: BuildSpec, document: DocumentSource, d_index: int, resolve: Resolve, mentions: Sequence[str] = ()
     ) -> Iterable[GeneratedRow]:
         path = resolve(document.path)
         text = _normalise(_read_text(path))
@@ -182,6 +209,8 @@ class GroundedQA:
             cap = spec.seed_phrasings if spec.seed_phrasings is not None else spec.train_phrasings
             for k, question in enumerate(_rotate(train_q, s_index, cap)):
                 yield GeneratedRow(_qa(self._wrap(spec, question, s_index + k), seed.answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
+            if mentions:
+                yield from self._mentioned(spec, train_q, mentions, field, seed.answer, reference, meta, path)
             for question in eval_q:
                 yield GeneratedRow(_qa(question, seed.answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
 

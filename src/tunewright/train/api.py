@@ -161,10 +161,11 @@ def plan_launch(workspace, *, launch: LaunchOptions, dataset: str | None = None,
     spec = workspace.recipe.train.model_copy(update=overrides or {})
     dataset_record, rows = load_split(workspace, dataset or spec.dataset, "train")
     base = prepare_base_model(workspace.recipe.base_model)
+    rows, _ = with_replay(workspace, base, spec, rows)  # the workers must train on the replay rows too
     spec, _ = planned_spec(base, rows, spec)  # the values a real start would train with
     folder = workspace.dir("runs") / "dry-run"
-    return prepare_launch(launch, base=base, dataset_path=dataset_record.path, spec=spec, run_dir=folder,
-                          adapter_dir=folder / "adapter", resume=False, run_id=None)
+    return prepare_launch(launch, base=base, dataset_path=_rows_folder(folder, rows, dataset_record, spec), spec=spec,
+                          run_dir=folder, adapter_dir=folder / "adapter", resume=False, run_id=None)
 
 
 def _metrics(result: TrainResult) -> dict:

@@ -3,7 +3,7 @@
 Our own loop rather than ``transformers.Trainer`` because it is where the speed lives on a CPU:
 length-grouped batches, the shared system prompt run once per batch (packed or cached), fused LoRA
 projections, logits computed only where there is a label, gradient checkpointing only when the
-memory plan needs it, fp32 on a CPU. ``benchmarks/`` compares it with the plain Trainer + peft stack.
+memory plan needs it, the planner's precision by autocast (``precision.py``). ``benchmarks/`` compares it with the plain Trainer + peft stack.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..config import TrainSpec
 from ..data.schema import ChatRow
@@ -28,8 +27,10 @@ from .batching import plan_micro_batches
 from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .distributed import DistContext
 from .fused import fuse_lora_projections
-from .losses import head_cross_entropy_sum
+from .distill import base_targets, batch_targets
+from .losses import head_cross_entropy_sum, soft_cross_entropy_sum
 from .packing import pack_after_prefix, packing_pays, supports_packing
+from .precision import training_precision
 from .methods import check_method, get_method, parameter_counts
 from .sharded import check_adapter_state, gather_trainable_state
 from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
@@ -135,8 +136,10 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
     in chunks whose logits never outlive the chunk (``losses.head_cross_entropy_sum``).
     Models whose PEFT method changes the inputs (prompt learning) take the plain full-logits path,
     and so do sharded models (``full_forward``): FSDP gathers weights in the wrapped model's own
-    forward, which calling the decoder directly would skip.
+    forward, which calling the decoder directly would skip. A batch holding ``target_ids`` and
+    ``target_probs`` (``distill.batch_targets``) trains on those distributions instead of its labels.
     """
+    soft_ids, soft_probs = batch.get("target_ids"), batch.get("target_probs")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     prompt_learning = getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning
     if full_forward or prompt_learning:
@@ -145,25 +148,37 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         n_virtual = logits.shape[1] - batch["input_ids"].shape[1]
         logits = logits[:, n_virtual:-1]
-        return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+        return soft_cross_entropy_sum(logits[mask], _targets(labels[mask], soft_ids), soft_probs)
     hidden, labels = _decoder_hidden(base, batch, prefix_len, packing)
     mask = labels != IGNORE_INDEX
+    targets = _targets(labels[mask], soft_ids)
     head = base.get_output_embeddings()
     if type(head) is torch.nn.Linear and head.bias is None:
-        return head_cross_entropy_sum(hidden[mask], head.weight, labels[mask])
-    return F.cross_entropy(head(hidden[mask]).float(), labels[mask], reduction="sum")  # e.g. a LoRA on lm_head
+        return head_cross_entropy_sum(hidden[mask], head.weight, targets, probs=soft_probs)
+    return soft_cross_entropy_sum(head(hidden[mask]), targets, soft_probs)  # e.g. a LoRA on lm_head
 
 
-def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[list[EncodedRow], int]:
-    encoded, dropped = [], 0
+def _targets(labels: torch.Tensor, soft_ids: torch.Tensor | None) -> torch.Tensor:
+    if soft_ids is None:
+        return labels
+    if soft_ids.shape[0] != labels.shape[0]:  # a layout that reorders or drops positions would misalign
+        raise TunewrightError(f"{soft_ids.shape[0]} target distributions for {labels.shape[0]} labelled positions")
+    return soft_ids
+
+
+def _encode_all(tokenizer, rows: Sequence[ChatRow], max_length: int) -> tuple[list[EncodedRow], int, list[int]]:
+    """The encoded rows, how many were dropped, and the encoded indices of replay rows."""
+    encoded, dropped, replay = [], 0, []
     for row in rows:
         item = encode_chat(tokenizer, [m.model_dump() for m in row.messages], max_length,
                            open_end=bool(row.meta.get("open_end")))
         if item.n_trainable == 0:
             dropped += 1  # truncation cut every assistant token: nothing to learn from
             continue
+        if row.meta.get("replay"):
+            replay.append(len(encoded))
         encoded.append(item)
-    return encoded, dropped
+    return encoded, dropped, replay
 
 
 def _checkpoint_weights(dist: DistContext, model, shapes: dict[str, tuple]) -> dict[str, torch.Tensor] | None:
@@ -246,13 +261,20 @@ def train_adapter(
     torch.manual_seed(spec.seed)
     method = get_method(spec.method)
     tokenizer = load_tokenizer(base)
-    encoded, dropped = _encode_all(tokenizer, rows, spec.max_length)
+    encoded, dropped, replay_indices = _encode_all(tokenizer, rows, spec.max_length)
     if not encoded:
         raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
 
     device = dist.device
     base_model = method.load_base(base, spec)
     check_method(spec, base_model)  # options that cannot work fail here, before any training step
+    precision = training_precision(spec.precision, device, sharded=dist.sharded)
+    distill_k = spec.replay.top_k if spec.replay is not None and spec.replay.loss == "kl" else None
+    soft: dict = {}
+    if distill_k and replay_indices:
+        # From the bare base, before any adapter exists; where the model will train when it fits.
+        soft = base_targets(base_model if dist.sharded else base_model.to(device), encoded, replay_indices,
+                            distill_k, device if not dist.sharded else torch.device("cpu"), precision.autocast)
     model = method.wrap(base_model, spec)
     if spec.gradient_checkpointing:
         # Recomputing activations in backward trades about a third more compute for memory; the
@@ -297,7 +319,11 @@ def train_adapter(
         resumed_from = state.step
     model, optimizer = dist.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    extra: dict = {}
+    extra: dict = {"precision": precision.name}
+    if soft:
+        extra["replay_kl_rows"] = len(soft)
+    if precision.reason:
+        extra["precision_note"] = precision.reason
     if loaded is not None and not _load_optimizer_state(dist, model, optimizer, loaded.optimizer_state):
         extra["optimizer_state_restored"] = False  # ZeRO-3: AdamW's moments restart from zero
 
@@ -321,18 +347,23 @@ def train_adapter(
                     continue
                 # A sharded forward is collective: a rank without rows still runs one, weighted zero.
                 rows_here, weight = list(micro_batch[:1]), 0
-            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows_here], pad_id).items()}
-            loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded,
-                                       packing=spec.packing) / n_labels
+            batch = collate([encoded[i] for i in rows_here], pad_id)
+            if any(i in soft for i in rows_here):
+                batch.update(batch_targets([encoded[i] for i in rows_here], [soft.get(i) for i in rows_here], distill_k))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with precision.autocast():
+                loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded,
+                                           packing=spec.packing) / n_labels
             if not weight:
                 loss = loss * 0.0
-            dist.backward(loss, model)
+            dist.backward(precision.scale(loss), model)
             step_loss += loss.item()
             step_tokens += int(batch["attention_mask"].sum()) * weight
         step_loss, step_tokens = dist.all_reduce_sum(step_loss, step_tokens)
         dist.all_reduce_grads(trainable)
+        precision.unscale(optimizer)
         dist.clip_grad_norm(model, trainable, spec.max_grad_norm)
-        optimizer.step()
+        precision.step(optimizer)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
