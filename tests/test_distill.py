@@ -33,6 +33,12 @@ def test_chunked_soft_cross_entropy_matches_autograd_reference():
     reference.backward()
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     assert torch.allclose(got[0], hidden.grad, atol=1e-5) and torch.allclose(got[1], weight.grad, atol=1e-4)
+    # A distribution scaled by w counts w times: loss and gradients scale with it.
+    hidden.grad, weight.grad = None, None
+    twice = head_cross_entropy_sum(hidden, weight, ids, chunk=3, probs=2.5 * probs)
+    twice.backward()
+    assert twice.item() == pytest.approx(2.5 * reference.item(), rel=1e-5)
+    assert torch.allclose(hidden.grad, 2.5 * got[0], atol=1e-4)
     # A one-hot distribution is the hard label.
     labels = torch.randint(0, 50, (7,))
     one_hot = torch.zeros(7, 5)
@@ -92,6 +98,10 @@ def test_soft_targets_give_the_reference_loss_in_every_layout(tiny_model_dir, pa
     for prefix in (0, shared_prefix_length(rows)):
         got = supervised_loss_sum(model, batch, prefix, packing=packing)
         assert got.item() == pytest.approx(reference.item(), rel=1e-5)
+    weighted = dict(batch, **batch_targets(rows, [soft.get(i) for i in range(4)], 3, weight=3.0))
+    extra = sum(-(torch.log_softmax(logits[i, [p - 1 for p, y in enumerate(rows[i].labels) if y != -100]], -1)
+                  .gather(1, soft[i][0]) * soft[i][1]).sum() for i in soft)
+    assert supervised_loss_sum(model, weighted).item() == pytest.approx((reference + 2 * extra).item(), rel=1e-5)
     with pytest.raises(Exception, match="target distributions"):
         short = dict(batch, target_ids=batch["target_ids"][:-1], target_probs=batch["target_probs"][:-1])
         supervised_loss_sum(model, short)
@@ -130,3 +140,9 @@ def test_kl_replay_keeps_the_adapter_closer_to_the_base_than_token_replay(tiny_m
         assert result.extra.get("replay_kl_rows", 0) == (8 if loss == "kl" else 0)
         kl[loss] = _kl_to_base(tiny_model_dir, result.adapter_dir, general)
     assert kl["kl"] < 0.7 * kl["tokens"], kl
+
+
+def test_replay_weight_is_the_kl_coefficient_and_needs_kl():
+    assert ReplaySpec(loss="kl", weight=2.0).weight == 2.0
+    with pytest.raises(ValueError, match="set loss: kl"):
+        ReplaySpec(weight=2.0)

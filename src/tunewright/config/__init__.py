@@ -177,6 +177,14 @@ class ReplaySpec(_Strict):
         "tokens", description="tokens: cross-entropy on the base's greedy answer; kl: KL to the base model's "
                               "next-token distribution at every answer position (a KL penalty to the base)")
     top_k: int = Field(20, ge=1, le=1000, description="kl: the base's most likely tokens kept per position")
+    weight: float = Field(1.0, gt=0, le=100, description="kl: the KL term's coefficient, per replay token "
+                                                         "against 1 per task token")
+
+    @model_validator(mode="after")
+    def _weight_needs_kl(self) -> "ReplaySpec":
+        if self.weight != 1.0 and self.loss != "kl":
+            raise ValueError("weight is the coefficient of the KL term: set loss: kl")
+        return self
 
 
 class TrainSpec(_Strict):

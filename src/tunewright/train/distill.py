@@ -44,15 +44,16 @@ def base_targets(base_model, rows: Sequence[EncodedRow], which: Sequence[int], t
 
 
 def batch_targets(rows: Sequence[EncodedRow], soft: Sequence[tuple[torch.Tensor, torch.Tensor] | None],
-                  top_k: int) -> dict[str, torch.Tensor]:
+                  top_k: int, weight: float = 1.0) -> dict[str, torch.Tensor]:
     """The flat (labelled positions of the batch, top_k) target ids and probabilities, rows in batch
     order, matching the labelled hidden states every layout of ``loop._decoder_hidden`` returns.
-    Rows without a distribution get their hard label at probability 1."""
+    Rows without a distribution get their hard label at probability 1; distributions are scaled by
+    ``weight`` (the KL term's coefficient)."""
     all_ids, all_probs = [], []
     for row, targets in zip(rows, soft):
         if targets is not None:
             all_ids.append(targets[0])
-            all_probs.append(targets[1])
+            all_probs.append(targets[1] * weight)
             continue
         labels = torch.tensor([y for y in row.labels[1:] if y != IGNORE_INDEX], dtype=torch.long)
         probs = torch.zeros((len(labels), top_k))

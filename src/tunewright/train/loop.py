@@ -349,7 +349,8 @@ def train_adapter(
                 rows_here, weight = list(micro_batch[:1]), 0
             batch = collate([encoded[i] for i in rows_here], pad_id)
             if any(i in soft for i in rows_here):
-                batch.update(batch_targets([encoded[i] for i in rows_here], [soft.get(i) for i in rows_here], distill_k))
+                batch.update(batch_targets([encoded[i] for i in rows_here], [soft.get(i) for i in rows_here],
+                                           distill_k, spec.replay.weight))
             batch = {k: v.to(device) for k, v in batch.items()}
             with precision.autocast():
                 loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded,

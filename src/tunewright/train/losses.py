@@ -35,15 +35,15 @@ class _ChunkedHeadCrossEntropy(torch.autograd.Function):
             log_norm = torch.logsumexp(logits, dim=-1)
             if p is None:
                 total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            else:  # each row's target probabilities sum to 1
-                total += (log_norm - (logits.gather(1, y) * p).sum(dim=1)).sum()
+            else:  # a row's target probabilities sum to its weight (1 unless the recipe weights it)
+                total += (log_norm * p.sum(dim=1) - (logits.gather(1, y) * p).sum(dim=1)).sum()
             if not (need_hidden or need_weight):
                 continue
             grad = logits.sub_(log_norm[:, None]).exp_()  # softmax, in the logits' own memory
             if p is None:
                 grad[torch.arange(len(y), device=y.device), y] -= 1.0
             else:
-                grad.scatter_add_(1, y, -p)
+                grad.mul_(p.sum(dim=1, keepdim=True)).scatter_add_(1, y, -p)
             grad = grad.to(hidden.dtype)
             if need_hidden:
                 grad_hidden[start : start + chunk] = grad @ weight
@@ -71,7 +71,8 @@ def head_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: t
 
     ``hidden`` is (positions, d_model), already restricted to positions that carry a label.
     ``labels`` is (positions,) token ids, or (positions, K) with ``probs`` (positions, K) the target
-    distribution over those ids (a hard label is one id at probability 1, the rest 0).
+    distribution over those ids (a hard label is one id at probability 1, the rest 0); a row whose
+    probabilities sum to w counts w times.
     """
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0  # keeps the graph for a step with nothing to learn
