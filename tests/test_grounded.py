@@ -156,6 +156,9 @@ def test_groups_members_extremes_by_quantity_and_pairs(tmp_path):
     rows = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
     answers = _answers(rows, "group@")
     assert answers["group@kettles:members"] == "Our kettles: Blue Kettle, Red Kettle and Steel Kettle."
+    # Facts across rows say so: no single table row is their source (open-book rows rely on it).
+    assert all(r.row.meta["source"]["across_rows"] for r in rows if r.row.meta["fact"].startswith("group@"))
+    assert not any(r.row.meta["source"].get("across_rows") for r in rows if not r.row.meta["fact"].startswith("group@"))
     assert answers["group@pans:members"] == "Our pans: Iron Pan."
     # 480 g < 900 g < 1.2 kg: units compare by value, not by the number's digits.
     assert answers["group@kettles:lowest:weight"] == "The Red Kettle at 480 g."

@@ -50,6 +50,14 @@ def test_oracles_come_from_the_row_source_line_or_the_reference_in_its_document(
     assert oracle_ids(PRICE, CHUNKS) == {"shop.csv:3"}
     assert oracle_ids(RETURNS, CHUNKS) == {"rules.md:3"}
     assert oracle_ids(ABSENT, CHUNKS) == set()
+    # A fact across rows (the cheapest item) has no one chunk: its winning row is never put in, so the
+    # model cannot learn "the answer is whichever record is shown".
+    cheapest = _row("Cheapest item?", "The Blue Kettle is our cheapest at $20.", "Blue Kettle",
+                    {"file": "shop.csv", "line": 2, "across_rows": True})
+    assert oracle_ids(cheapest, CHUNKS) == set()
+    for seed in range(5):
+        row = open_book_row(cheapest, FixedIndex([1, 2, 0, 3, 4]), k=2, rng=random.Random(seed), oracle_rate=1.0)
+        assert row.meta["retrieved"] == ["shop.csv:3", "rules.md:3"] and row.meta["placement"] == "retrieved"
 
 
 def test_raft_rows_put_the_oracle_in_or_take_it_out_and_eval_rows_keep_what_retrieval_gave():

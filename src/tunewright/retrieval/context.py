@@ -200,10 +200,13 @@ def _normal(text: str) -> str:
 def oracle_ids(row, chunks: Sequence) -> set[str]:
     """The chunks that hold a built row's fact: the table row it came from (by file and line), or the
     document chunk of its file whose text contains the row's reference. Rows about things the sources
-    do not hold (absent items) have none."""
+    do not hold (absent items) have none, and neither do facts across rows (the cheapest tent, what a
+    category holds): no one chunk holds them, and putting the winning row in the prompt would teach
+    the shortcut "the answer is whichever record is shown", which fails as soon as retrieval shows
+    another member of the group. Those rows keep what retrieval returns and are answered from memory."""
     source = (row.meta or {}).get("source") or {}
     file, line = source.get("file"), source.get("line")
-    if file is None:
+    if file is None or source.get("across_rows"):
         return set()
     same_file = [c for c in chunks if c.source.get("file") == file]
     if line is not None:

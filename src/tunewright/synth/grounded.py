@@ -153,7 +153,8 @@ class GroundedQA:
         for number, fact in enumerate(group_facts(groups, records, header, field, path.name)):
             if fact.questions_field not in splits:
                 splits[fact.questions_field] = _split_phrasings(fact.questions, spec, fact.questions_field)
-            meta = {"generator": self.name, "source": {"file": path.name, "line": fact.line}}
+            # across_rows: the fact needs the whole group; the row named by ``line`` is only where its answer is.
+            meta = {"generator": self.name, "source": {"file": path.name, "line": fact.line, "across_rows": True}}
             yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
                                   fact.reference or fact.answer, meta, number, (str(path),))
 
