@@ -145,4 +145,4 @@ def test_kl_replay_keeps_the_adapter_closer_to_the_base_than_token_replay(tiny_m
 def test_replay_weight_is_the_kl_coefficient_and_needs_kl():
     assert ReplaySpec(loss="kl", weight=2.0).weight == 2.0
     with pytest.raises(ValueError, match="set loss: kl"):
-        ReplaySpec(weight=2.0)
+        ReplaySpec(loss="tokens", weight=2.0)

@@ -46,8 +46,10 @@ def test_every_strategy_overlays_the_recipe_it_names():
         assert all(bool(t.records) == strategy.augmented for t in changed.build.tables)
         if strategy.remedy:  # the recipe's replay settings, with the strategy's loss
             assert changed.train.replay.rows == 3 and changed.train.replay.loss == {"kl": "kl", "replay": "tokens"}[strategy.remedy]
-    assert recipe.train.replay.loss == "tokens" and recipe.build.open_book is None  # the recipe itself is untouched
-    assert strategy_of(recipe) == "closed-augmented+replay"
+    assert recipe.train.replay.loss == "kl" and recipe.build.open_book is None  # the recipe itself is untouched
+    assert strategy_of(recipe) == "closed-augmented+kl"
+    assert strategy_of(recipe.model_copy(update={"train": recipe.train.model_copy(update={"replay": None})})) == \
+        "closed-augmented"
 
 
 def test_unknown_strategy_and_a_recipe_without_questions_are_refused_before_training(tmp_path, capsys):
@@ -74,7 +76,7 @@ def test_compare_trains_and_evaluates_each_strategy_under_its_own_name(tmp_path,
     assert code == 0, err
     report = json.loads((workspace.root / "reports" / "strategies.json").read_text())
     rows = {r["strategy"]: r for r in report["strategies"]}
-    assert list(rows) == ["closed", "open-book+kl"] and report["recipe_strategy"] == "closed-augmented+replay"
+    assert list(rows) == ["closed", "open-book+kl"] and report["recipe_strategy"] == "closed-augmented+kl"
     # Each row is what the registry holds for that strategy's own adapter and dataset.
     runs = {r.name: r for r in workspace.registry.list_runs() if r.kind == "train"}
     assert set(runs) == {"shop-closed", "shop-open-book-plus-kl"}

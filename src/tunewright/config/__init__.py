@@ -173,9 +173,11 @@ class ReplaySpec(_Strict):
     max_new_tokens: int = Field(
         128, ge=8, description="longer answers are cut here and trained without their end-of-turn token")
     seed: int = 0
+    # kl is the default: on the demo it cut KL to the base tenfold (0.465 -> 0.044) and kept more of
+    # the retention probes (85.0% -> 87.6%) at the same cost, within a question of the same accuracy.
     loss: Literal["tokens", "kl"] = Field(
-        "tokens", description="tokens: cross-entropy on the base's greedy answer; kl: KL to the base model's "
-                              "next-token distribution at every answer position (a KL penalty to the base)")
+        "kl", description="kl: KL to the base model's next-token distribution at every answer position (a KL "
+                          "penalty to the base); tokens: cross-entropy on the base's greedy answer")
     top_k: int = Field(20, ge=1, le=1000, description="kl: the base's most likely tokens kept per position")
     weight: float = Field(1.0, gt=0, le=100, description="kl: the KL term's coefficient, per replay token "
                                                          "against 1 per task token")
