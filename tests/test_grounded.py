@@ -176,6 +176,31 @@ def test_groups_members_extremes_by_quantity_and_pairs(tmp_path):
     assert all("kettle" in q and "kettles" not in q for q in kettle_q)  # the label, as a customer names one
 
 
+def test_compare_across_groups_pairs_each_row_with_rows_of_other_groups(tmp_path):
+    compare = {"column": "weight", "prefer": "lowest", "across_groups": 1,
+               "questions": ["Lighter: {a} or {b}?", "Which weighs less, {a} or {b}?", "{a} vs {b}, lighter?"],
+               "answer": "The {label} ({weight}, {item}) is lighter than the {other_label} ({other_weight})."}
+    group = {"by": "kind", "name": "label", "labels": {"kettles": "kettle", "pans": "pan"}, "compare": [compare]}
+    rows = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    across = _answers(rows, "table:")
+    # One pan and three kettles: the pan meets one kettle it chose, and each kettle one row of another
+    # group, i.e. the pan, with no pair twice: one pair per kettle, asked in one order each.
+    pairs = {frozenset(f.split(":")[-1].split("-")) for f in across}
+    assert pairs == {frozenset({"2", "4"}), frozenset({"3", "4"}), frozenset({"5", "4"})}
+    assert len(across) == 3
+    # The winner by value across units (2 kg pan against 1.2 kg, 480 g, 900 g), its own group's label.
+    assert set(across.values()) == {
+        "The Blue Kettle (1.2 kg, kettle) is lighter than the Iron Pan (2 kg).",
+        "The Red Kettle (480 g, kettle) is lighter than the Iron Pan (2 kg).",
+        "The Steel Kettle (900 g, kettle) is lighter than the Iron Pan (2 kg)."}
+    assert all(r.row.meta["source"]["across_rows"] for r in rows if r.row.meta["fact"].startswith("table:"))
+    # The same rows on every build; within-group pairs are unchanged by the setting.
+    again = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    assert [r.row.messages for r in again] == [r.row.messages for r in rows]
+    within = _answers(rows, "group@")
+    assert len(within) == 6
+
+
 def test_group_errors_name_the_field(tmp_path):
     bad_column = {"by": "colour", "name": "label", "members": {"questions": ["a {group}?", "b {group}?"], "answer": "{names}"}}
     with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups'.*column 'colour' is not in the table"):

@@ -53,6 +53,10 @@ class CompareSet(QuestionSet):
 
     column: str
     prefer: Literal["lowest", "highest"]
+    across_groups: int = Field(
+        0, ge=0, description="also compare each row with this many rows of other groups (chosen by a seed "
+                             "fixed per row): customers compare across categories too ('is the fiber plan "
+                             "faster than the cable one?'); 0: within groups only")
 
 
 class GroupSpec(_Strict):

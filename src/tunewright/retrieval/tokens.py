@@ -11,17 +11,21 @@ words are indexed by their parts and joined ("404-555-0142" -> "404", "555", "01
 "4045550142"); a decimal is also kept whole ("2.1 kg" -> "2", "1", "2.1", "kg").
 
 Stopwords are bm25s's own English list (33 words, none of them a code, number or single letter).
-A word of letters only loses a plural ending ("days" -> "day", "accessories" -> "accessory"), the
-same on both sides, so "returns" finds "return"; there is no other stemming.
+A word of letters only is reduced to its Snowball (Porter 2) stem with PyStemmer, the stemmer
+bm25s itself supports, the same on both sides: customers write "cancel" where the policy says
+"Cancelling" or "cancellation", and "return the modem" where it says "returned". Measured on the
+two examples' customer questions (an accepted answer among the top 3 chunks): lakeline 27 -> 30
+of 33 with stems, peachtree unchanged at 33 of 35. Codes and numbers are never stemmed.
 """
 
 from __future__ import annotations
 
 import re
 
+import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
-TOKENIZER_VERSION = 1  # recorded in the manifest; bump when the rules below change
+TOKENIZER_VERSION = 2  # recorded in the manifest; bump when the rules below change
 STOPWORDS = frozenset(STOPWORDS_EN)
 
 _WORD = re.compile(r"[^\W_]+(?:[-_][^\W_]+)*")  # letters and digits, joined by - or _: pt-7716, price_usd
@@ -29,14 +33,11 @@ _PIECE = re.compile(r"\d+|[^\W\d_]+")  # split between letters and digits
 _DECIMAL = re.compile(r"\d+\.\d+")
 
 
+_STEMMER = Stemmer.Stemmer("english")
+
+
 def _fold(token: str) -> str:
-    if not token.isalpha() or len(token) <= 3:
-        return token
-    if token.endswith("ies") and len(token) > 4:
-        return token[:-3] + "y"
-    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
+    return _STEMMER.stemWord(token) if token.isalpha() else token
 
 
 def tokenize(text: str) -> list[str]:

@@ -9,6 +9,7 @@ come from the recipe.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator
@@ -80,14 +81,49 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
             ordered = _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
             for i in range(len(ordered)):
                 for j in range(i + 1, len(ordered)):
-                    low, high = ordered[i], ordered[j]
-                    if low[0] == high[0]:
-                        continue
-                    win, lose = (low, high) if compare.prefer == "lowest" else (high, low)
                     # Both orders of asking: the answer must not depend on which name came first.
-                    for a, b in ((low, high), (high, low)):
-                        values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base,
-                                  "a": a[2][groups.name], "b": b[2][groups.name]}
-                        yield GroupFact(
-                            f"group@{group}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
-                            compare.questions, compare.answer, compare.reference, values, win[1])
+                    for a, b in ((ordered[i], ordered[j]), (ordered[j], ordered[i])):
+                        fact = _compared(groups, compare, c_index, field, a, b, f"group@{group}", base)
+                        if fact is not None:
+                            yield fact
+    for c_index, compare in enumerate(groups.compare):
+        if compare.across_groups:
+            yield from _compared_across(groups, compare, c_index, field, path_name, by_group)
+
+
+def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b: tuple, scope: str,
+              base: dict | None) -> GroupFact | None:
+    """``a`` and ``b`` (value, line, record) compared, asked in that order; None for a tie. ``base``:
+    the {group} and {item} values; None: the winner's."""
+    if a[0] == b[0]:
+        return None
+    low, high = (a, b) if a[0] < b[0] else (b, a)
+    win, lose = (low, high) if compare.prefer == "lowest" else (high, low)
+    if base is None:
+        group = win[2][groups.by]
+        base = {"group": group, "item": groups.labels.get(group, group)}
+    values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base,
+              "a": a[2][groups.name], "b": b[2][groups.name]}
+    return GroupFact(f"{scope}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
+                     compare.questions, compare.answer, compare.reference, values, win[1])
+
+
+def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_name: str,
+                     by_group: dict[str, list[tuple[int, dict]]]) -> Iterator[GroupFact]:
+    """Each row against ``across_groups`` rows of other groups: all pairs across a table grow with
+    its square, so a fixed number per row, chosen by a seed derived from the row's line (the same
+    rows on every build). One order of asking per pair, alternating, to keep the count linear."""
+    quantities = {group: _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
+                  for group, members in by_group.items()}
+    seen: set[frozenset[int]] = set()
+    for group, ordered in quantities.items():
+        others = [item for g, items in quantities.items() if g != group for item in items]
+        for item in ordered:
+            rng = random.Random(f"{field}.compare.{c_index}:{item[1]}")
+            partners = [o for o in others if o[0] != item[0] and frozenset((item[1], o[1])) not in seen]
+            for other in rng.sample(partners, min(compare.across_groups, len(partners))):
+                seen.add(frozenset((item[1], other[1])))
+                a, b = (item, other) if len(seen) % 2 else (other, item)
+                fact = _compared(groups, compare, c_index, field, a, b, "table", None)
+                if fact is not None:
+                    yield fact
