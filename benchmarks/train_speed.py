@@ -18,7 +18,7 @@ from tunewright.config import TrainSpec, load_recipe
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
 from tunewright.synth.grounded import build_rows
 from tunewright.train.loop import train_adapter
-from tunewright.train.tokenize import collate, encode_chat
+from tunewright.data.tokenize import collate, encode_chat
 
 ROOT = Path(__file__).resolve().parents[1]
 

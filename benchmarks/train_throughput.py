@@ -4,7 +4,7 @@ One script, one run. Every contender trains the same LoRA (r=16, alpha=32, all l
 SmolLM2-135M-Instruct (loaded with ``tunewright.models``) over the same rows: the Peachtree demo
 dataset, built from ``examples/peachtree`` into a temporary workspace with the Tunewright API and read
 back with ``load_split``. Every contender sees exactly the same token ids and the same labels (loss on
-assistant tokens only, as ``tunewright.train.tokenize.encode_chat`` marks them), batch 8, fp32 unless
+assistant tokens only, as ``tunewright.data.tokenize.encode_chat`` marks them), batch 8, fp32 unless
 the contender's own defaults say otherwise, the same learning rate and seed.
 
 Contenders, each in its own subprocess so their peak memory does not mix:
@@ -134,7 +134,7 @@ def build_workspace(folder: Path):
 def load_demo(workspace_dir: Path):
     from tunewright.data.api import load_split
     from tunewright.models import load_tokenizer, prepare_base_model
-    from tunewright.train.tokenize import encode_chat
+    from tunewright.data.tokenize import encode_chat
     from tunewright.workspace import Workspace
 
     workspace = Workspace.open(workspace_dir)
@@ -284,7 +284,7 @@ def child_trainer(args, spec, base, tokenizer, encoded, out: Path) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from tunewright.models import load_model
-    from tunewright.train.tokenize import collate
+    from tunewright.data.tokenize import collate
 
     recorder = Recorder()
     torch.manual_seed(spec.seed)
@@ -338,7 +338,7 @@ def child_trl(args, spec, base, tokenizer, encoded, out: Path, variant: str) -> 
 
 def register_compiled_lora() -> str:
     """A benchmark-only PEFT method: LoRA with every decoder layer compiled. Uses the public registry."""
-    from tunewright.train.methods import get_method, register_method
+    from tunewright.methods import get_method, register_method
 
     lora_cls = type(get_method("lora"))
 
@@ -432,7 +432,7 @@ def packed_loss_sum(model, rows, prefix_len: int, pad_id: int):
     import torch.nn.functional as F
 
     from tunewright.train.loop import supervised_loss_sum
-    from tunewright.train.tokenize import collate
+    from tunewright.data.tokenize import collate
 
     if prefix_len:
         return supervised_loss_sum(model, collate(rows, pad_id), prefix_len, packing="on")
@@ -449,7 +449,7 @@ def check_packing_equivalence(model, batch_rows, pad_id, prefix_len: int) -> dic
     import torch
 
     from tunewright.train.loop import supervised_loss_sum
-    from tunewright.train.tokenize import collate
+    from tunewright.data.tokenize import collate
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     # LoRA B starts at zero; nudge it so the check exercises the adapter path, then restore it.
@@ -492,10 +492,11 @@ def child_mini(args, spec, base, tokenizer, encoded, variant: str) -> dict:
     import torch
     from transformers import get_scheduler
 
-    from tunewright.train.batching import plan_micro_batches
-    from tunewright.train.loop import shared_prefix_length, supervised_loss_sum
-    from tunewright.train.methods import get_method
-    from tunewright.train.tokenize import collate
+    from tunewright.data.batching import plan_micro_batches
+    from tunewright.data.batching import shared_prefix_length
+    from tunewright.train.loop import supervised_loss_sum
+    from tunewright.methods import get_method
+    from tunewright.data.tokenize import collate
 
     torch.set_num_threads(spec.threads or os.cpu_count() or 1)
     torch.manual_seed(spec.seed)

@@ -22,9 +22,9 @@ from tunewright.config.govern import DocumentationSpec, GatesSpec, GovernSpec
 from tunewright.data.schema import ChatRow
 from tunewright.errors import NotFoundError, TunewrightError
 from tunewright.registry import tables as t
-from tunewright.registry.deploy import DeploymentStore
 from tunewright.registry.events import AliasChanged, OverrideRecorded, append_event
 from tunewright.registry.reports import ReportStore, evaluation_sha256
+from tunewright.review.feedback import add_feedback
 from tunewright.workspace import Workspace
 
 CITATION = re.compile(r"\]\(#rec-([a-z-]+)-(\d+)\)")
@@ -160,8 +160,8 @@ def shop(tmp_path):
     reports.sign_off("report", bias.id, person="Grace Hopper", role="fairness reviewer", signed_on=TODAY,
                      statement="groups reviewed")
     _deploy(ws, adapter, tuned, bias)
-    DeploymentStore(ws.registry).add_feedback(request_id="r1", model="shop", rating="up")
-    DeploymentStore(ws.registry).add_feedback(request_id="r2", model="shop", rating="up")
+    add_feedback(ws.registry, request_id="r1", model="shop", rating="up")
+    add_feedback(ws.registry, request_id="r2", model="shop", rating="up")
     return {"ws": ws, "dataset": dataset, "run": run, "adapter": adapter, "base": base, "tuned": tuned,
             "pii": pii, "bias": bias}
 

@@ -12,9 +12,10 @@ from tunewright.config import ReplaySpec, TrainSpec
 from tunewright.data.schema import ChatRow
 from tunewright.models import prepare_base_model
 from tunewright.train.distill import base_targets, batch_targets
-from tunewright.train.loop import shared_prefix_length, supervised_loss_sum, train_adapter
+from tunewright.data.batching import shared_prefix_length
+from tunewright.train.loop import supervised_loss_sum, train_adapter
 from tunewright.train.losses import head_cross_entropy_sum
-from tunewright.train.tokenize import collate, encode_chat
+from tunewright.data.tokenize import collate, encode_chat
 
 from helpers import qa_rows
 

@@ -16,8 +16,8 @@ from tunewright.govern.explain import (SYSTEM, USER, _Scorer, _token_logprobs, b
                                        explain_answer, split_prompt, template_default_system)
 from tunewright.io import sha256_file
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
-from tunewright.models.adapters import load_adapter
-from tunewright.train.methods import available_methods, get_method
+from tunewright.methods.attach import load_adapter
+from tunewright.methods import available_methods, get_method
 
 from serve_helpers import serve_workspace
 

@@ -23,8 +23,8 @@ from tunewright.evaluate.forgetting import (
     score_retention,
 )
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
-from tunewright.models.adapters import load_adapter
-from tunewright.train.methods import available_methods, get_method
+from tunewright.methods.attach import load_adapter
+from tunewright.methods import available_methods, get_method
 
 from helpers import chat_records, init_cli_workspace, run_cli, write_jsonl
 

@@ -10,7 +10,7 @@ from tunewright.config import TrainSpec
 from tunewright.models import load_model, prepare_base_model
 from tunewright.train.fused import fuse_lora_projections
 from tunewright.train.losses import head_cross_entropy_sum
-from tunewright.train.methods import get_method
+from tunewright.methods import get_method
 
 
 @pytest.fixture(scope="module")

@@ -420,7 +420,7 @@ def test_every_dataset_version_gets_a_pii_scan(ws):
 
 def test_training_on_unresolved_pii_needs_a_recorded_reason(ws):
     from tunewright.errors import TunewrightError
-    from tunewright.govern.pii import require_resolved
+    from tunewright.data.pii_scan import require_resolved
     from tunewright.workspace import Workspace
 
     dataset = _dataset(ws, _pii_rows(), name="with-pii")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tunewright.config import TrainSpec
-from tunewright.evaluate.generation import generate_responses
+from tunewright.models.generation import generate_responses
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
-from tunewright.models.adapters import attach_adapter
+from tunewright.methods.attach import attach_adapter
 from tunewright.train.loop import train_adapter
 
 from helpers import qa_rows

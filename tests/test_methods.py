@@ -14,9 +14,9 @@ import torch
 from tunewright.config import TrainSpec
 from tunewright.errors import TunewrightError
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
-from tunewright.models.adapters import load_adapter, merge_adapter
+from tunewright.methods.attach import load_adapter, merge_adapter
 from tunewright.train.loop import train_adapter
-from tunewright.train.methods import METHODS, available_methods, check_method, get_method, merge_policy
+from tunewright.methods import METHODS, available_methods, check_method, get_method, merge_policy
 
 from helpers import qa_rows
 
@@ -83,7 +83,7 @@ def _generate_matches_forward(model, ids, n=4) -> bool:
 def test_method_trains_saves_reloads_and_merges_or_refuses(method, tiny_base, tmp_path, monkeypatch):
     from peft import PeftModel
 
-    from tunewright.evaluate.generation import generate_responses
+    from tunewright.models.generation import generate_responses
 
     result, trained = _train_keeping_model(tiny_base, tmp_path, monkeypatch, _spec(method))
     losses = result.losses
@@ -270,3 +270,47 @@ def test_sequence_length_beyond_the_model_context_is_refused(tiny_base, tmp_path
     assert "field 'train.max_length'" in message and f"beyond the model's context of {context} tokens" in message
     message = _refused(tiny_base, tmp_path, _spec("prompt-tuning", max_length=context - 4))
     assert "plus 8 virtual tokens" in message
+
+
+def test_what_other_stages_ask_is_answered_by_the_method_class():
+    from tunewright.methods import adapter_shares_lane, get_method, vllm_refusal
+    from tunewright.plan.memory import ModelShape, weight_bytes
+
+    # The server's shared LoRA lane and vLLM: plain LoRA yes, DoRA and other peft types no, each with a reason.
+    assert adapter_shares_lane({"peft_type": "LORA"}) and vllm_refusal({"peft_type": "LORA", "r": 8}) is None
+    assert not adapter_shares_lane({"peft_type": "LORA", "use_dora": True})
+    assert "DoRA" in vllm_refusal({"peft_type": "LORA", "use_dora": True})
+    assert not adapter_shares_lane({"peft_type": "IA3"}) and "this adapter is IA3" in vllm_refusal({"peft_type": "IA3"})
+    assert not adapter_shares_lane({"peft_type": "NOT_A_TYPE"}) and vllm_refusal({"peft_type": "NOT_A_TYPE"})
+    # The planner's weight bytes: QLoRA holds linears in NF4 (0.5 byte + one fp32 scale per 64) and the
+    # rest in bf16; every other method holds all parameters at the training dtype.
+    shape = ModelShape(n_params=10**6, n_layers=2, hidden=16, intermediate=32, n_heads=2, n_kv_heads=1, head_dim=8,
+                       vocab=100, tied=True)
+    linear = shape.linear_params
+    assert 0 < linear < shape.n_params
+    assert weight_bytes(shape, "fp32", "lora") == 4 * 10**6 and weight_bytes(shape, "bf16", "ia3") == 2 * 10**6
+    assert weight_bytes(shape, "fp32", "qlora") == int(linear * (0.5 + 4 / 64) + (10**6 - linear) * 2)
+    assert get_method("qlora").quantized_base and not get_method("lora").quantized_base
+    assert get_method("lora").smaller_alternative == "qlora" and get_method("qlora").smaller_alternative is None
+    assert get_method("bottleneck").load_prelude and not get_method("lora").load_prelude
+
+
+def test_a_new_method_class_is_all_the_server_and_exporters_need(monkeypatch):
+    from tunewright.methods import METHODS, PeftMethod, adapter_shares_lane, merge_policy, vllm_refusal
+
+    class Shared(PeftMethod):
+        name = "test-shared"
+        peft_type = "TEST_SHARED"
+        supports_merge = True
+
+        @classmethod
+        def shares_lane(cls, adapter_config):
+            return True
+
+        @classmethod
+        def vllm_refusal(cls, adapter_config):
+            return None
+
+    monkeypatch.setitem(METHODS._classes, Shared.name, Shared)  # registered for this test only
+    config = {"peft_type": "TEST_SHARED"}
+    assert adapter_shares_lane(config) and vllm_refusal(config) is None and merge_policy("TEST_SHARED").mergeable

@@ -7,9 +7,9 @@ import torch
 
 from tunewright.config import TrainSpec
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
-from tunewright.models.adapters import load_adapter
+from tunewright.methods.attach import load_adapter
 from tunewright.train.loop import train_adapter
-from tunewright.train.methods import METHODS
+from tunewright.methods import METHODS
 
 from helpers import qa_rows
 

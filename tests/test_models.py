@@ -82,7 +82,7 @@ def test_a_bare_name_means_the_registered_adapter_even_beside_a_folder_of_that_n
 
     registered = tmp_path / "ws" / "adapters" / "midtown"
     registered.mkdir(parents=True)
-    (registered / "adapter_config.json").write_text("{}")
+    (registered / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
     registry.add_adapter(name="midtown", path=str(registered), weights_sha256="a" * 64, peft_type="lora",
                          run_id=None, base_model_ref=str(tiny_model_dir), base_model_sha256=None)
@@ -91,7 +91,7 @@ def test_a_bare_name_means_the_registered_adapter_even_beside_a_folder_of_that_n
     (tmp_path / "midtown").mkdir()
     (tmp_path / "midtown" / "catalog.csv").write_text("code,name\n")
     (tmp_path / "loose").mkdir()
-    (tmp_path / "loose" / "adapter_config.json").write_text("{}")
+    (tmp_path / "loose" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     (tmp_path / "notes").mkdir()
     try:
         assert resolve_ref("midtown", base_model="unused", registry=registry).adapter_path == registered
@@ -105,3 +105,35 @@ def test_a_bare_name_means_the_registered_adapter_even_beside_a_folder_of_that_n
             resolve_ref("notes", base_model=str(tiny_model_dir), registry=registry)
     finally:
         registry.close()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not a PEFT adapter folder (no adapter_config.json)"),
+    ("{not json", "unreadable adapter_config.json"),
+    ('{"r": 8}', "unreadable adapter_config.json: 'peft_type'"),
+    ("[1, 2]", "unreadable adapter_config.json"),
+])
+def test_one_reader_refuses_a_missing_or_damaged_adapter_config(tmp_path, content, message):
+    from tunewright.models.adapters import read_adapter_config
+
+    if content is not None:
+        (tmp_path / "adapter_config.json").write_text(content)
+    with pytest.raises(TunewrightError) as info:
+        read_adapter_config(tmp_path)
+    assert message in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_every_command_reads_adapter_config_through_the_one_reader():
+    # Eval, serve, export and governance once parsed adapter_config.json each their own way.
+    import ast
+    from pathlib import Path
+
+    import tunewright
+
+    readers = []
+    for path in Path(tunewright.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value == "adapter_config.json":
+                readers.append(path.relative_to(Path(tunewright.__file__).parent).as_posix())
+    assert readers == ["models/adapters.py"], readers

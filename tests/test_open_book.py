@@ -132,7 +132,8 @@ def _open_book_workspace(tmp_path, tiny_model_dir):
 
 
 def test_open_book_dataset_adapter_and_answers_read_the_newest_index(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    from tunewright.data.api import build_dataset, load_split
+    from tunewright.data.api import load_split
+    from tunewright.synth.build import build_dataset
     from tunewright.retrieval.api import build_workspace_index
     from tunewright.serve.batch import generate_file
     from tunewright.train.api import train

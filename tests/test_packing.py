@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunewright.train.loop import shared_prefix_length, supervised_loss_sum, train_adapter
+from tunewright.data.batching import shared_prefix_length
+from tunewright.train.loop import supervised_loss_sum, train_adapter
 from tunewright.train.packing import pack_after_prefix, packing_pays
-from tunewright.train.tokenize import IGNORE_INDEX, collate, encode_chat
+from tunewright.data.tokenize import IGNORE_INDEX, collate, encode_chat
 
 from helpers import qa_rows
 

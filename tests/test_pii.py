@@ -1,6 +1,6 @@
 import pytest
 
-from tunewright.synth.filters.pii import find_pii, pii_kinds, redact
+from tunewright.data.pii import find_pii, pii_kinds, redact
 
 
 @pytest.mark.parametrize(

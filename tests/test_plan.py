@@ -375,7 +375,7 @@ def test_cli_plan_prints_every_section(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("method", ["lora", "dora", "ia3"])
 def test_trainable_parameter_count_matches_the_wrapped_model(tiny_base, method):
     from tunewright.plan.memory import trainable_params
-    from tunewright.train.methods import get_method
+    from tunewright.methods import get_method
 
     spec = TrainSpec(method=method, r=4)
     counted, _, _ = trainable_params(tiny_base.folder, model_shape(tiny_base.folder), spec)

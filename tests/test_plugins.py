@@ -5,7 +5,7 @@ import pytest
 from tunewright.errors import TunewrightError
 from tunewright.evaluate.metrics import METRICS
 from tunewright.synth.base import GENERATORS
-from tunewright.train.methods import METHODS
+from tunewright.methods import METHODS
 
 REGISTRIES = {"method": (METHODS, "lora", "train.method"), "metric": (METRICS, "contains", "eval.metrics"),
               "generator": (GENERATORS, "grounded-qa", "build.generator")}

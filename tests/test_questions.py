@@ -227,7 +227,7 @@ def trained(tmp_path_factory, tiny_model_dir):
 def scripted(monkeypatch):
     """Answers from SCRIPT instead of the tiny random model's noise, after the real generation has run
     (so the plumbing is real); records the conversations each model was asked."""
-    from tunewright.evaluate import generation
+    from tunewright.models import generation
 
     real, asked = generation.generate_responses, []
 

@@ -57,7 +57,7 @@ def test_base_answers_are_cached_and_cut_off_answers_kept_open_ended(tmp_path, t
         long = " ".join(["word"] * (4 * max_new_tokens))  # far past the budget: the base was cut off
         return [long if "story" in c[0]["content"] else "Blue." for c in conversations]
 
-    monkeypatch.setattr("tunewright.evaluate.generation.generate_responses", fake_generate)
+    monkeypatch.setattr("tunewright.models.generation.generate_responses", fake_generate)
     spec = ReplaySpec(rows=3, max_new_tokens=16)
     first = replay_rows(base=base, spec=spec, prompts_path=path, measured=_measured(), cache_dir=tmp_path / "cache")
     assert calls == [3]
@@ -77,7 +77,7 @@ def test_base_answers_are_cached_and_cut_off_answers_kept_open_ended(tmp_path, t
 
 
 def test_training_mixes_in_replay_rows_and_records_them(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("tunewright.evaluate.generation.generate_responses",
+    monkeypatch.setattr("tunewright.models.generation.generate_responses",
                         lambda model, tokenizer, conversations, **kw: ["Fine, thanks." for _ in conversations])
     recipe = Recipe(name="shop", base_model=str(tiny_model_dir),
                     train=TrainSpec(r=4, alpha=8, batch_size=4, max_steps=2, max_length=128,
@@ -98,7 +98,7 @@ def test_training_mixes_in_replay_rows_and_records_them(tmp_path, tiny_model_dir
 
 
 def test_an_open_ended_answer_is_trained_without_its_end_of_turn_token(tiny_tokenizer):
-    from tunewright.train.tokenize import IGNORE_INDEX, encode_chat
+    from tunewright.data.tokenize import IGNORE_INDEX, encode_chat
 
     messages = [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": "Once upon a time"}]
     closed = encode_chat(tiny_tokenizer, messages, 256)

@@ -40,7 +40,7 @@ def isolated_answer(workspace, adapter: str | None, question: str, max_tokens: i
     """What a process that loaded only this adapter, through plain peft, answers (greedy)."""
     from peft import PeftModel
 
-    from tunewright.evaluate.generation import generate_responses
+    from tunewright.models.generation import generate_responses
     from tunewright.models import load_model, load_tokenizer, prepare_base_model
 
     base = prepare_base_model(workspace.recipe.base_model)

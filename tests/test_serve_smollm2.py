@@ -39,7 +39,7 @@ def served(tmp_path_factory):
 def test_base_and_adapter_side_by_side_match_isolated_processes(served):
     from peft import PeftModel
 
-    from tunewright.evaluate.generation import generate_responses
+    from tunewright.models.generation import generate_responses
     from tunewright.models import load_model, load_tokenizer, prepare_base_model
 
     workspace, client = served

@@ -4,6 +4,7 @@ import pytest
 
 from tunewright.config import load_recipe
 from tunewright.errors import TunewrightError
+from tunewright.synth.rounds import check_plugins
 
 GOOD = """name: support
 synth:
@@ -39,7 +40,7 @@ def test_a_full_spec_loads(tmp_path):
     spec = _load(tmp_path, GOOD).synth
     assert spec.target == 100 and spec.topics[0].subtopics[0].name == "footwear"
     assert spec.scenarios[0].turns == 3 and spec.output.kind == "dialogue"
-    spec.check_plugins()  # teacher and default filters are all registered
+    check_plugins(spec)  # teacher and default filters are all registered
 
 
 @pytest.mark.parametrize(
@@ -66,4 +67,4 @@ def test_bad_json_schema_and_unknown_plugins(tmp_path):
         _load(tmp_path, GOOD.replace("output: {kind: dialogue}", "output: {kind: json, json_schema: {type: 12}}"))
     spec = _load(tmp_path, GOOD.replace("kind: openai-compatible", "kind: carrier-pigeon")).synth
     with pytest.raises(TunewrightError, match="unknown teacher 'carrier-pigeon'"):
-        spec.check_plugins()
+        check_plugins(spec)

@@ -108,7 +108,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tmp_path):
 def test_selective_logits_loss_equals_full_logits_loss(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunewright.train.tokenize import collate, encode_chat
+    from tunewright.data.tokenize import collate, encode_chat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -131,8 +131,8 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, packing
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunewright.train.loop import shared_prefix_length
-    from tunewright.train.tokenize import collate, encode_chat
+    from tunewright.data.batching import shared_prefix_length
+    from tunewright.data.tokenize import collate, encode_chat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
@@ -163,8 +163,8 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_model_dir, packing
 def test_shared_prefix_stops_before_the_first_trained_token(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from tunewright.train.loop import shared_prefix_length
-    from tunewright.train.tokenize import EncodedRow
+    from tunewright.data.batching import shared_prefix_length
+    from tunewright.data.tokenize import EncodedRow
 
     rows = [EncodedRow([1, 2, 3, 4, 5], [-100, -100, -100, 4, 5]), EncodedRow([1, 2, 3, 9, 9, 9], [-100] * 5 + [9])]
     assert shared_prefix_length(rows) == 2  # token 3 is shared, but row 0 learns the token after it

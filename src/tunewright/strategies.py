@@ -113,7 +113,7 @@ def result_row(strategy: str, dataset, result, report: dict) -> dict:
 
 
 def run_strategy(workspace, strategy: Strategy, *, on_step=None, on_batch=None, on_phase=None) -> dict:
-    from .data.api import build_dataset
+    from .synth.build import build_dataset
     from .evaluate.api import evaluate
     from .train.api import train
 

@@ -36,7 +36,7 @@ def import_(
 @app.command("build")
 def build() -> None:
     """Build question/answer rows from the recipe's tables and documents."""
-    from ..data.api import build_dataset
+    from ..synth.build import build_dataset
 
     print_dataset(build_dataset(open_workspace()))
 

@@ -152,7 +152,7 @@ def signoff(
 def pii_scan(dataset: Optional[str] = typer.Option(None, help="Dataset name[@version] (default: the recipe's).")) -> None:
     """Scan a dataset version for personal data; findings the recipe does not allow block training."""
     from ..data.api import get_dataset
-    from ..govern.pii import scan_dataset
+    from ..data.pii_scan import scan_dataset
 
     workspace = open_workspace()
     record = get_dataset(workspace, dataset)

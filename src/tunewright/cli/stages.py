@@ -159,7 +159,8 @@ def _generate(
 
 def _run() -> None:
     """The whole recipe: build (or import) the dataset, train, evaluate, report."""
-    from ..data.api import build_dataset, import_files
+    from ..data.api import import_files
+    from ..synth.build import build_dataset
     from ..evaluate.api import evaluate
     from ..train.api import train
     from .data import print_dataset

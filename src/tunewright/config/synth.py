@@ -155,17 +155,5 @@ class SynthSpec(_Strict):
                 raise ValueError(f"seed example names unknown topic '{seed.topic}'")
         return self
 
-    def check_plugins(self) -> None:
-        """Teacher, generator and filter names must be registered: checked before any call is made."""
-        from ..synth.filters import FILTERS
-        from ..synth.generators import SYNTH_GENERATORS
-        from ..synth.teachers import TEACHERS
-
-        TEACHERS.get_class(self.teacher.kind)
-        for spec in self.filter_specs():
-            FILTERS.get_class(spec.kind)
-        for generator in self.generators:
-            SYNTH_GENERATORS.get_class(generator.kind)
-
     def filter_specs(self) -> list[FilterSpec]:
         return [FilterSpec(kind=f) if isinstance(f, str) else f for f in self.filters]

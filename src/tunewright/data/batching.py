@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from .tokenize import IGNORE_INDEX, EncodedRow
+
 WINDOW_BATCHES = 16
 
 
@@ -43,3 +45,29 @@ def plan_micro_batches(
         epoch += 1
     micro = micro[:total_micro]
     return [micro[i : i + grad_accum] for i in range(0, len(micro), grad_accum)]
+
+
+# Shared with the planner, which predicts what the training loop will do with the same rows.
+
+# Positions whose logits the training loss materialises at once (``train/losses.py``); the
+# planner counts that chunk's memory.
+LOSS_CHUNK = 1024
+MIN_SHARED_PREFIX = 4
+
+
+def shared_prefix_length(rows: Sequence[EncodedRow]) -> int:
+    """Leading tokens every row shares and no row trains on (the system prompt and turn header).
+
+    The position right after the prefix must be unlabelled too: its prediction would come from
+    the prefix's last hidden state, which the shared pass does not project onto the vocabulary.
+    """
+    first = rows[0].input_ids
+    limit = min(len(r.input_ids) for r in rows) - 1
+    for row in rows:
+        first_label = next((i for i, label in enumerate(row.labels) if label != IGNORE_INDEX), len(row.labels))
+        limit = min(limit, first_label - 1)
+        same = 0
+        while same < limit and row.input_ids[same] == first[same]:
+            same += 1
+        limit = same
+    return max(limit, 0)

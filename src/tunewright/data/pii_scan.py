@@ -1,7 +1,7 @@
 """A PII scan report for every dataset version, and the check that training on findings nobody
 resolved needs an explicit, recorded decision.
 
-The detector is the synthetic-data filter's (``synth.filters.pii``). A finding is resolved when the
+The detector is ``data.pii`` (the synthetic-data filter uses it too). A finding is resolved when the
 recipe's ``govern.pii.allow`` lists its exact text with a reason (a company's public support line
 is not personal data). Reports keep a masked form and a hash of each finding, never the text itself,
 so the scan does not copy the personal data it found into another file.
@@ -21,7 +21,7 @@ from ..errors import TunewrightError
 from ..io import atomic_write_json, sha256_text as _digest
 from ..registry.events import OverrideRecorded, append_event
 from ..registry.reports import ReportRecord, ReportStore
-from ..synth.filters.pii import find_pii
+from ..data.pii import find_pii
 
 KIND = "pii_scan"
 MAX_LISTED = 200
@@ -71,7 +71,7 @@ def scan_dataset(workspace, record) -> ReportRecord:
     out = workspace.dir("reports") / "pii" / f"{record.name}-{record.version}.json"
     report = {"dataset": {"id": record.id, "name": record.name, "version": record.version,
                           "content_sha256": record.content_sha256},
-              "detector": "tunewright.synth.filters.pii", **scan,
+              "detector": "tunewright.data.pii", **scan,
               "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(out, report)
     return store.add_report(KIND, out, scan["summary"], dataset_id=record.id)

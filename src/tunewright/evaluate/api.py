@@ -11,7 +11,8 @@ from ..errors import TunewrightError
 from ..io import atomic_write_jsonl
 from ..models import load_model, load_tokenizer
 from ..data.schema import ChatRow
-from ..models.adapters import load_adapter, resolve_ref
+from ..methods.attach import load_adapter
+from ..models.adapters import resolve_ref
 from ..retrieval.context import retriever_for
 from . import questions as customer
 from .forgetting import ForgettingCheck, summary
@@ -152,7 +153,7 @@ def _with_records(row: ChatRow, retriever) -> ChatRow:
 
 def _merged(model, peft_type: str):
     """Fold the adapter in where its method allows: merged weights generate at base-model speed."""
-    from ..train.methods import merge_policy
+    from ..methods import merge_policy
 
     return model.merge_and_unload() if merge_policy(peft_type).mergeable else model
 

@@ -356,7 +356,7 @@ class ForgettingCheck:
             return []
         if self._answer is not None:
             return self._answer(model, questions)
-        from .generation import generate_responses
+        from ..models.generation import generate_responses
 
         return generate_responses(model, self._tokenizer, [[{"role": "user", "content": q}] for q in questions],
                                   max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,

@@ -269,7 +269,7 @@ class QuestionAsker:
         self._on_phase, self._on_batch = on_phase, on_batch
 
     def ask(self, label: str, model, tokenizer) -> list[str]:
-        from .generation import generate_responses
+        from ..models.generation import generate_responses
 
         if self._on_phase:
             self._on_phase(f"customer questions ({label})", len(self.questions.questions))

@@ -7,7 +7,7 @@ from statistics import fmean
 from typing import Callable, Sequence
 
 from ..data.schema import ChatRow
-from .generation import generate_responses
+from ..models.generation import generate_responses
 from .metrics import get_metric
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..errors import TunewrightError
 from ..io import atomic_dir, atomic_write_json
+from ..models.adapters import read_adapter_config
 from ..models.loading import BaseModelInfo
 from .gguf_writer import GGUF_DTYPES
 
@@ -45,7 +46,7 @@ def _read_json(path: Path) -> dict:
 def _validate(base: BaseModelInfo, adapter_path: Path | None, out_dir: Path, *, name: str,
               formats: Sequence[str], gguf_dtype: str, check: bool) -> list[str]:
     """Every refusable input refused before any weight is read; the formats to write, deduplicated."""
-    from ..train.methods import merge_policy
+    from ..methods import merge_policy
     from .engines import check_vllm_adapter
     from .gguf_writer import check_gguf_supported
 
@@ -64,7 +65,7 @@ def _validate(base: BaseModelInfo, adapter_path: Path | None, out_dir: Path, *, 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise TunewrightError("output folder exists and is not empty; choose a new one", file=out_dir)
     if adapter_path is not None:
-        config = _read_json(Path(adapter_path) / "adapter_config.json")
+        config = read_adapter_config(Path(adapter_path))
         peft_type = str(config.get("peft_type"))
         policy = merge_policy(peft_type)
         merging = [f for f in wanted if f in _MERGING_FORMATS]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import TunewrightError
 from ..io import atomic_write_text
+from ..models.adapters import ADAPTER_CONFIG, read_adapter_config
 
 # Marker strings the sample conversations carry, so they can be found again in the rendering.
 _USER, _REPLY, _SYSTEM = "PROBE-USER-1", "PROBE-REPLY-2", "PROBE-SYSTEM-3"
@@ -140,13 +141,6 @@ def write_modelfile(path: Path, tokenizer, gguf_name: str) -> Path:
 # --- vLLM ------------------------------------------------------------------------------------
 
 
-def read_adapter_config(adapter_path: Path) -> dict:
-    try:
-        return json.loads((adapter_path / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise TunewrightError(f"unreadable adapter_config.json: {exc}", file=adapter_path) from None
-
-
 def vllm_lora_rank(config: dict) -> int:
     """The smallest --max-lora-rank vLLM accepts that covers every rank in the adapter."""
     rank = max([int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
@@ -159,14 +153,12 @@ def vllm_lora_rank(config: dict) -> int:
 def check_vllm_adapter(adapter_path: Path | None) -> None:
     if adapter_path is None:
         return
+    from ..methods import vllm_refusal
+
     config = read_adapter_config(adapter_path)
-    peft_type = config.get("peft_type")
-    if peft_type != "LORA":
-        raise TunewrightError(f"vLLM serves LoRA adapters only (multi-LoRA); this adapter is {peft_type}; "
-                              "export it as 'merged' or 'gguf' instead", field="formats")
-    if config.get("use_dora"):
-        raise TunewrightError("vLLM cannot serve DoRA adapters (its LoRA kernels have no magnitude vector); "
-                              "export it as 'merged' or 'gguf' instead", field="formats")
+    refusal = vllm_refusal(config)
+    if refusal:
+        raise TunewrightError(refusal, field="formats")
     vllm_lora_rank(config)
     if not (adapter_path / "adapter_model.safetensors").is_file():
         raise TunewrightError("the adapter has no adapter_model.safetensors for vLLM to load", file=adapter_path)
@@ -184,7 +176,7 @@ def write_vllm(tmp: Path, final: Path, *, base_folder: Path, adapter_path: Path 
         copy = tmp / "adapter"
         copy.mkdir()
         # Only the two files vLLM reads, in standard PEFT layout (safetensors, never pickle).
-        for file in ("adapter_config.json", "adapter_model.safetensors"):
+        for file in (ADAPTER_CONFIG, "adapter_model.safetensors"):
             shutil.copy2(adapter_path / file, copy / file)
         rank = vllm_lora_rank(read_adapter_config(adapter_path))
         command += ["--enable-lora", "--lora-modules", f"{name}={final.resolve() / 'adapter'}"]

@@ -11,7 +11,7 @@ from .engines import end_of_turn_token
 
 def merged_model(base: BaseModelInfo, adapter_path: Path | None):
     """The base with the adapter merged into its weights (the base alone when there is no adapter)."""
-    from ..models.adapters import load_adapter
+    from ..methods.attach import load_adapter
 
     model = load_model(base)
     if adapter_path is None:

@@ -448,9 +448,10 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
                   on_phase: Callable[[str, int], None] | None = None, on_batch: Callable[[int], None] | None = None,
                   embed: Embed | None = None) -> dict:
     """Base vs ``adapter`` on the counterfactual prompts; writes reports/<adapter>/bias/ and registers it."""
-    from ..evaluate.generation import generate_responses
+    from ..models.generation import generate_responses
     from ..models import load_model, load_tokenizer
-    from ..models.adapters import attach_adapter, resolve_ref
+    from ..methods.attach import attach_adapter
+    from ..models.adapters import resolve_ref
     from ..registry.reports import ReportStore
     from ..retrieval.context import retriever_for
 

@@ -379,7 +379,8 @@ def explain(workspace, prompt: str, adapter: str | None = None, *, method: str =
     under the adapter's reports and records the report in the registry."""
     from ..io import ensure_writable_dir, sha256_text
     from ..models import load_model, load_tokenizer
-    from ..models.adapters import BASE_REF, load_adapter, resolve_ref
+    from ..methods.attach import load_adapter
+    from ..models.adapters import BASE_REF, resolve_ref
     from ..registry.reports import ReportStore
     from .explain_render import adapter_changes, write_report
 

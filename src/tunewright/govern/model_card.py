@@ -143,14 +143,17 @@ def build_model_card(facts: DocFacts) -> tuple[Doc, str]:
     return doc, header
 
 
+def _load_prelude(method: str) -> tuple[str, ...]:
+    from ..methods import METHODS
+
+    return METHODS.get_class(method).load_prelude if method in METHODS.names() else ()
+
+
 def _snippet(facts: DocFacts) -> str:
     adapter = facts.adapter
     lines = ["from peft import PeftModel",
              "from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
-    if adapter.peft_type == "bottleneck":
-        lines[:0] = ["# bottleneck adapters are Tunewright's own peft type; register it with peft first:",
-                     "from tunewright.train.methods.bottleneck import register_with_peft",
-                     "register_with_peft()"]
+    lines[:0] = list(_load_prelude(adapter.peft_type))
     base = adapter.base_model_ref
     if "/" not in base:
         lines.append(f"# {base!r} is the base model's name in the registry: use its Hugging Face id or folder")

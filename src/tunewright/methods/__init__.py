@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from . import adaption_prompt, bottleneck, ia3, lora, prompt, qlora  # noqa: F401  (registration)
 from .base import METHODS, SETTINGS_FIELD, MethodSettings, PeftMethod, available_methods, get_method, register_method
-from .checks import MergePolicy, check_method, linear_module_names, merge_policy, parameter_counts
+from .checks import (MergePolicy, adapter_shares_lane, check_method, linear_module_names, merge_policy,
+                     methods_saving, parameter_counts, vllm_refusal)
 
 __all__ = [
     "METHODS",
     "SETTINGS_FIELD",
     "MergePolicy",
+    "adapter_shares_lane",
     "MethodSettings",
     "PeftMethod",
     "available_methods",
@@ -22,6 +24,8 @@ __all__ = [
     "get_method",
     "linear_module_names",
     "merge_policy",
+    "methods_saving",
     "parameter_counts",
     "register_method",
+    "vllm_refusal",
 ]

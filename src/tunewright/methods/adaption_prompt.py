@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ...errors import TunewrightError
+from ..errors import TunewrightError
 from .base import SETTINGS_FIELD, MethodSettings, PeftMethod, register_method
 
 

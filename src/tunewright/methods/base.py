@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ...config import TrainSpec
-from ...errors import TunewrightError
-from ...plugins import PluginRegistry
+from ..config import TrainSpec
+from ..errors import TunewrightError
+from ..plugins import PluginRegistry
 
 METHODS: PluginRegistry["PeftMethod"] = PluginRegistry("PEFT method", recipe_field="train.method")
 SETTINGS_FIELD = "train.method_settings"
@@ -36,7 +36,32 @@ class PeftMethod:
     merge_refusal: ClassVar[str] = "this method does not describe a change to the base weights"
     # Whether the top-level r/alpha/dropout/target_modules of the recipe mean anything to it.
     uses_lora_options: ClassVar[bool] = False
+    # Whether training holds the base weights quantised (the planner counts activations in bf16 then).
+    quantized_base: ClassVar[bool] = False
+    # The method the planner may switch to on a GPU too small for this one (LoRA -> QLoRA); None: none.
+    smaller_alternative: ClassVar[str | None] = None
+    # Lines a plain-peft user runs before ``PeftModel.from_pretrained`` (a peft type peft lacks).
+    load_prelude: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+
+    # -- what other stages ask about a method (the planner, the server, the exporters) ------------
+
+    @classmethod
+    def weight_bytes(cls, n_params: int, linear_params: int, dtype_bytes: int) -> int:
+        """Bytes the base weights take while training: every parameter at the training dtype."""
+        return int(n_params * dtype_bytes)
+
+    @classmethod
+    def shares_lane(cls, adapter_config: dict) -> bool:
+        """Whether the server may batch a saved adapter with others on one shared base (peft's
+        multi-adapter LoRA batching); otherwise it gets a lane of its own."""
+        return False
+
+    @classmethod
+    def vllm_refusal(cls, adapter_config: dict) -> str | None:
+        """Why vLLM cannot serve a saved adapter as a LoRA module; None when it can."""
+        return (f"vLLM serves LoRA adapters only (multi-LoRA); this adapter is {adapter_config.get('peft_type')}; "
+                "export it as 'merged' or 'gguf' instead")
 
     def settings(self, spec: TrainSpec) -> MethodSettings:
         """The recipe's ``method_settings`` validated; errors name ``train.method_settings.<field>``."""
@@ -71,7 +96,7 @@ class PeftMethod:
         raise NotImplementedError
 
     def load_base(self, base_info, spec: TrainSpec):
-        from ...models import load_model
+        from ..models import load_model
 
         return load_model(base_info)
 

@@ -21,6 +21,9 @@ class Bottleneck(PeftMethod):
     description = ("small down-project → nonlinearity → up-project residual modules after each layer's attention "
                    "and MLP output (houlsby) or the MLP output only (pfeiffer)")
     merge_refusal = "the adapter is a nonlinear module (down-project, activation, up-project), not a weight change"
+    load_prelude = ("# bottleneck adapters are Tunewright's own peft type; register it with peft first:",
+                    "from tunewright.methods.bottleneck import register_with_peft",
+                    "register_with_peft()")
 
     class Settings(MethodSettings):
         variant: Literal["houlsby", "pfeiffer"] = Field(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import TrainSpec
-from ...errors import TunewrightError
+from ..config import TrainSpec
+from ..errors import TunewrightError
 from .base import METHODS, PeftMethod, get_method
 
 # Top-level recipe options only the LoRA family reads, and what to call them in an error.
@@ -98,10 +98,29 @@ class MergePolicy:
 
 def merge_policy(peft_type: str) -> MergePolicy:
     """Whether an adapter of this ``peft_type`` (from adapter_config.json) folds into the base weights."""
-    classes = [METHODS.get_class(name) for name in METHODS.names()]
-    owners = [cls for cls in classes if cls.peft_type == peft_type]
+    owners = methods_saving(peft_type)
     if not owners:
         return MergePolicy(peft_type, (), False, f"tunewright has no method that saves peft type {peft_type}")
     mergeable = all(cls.supports_merge for cls in owners)
     refusal = next((cls.merge_refusal for cls in owners if not cls.supports_merge), "")
     return MergePolicy(peft_type, tuple(cls.name for cls in owners), mergeable, refusal)
+
+
+def methods_saving(peft_type: str) -> list[type]:
+    """The method classes whose adapters carry this ``peft_type`` in adapter_config.json."""
+    return [cls for cls in (METHODS.get_class(name) for name in METHODS.names()) if cls.peft_type == peft_type]
+
+
+def adapter_shares_lane(adapter_config: dict) -> bool:
+    """Whether every method that saves this adapter's peft type lets it share the server's lane."""
+    owners = methods_saving(str(adapter_config.get("peft_type")))
+    return bool(owners) and all(cls.shares_lane(adapter_config) for cls in owners)
+
+
+def vllm_refusal(adapter_config: dict) -> str | None:
+    """Why vLLM cannot serve this saved adapter; None when every method saving its type allows it."""
+    owners = methods_saving(str(adapter_config.get("peft_type")))
+    if not owners:
+        return (f"vLLM serves LoRA adapters only (multi-LoRA); this adapter is {adapter_config.get('peft_type')}; "
+                "export it as 'merged' or 'gguf' instead")
+    return next((reason for reason in (cls.vllm_refusal(adapter_config) for cls in owners) if reason), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ...errors import TunewrightError
+from ..errors import TunewrightError
 from .base import SETTINGS_FIELD, MethodSettings, PeftMethod, register_method
 
 # Output projections of the feed-forward block: IA3 scales their *input* (the FFN activation).

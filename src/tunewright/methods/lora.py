@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ...config import TrainSpec
+from ..config import TrainSpec
 from .base import MethodSettings, PeftMethod, register_method
 
 
@@ -23,6 +23,19 @@ class LoraFamily(PeftMethod):
     peft_type = "LORA"
     supports_merge = True
     uses_lora_options = True
+    smaller_alternative = "qlora"
+
+    @classmethod
+    def shares_lane(cls, adapter_config: dict) -> bool:
+        # DoRA's magnitude vectors have no place in peft's mixed-batch LoRA forward.
+        return not adapter_config.get("use_dora")
+
+    @classmethod
+    def vllm_refusal(cls, adapter_config: dict) -> str | None:
+        if adapter_config.get("use_dora"):
+            return ("vLLM cannot serve DoRA adapters (its LoRA kernels have no magnitude vector); "
+                    "export it as 'merged' or 'gguf' instead")
+        return None
 
     def lora_options(self, settings: MethodSettings) -> dict[str, Any]:
         """What this variant adds to a plain ``LoraConfig``."""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ...errors import TunewrightError
+from ..errors import TunewrightError
 from .base import MethodSettings, PeftMethod, register_method
 
 VIRTUAL_TOKENS = Field(20, ge=1, le=512, description="number of trained virtual tokens")

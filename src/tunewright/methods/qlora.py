@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ...errors import TunewrightError
+from ..errors import TunewrightError
 from .base import MethodSettings, register_method
 from .lora import LoraFamily
 
@@ -21,10 +21,21 @@ def _unavailable_reason() -> str | None:
     return None
 
 
+NF4_BYTES = 0.5 + 4 / 64  # 4-bit code plus one fp32 scale per block of 64
+BF16_BYTES = 2
+
+
 @register_method
 class QLora(LoraFamily):
     name = "qlora"
     description = "LoRA over a 4-bit NF4 base (bitsandbytes, double quantisation, bf16 compute); CUDA only"
+    quantized_base = True
+    smaller_alternative = None
+
+    @classmethod
+    def weight_bytes(cls, n_params: int, linear_params: int, dtype_bytes: int) -> int:
+        # The linear layers in NF4; embeddings, norms and the head stay in bf16.
+        return int(linear_params * NF4_BYTES + (n_params - linear_params) * BF16_BYTES)
 
     class Settings(MethodSettings):
         double_quant: bool = Field(True, description="quantise the quantisation constants too (saves ~0.4 bit/param)")

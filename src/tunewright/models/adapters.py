@@ -1,4 +1,5 @@
-"""Resolve a model reference (``base``, a registered adapter, an adapter folder) and load it for inference."""
+"""Resolve a model reference (``base``, a registered adapter, an adapter folder) and read an
+adapter's config. Attaching the weights needs the method's knowledge: ``methods.attach``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotFoundError, TunewrightError
-from .loading import BaseModelInfo, load_model, load_tokenizer, prepare_base_model
+from .loading import BaseModelInfo, prepare_base_model
 
 BASE_REF = "base"
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def read_adapter_config(folder: Path) -> dict:
+    """The adapter folder's ``adapter_config.json``: the one reader, so every command refuses a
+    missing or damaged one with the same line."""
+    config_file = Path(folder) / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["peft_type"]
+    except FileNotFoundError:
+        raise TunewrightError(f"not a PEFT adapter folder (no {ADAPTER_CONFIG})", file=folder) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TunewrightError(f"unreadable {ADAPTER_CONFIG}: {exc}", file=config_file) from None
+    if not isinstance(config, dict):
+        raise TunewrightError(f"unreadable {ADAPTER_CONFIG}: not a JSON object", file=config_file)
+    return config
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
 
 
 @dataclass(frozen=True)
@@ -26,8 +50,7 @@ def _looks_like_path(ref: str) -> bool:
 
 def _adapter_folder(ref: str, base_model: str) -> ResolvedRef:
     folder = Path(ref).expanduser()
-    if not (folder / "adapter_config.json").is_file():
-        raise TunewrightError("not a PEFT adapter folder (no adapter_config.json)", file=folder)
+    read_adapter_config(folder)  # refuses a folder without one, or with a damaged one
     return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
 
 
@@ -52,7 +75,7 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
     except NotFoundError as exc:
         if not Path(ref).is_dir():
             raise
-        if (Path(ref) / "adapter_config.json").is_file():
+        if is_adapter_folder(Path(ref)):
             return _adapter_folder(ref, base_model)
         raise NotFoundError(f"{exc}; the folder ./{ref} is no PEFT adapter folder (no adapter_config.json): "
                             f"a bare name means a registered adapter, write an adapter folder as a path "
@@ -64,72 +87,6 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
             f"but '{record.base_model_ref}' now has {base.sha256[:12]}"
         )
     path = Path(record.path)
-    if not (path / "adapter_config.json").is_file():
+    if not is_adapter_folder(path):
         raise NotFoundError(f"adapter '{ref}' is registered but its files are missing", file=path)
     return ResolvedRef(ref=ref, base=base, adapter_path=path, adapter_id=record.id)
-
-
-@dataclass(frozen=True)
-class AttachedAdapter:
-    model: object  # a merged plain model, or the PeftModel when the method cannot merge
-    peft_type: str
-    merged: bool
-    not_merged_because: str | None = None
-
-
-def _peft_type(adapter_path: Path) -> str:
-    try:
-        return json.loads((adapter_path / "adapter_config.json").read_text())["peft_type"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise TunewrightError(f"unreadable adapter_config.json: {exc}", file=adapter_path) from None
-
-
-def load_adapter(model, adapter_path: Path, *, merge: bool = True) -> AttachedAdapter:
-    """Load a saved adapter onto ``model``; merge it where its method allows, and say whether it did."""
-    from peft import PeftModel
-
-    from ..train.methods import merge_policy
-    from ..train.methods.bottleneck import register_with_peft
-
-    peft_type = _peft_type(adapter_path)
-    register_with_peft()  # our own adapter type must be known to peft before it reads the config
-    tuned = PeftModel.from_pretrained(model, adapter_path)
-    tuned.eval()
-    if tuned.active_peft_config.is_prompt_learning:
-        from ..train.methods.prompt import fix_generation_cache
-
-        fix_generation_cache(tuned)
-    policy = merge_policy(peft_type)
-    # Merged weights generate at base-model speed; methods that cannot merge stay wrapped, and
-    # peft's generate handles their virtual tokens or extra modules.
-    if merge and policy.mergeable:
-        return AttachedAdapter(tuned.merge_and_unload(), peft_type, merged=True)
-    reason = "merging not asked for" if not merge else policy.reason
-    return AttachedAdapter(tuned, peft_type, merged=False, not_merged_because=reason)
-
-
-def attach_adapter(model, adapter_path: Path, *, merge: bool = True):
-    """The model with the adapter loaded (merged where possible); ``load_adapter`` also says which."""
-    return load_adapter(model, adapter_path, merge=merge).model
-
-
-def merge_adapter(model):
-    """Fold a loaded adapter into the base weights, or say clearly why its method cannot be."""
-    from ..train.methods import merge_policy
-
-    if getattr(model, "active_peft_config", None) is None:
-        raise TunewrightError("the model has no adapter loaded; nothing to merge")
-    peft_type = str(getattr(model.active_peft_config.peft_type, "value", model.active_peft_config.peft_type))
-    policy = merge_policy(peft_type)
-    if not policy.mergeable:
-        method = "/".join(policy.methods) or peft_type
-        raise TunewrightError(f"method {method} cannot be merged into the base: {policy.reason}")
-    return model.merge_and_unload()
-
-
-def load_for_inference(resolved: ResolvedRef):
-    tokenizer = load_tokenizer(resolved.base, padding_side="left")
-    model = load_model(resolved.base)
-    if resolved.adapter_path is not None:
-        model = attach_adapter(model, resolved.adapter_path)
-    return model, tokenizer

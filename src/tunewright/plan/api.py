@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import TrainSpec
 from ..errors import TunewrightError
+from ..methods import get_method
 from .cost import CostRow, cost_table, find_prices, load_prices
 from .hardware import Hardware, detect_hardware, fastest_dtype
 from .memory import (CPU_ALLOCATOR_FACTOR, CUDA_ALLOCATOR_FACTOR, MemoryEstimate, ModelShape, model_shape,
@@ -114,8 +115,9 @@ class _Planner:
         batches = [cap] if "batch_size" in explicit else sorted({cap, *(b for b in BATCH_SIZES if b < cap)}, reverse=True)
         checkpointing = [spec.gradient_checkpointing] if spec.gradient_checkpointing is not None else [False, True]
         methods = [spec.method]
-        if "method" not in explicit and hardware.device == "cuda" and spec.method == "lora":
-            methods.append("qlora")  # only where even the smallest unquantised run would not fit the GPU
+        smaller = get_method(spec.method).smaller_alternative
+        if "method" not in explicit and hardware.device == "cuda" and smaller:
+            methods.append(smaller)  # only where even the smallest run of the asked method would not fit the GPU
         for method in methods:
             for batch in batches:
                 for ckpt in checkpointing:

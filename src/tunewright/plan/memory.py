@@ -15,7 +15,7 @@ peak = runtime + weights + trainable states + ALLOCATOR x (activations + logits)
   key/value cache repeated per row. Gradient checkpointing keeps only each layer's input (h) plus
   one layer's worth recomputed during backward;
 * logits: only labelled positions reach the vocabulary (our loop), one chunk of at most
-  ``DEFAULT_CHUNK`` positions at a time (``train/losses.py``): the chunk's fp32 logits and the
+  ``LOSS_CHUNK`` positions at a time (``train/losses.py``): the chunk's fp32 logits and the
   log-sum-exp pass's temporary copy, freed before the next chunk;
 * ALLOCATOR: transient gradients and what the allocator holds back after freeing. Fitted on peak
   RSS of the real loop (see ``CPU_ALLOCATOR_FACTOR``); ``tunewright plan --calibrate`` re-fits it
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..config import TrainSpec
 from ..errors import TunewrightError
-from ..train.losses import DEFAULT_CHUNK
+from ..data.batching import LOSS_CHUNK
 
 MIB = 2**20
 CPU_RUNTIME_BYTES = 400 * MIB
@@ -44,7 +44,6 @@ CPU_ALLOCATOR_FACTOR = 2.0
 CUDA_ALLOCATOR_FACTOR = 1.2
 LOGIT_COPIES = 2
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-NF4_BYTES = 0.5 + 4 / 64  # 4-bit code plus one fp32 scale per block of 64
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -172,10 +171,9 @@ def activation_bytes(shape: ModelShape, mb: MicroBatch, *, lora_r: int, lora_lin
 
 
 def weight_bytes(shape: ModelShape, dtype: str, method: str) -> int:
-    if method == "qlora":
-        other = shape.n_params - shape.linear_params
-        return int(shape.linear_params * NF4_BYTES + other * DTYPE_BYTES["bf16"])
-    return shape.n_params * DTYPE_BYTES[dtype]
+    from ..methods import get_method
+
+    return get_method(method).weight_bytes(shape.n_params, shape.linear_params, DTYPE_BYTES[dtype])
 
 
 def predict_peak(shape: ModelShape, micro_batches, *, trainable: int, lora_r: int, lora_linears: int,
@@ -183,12 +181,14 @@ def predict_peak(shape: ModelShape, micro_batches, *, trainable: int, lora_r: in
                  allocator_factor: float | None = None) -> MemoryEstimate:
     """Peak memory over ``micro_batches`` (resident set on a CPU, device memory on a GPU)."""
     factor = allocator_factor or (CUDA_ALLOCATOR_FACTOR if device == "cuda" else CPU_ALLOCATOR_FACTOR)
-    act_bytes = DTYPE_BYTES["bf16"] if method == "qlora" else DTYPE_BYTES[dtype]
+    from ..methods import get_method
+
+    act_bytes = DTYPE_BYTES["bf16"] if get_method(method).quantized_base else DTYPE_BYTES[dtype]
     worst_act, worst_logits, worst = 0, 0, -1
     for mb in micro_batches:
         act = activation_bytes(shape, mb, lora_r=lora_r, lora_linears=lora_linears, checkpointing=checkpointing,
                                dtype_bytes=act_bytes)
-        logits = min(mb.labelled, DEFAULT_CHUNK) * shape.vocab * 4 * LOGIT_COPIES
+        logits = min(mb.labelled, LOSS_CHUNK) * shape.vocab * 4 * LOGIT_COPIES
         if act + logits > worst:
             worst, worst_act, worst_logits = act + logits, act, logits
     runtime = CUDA_RUNTIME_BYTES if device == "cuda" else CPU_RUNTIME_BYTES
@@ -211,11 +211,11 @@ def trainable_params(folder: Path, shape: ModelShape, spec: TrainSpec) -> tuple[
     counted, which covers every method, DoRA's magnitudes included; a method that cannot be built
     without real weights (QLoRA's quantiser, PiSSA's SVD) gets LoRA's closed-form count.
     """
-    from ..train.methods import get_method
+    from ..methods import get_method
 
     method = get_method(spec.method)
     count, linears = lora_params(shape, spec.r, spec.target_modules)
-    lora_like = spec.method in ("lora", "qlora") or getattr(method, "uses_lora_options", False)
+    lora_like = method.uses_lora_options
     try:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM

@@ -61,8 +61,8 @@ class DataProfile:
 
 
 def profile_rows(tokenizer, rows, max_length: int) -> DataProfile:
-    from ..train.loop import shared_prefix_length
-    from ..train.tokenize import encode_chat
+    from ..data.batching import shared_prefix_length
+    from ..data.tokenize import encode_chat
 
     step = max(1, math.ceil(len(rows) / PROFILE_ROW_LIMIT))  # an even sample keeps a huge dataset's plan quick
     encoded, kept, dropped = [], [], 0
@@ -82,8 +82,8 @@ def profile_rows(tokenizer, rows, max_length: int) -> DataProfile:
 def micro_batches(profile: DataProfile, *, batch_size: int, epochs: float, seed: int, max_steps: int | None,
                   grad_accum: int, share_prefix: bool) -> list[list[MicroBatch]]:
     """The loop's own batch plan (same function, same seed), as shapes: optimizer steps of micro-batches."""
-    from ..train.batching import plan_micro_batches
-    from ..train.loop import MIN_SHARED_PREFIX
+    from ..data.batching import plan_micro_batches
+    from ..data.batching import MIN_SHARED_PREFIX
 
     if not profile.lengths:
         return []
@@ -159,7 +159,9 @@ def run_calibration(base, rows, spec, steps: int, timeout_s: float = 300) -> dic
             "spec": spec.model_copy(update={"max_steps": steps, "checkpoint_every": 10**9}).model_dump(mode="json"),
             "out": str(Path(tmp) / "out"),
         }))
-        done = subprocess.run([sys.executable, "-m", "tunewright.plan.speed", str(request)], capture_output=True,
+        # The child trains (``train.calibration``): named as a module to run, not imported, because
+        # training uses the planner and the planner sits below it.
+        done = subprocess.run([sys.executable, "-m", CALIBRATION_MODULE, str(request)], capture_output=True,
                               text=True, timeout=timeout_s)
         if done.returncode != 0:
             from ..errors import TunewrightError
@@ -167,6 +169,9 @@ def run_calibration(base, rows, spec, steps: int, timeout_s: float = 300) -> dic
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise TunewrightError(f"the calibration run failed: {tail[0]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+CALIBRATION_MODULE = "tunewright.train.calibration"
 
 
 def calibrate(planner, base, rows, rec) -> dict:
@@ -200,31 +205,3 @@ def calibrate(planner, base, rows, rec) -> dict:
             "measured_peak_bytes": measured["peak_bytes"], "predicted_peak_bytes": memory.total,
             "efficiency": planner.efficiency, "allocator_factor_before": factor_before,
             "allocator_factor": planner.allocator_factor}
-
-
-def _calibration_child(request_file: str) -> None:
-    import torch
-
-    from ..config import TrainSpec
-    from ..data.schema import ChatRow
-    from ..models import BaseModelInfo
-    from ..train.loop import train_adapter
-    from .hardware import peak_rss_bytes
-
-    request = json.loads(Path(request_file).read_text())
-    base = BaseModelInfo(ref=request["base"]["ref"], folder=Path(request["base"]["folder"]),
-                         sha256=request["base"]["sha256"])
-    elapsed: list[float] = []
-    result = train_adapter(
-        base=base, rows=[ChatRow.model_validate(r) for r in request["rows"]],
-        spec=TrainSpec.model_validate(request["spec"]), run_dir=Path(request["out"]) / "run",
-        adapter_dir=Path(request["out"]) / "adapter", callbacks=[lambda info: elapsed.append(info.elapsed)],
-    )
-    # On a GPU the memory that can run out is the device's; the planner predicts that one there.
-    peak = torch.cuda.max_memory_reserved() if torch.cuda.is_available() else peak_rss_bytes()
-    print(json.dumps({"elapsed": elapsed, "tokens_seen": result.tokens_seen, "peak_bytes": peak,
-                      "shared_prefix_tokens": result.extra.get("shared_prefix_tokens", 0)}))
-
-
-if __name__ == "__main__":
-    _calibration_child(sys.argv[1])

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError, TunewrightError
 from . import tables as t
-from .events import (AliasChanged, ExportRegistered, FeedbackRecorded, OverrideRecorded, append_event, jsonable,
+from .events import (AliasChanged, ExportRegistered, OverrideRecorded, append_event, jsonable,
                      resolve_actor)
 from .tables import AdapterRecord, snapshot
 
@@ -216,32 +216,7 @@ class DeploymentStore:
         return self.registry.read(lambda s: [snapshot(ExportRecord, r)
                                              for r in s.scalars(select(t.Export).order_by(t.Export.id))])
 
-    # -- feedback ------------------------------------------------------------------------------
-
-    def add_feedback(self, *, request_id: str, model: str, rating: str, correction: str | None = None,
-                     comment: str | None = None, candidate=None, queue: str = "feedback",
-                     actor: str | None = None) -> tuple[int, int | None]:
-        """Store the feedback; a ``candidate`` (a review NewCandidate) joins the review queue in the
-        same transaction, so a correction is never recorded without reaching reviewers."""
-        if rating not in RATINGS:
-            raise TunewrightError(f"rating must be one of {', '.join(RATINGS)}, got '{rating}'", field="rating")
-        from ..review.store import ReviewStore, messages_sha256
-
-        def work(s: Session) -> tuple[int, int | None]:
-            candidate_id = None
-            if candidate is not None:
-                ReviewStore._add(s, queue, None, [candidate])
-                sha = messages_sha256([m.model_dump() for m in candidate.row.messages])
-                candidate_id = s.scalar(select(t.Candidate.id).where(
-                    t.Candidate.queue == queue, t.Candidate.content_sha256 == sha))
-            row = t.Feedback(request_id=request_id, model=model, rating=rating, correction=correction,
-                             comment=comment, candidate_id=candidate_id, created_at=t.utcnow())
-            s.add(row)
-            s.flush()
-            append_event(s, FeedbackRecorded(feedback_id=row.id, request_id=request_id, model=model, rating=rating,
-                                             candidate_id=candidate_id), actor)
-            return row.id, candidate_id
-        return self.registry.write(work)
+    # -- feedback (written by ``review.feedback``: it joins the review queue in one transaction) --
 
     def feedback(self) -> list[dict[str, Any]]:
         columns = ("id", "request_id", "model", "rating", "correction", "comment", "candidate_id", "created_at")

@@ -174,7 +174,7 @@ class ReviewStore:
             row = s.get(t.SynthRound, round_id)
             if row is None:
                 raise NotFoundError(f"round {round_id} not found")
-            added = self._add(s, row.queue, round_id, candidates)
+            added = self.add_in_session(s, row.queue, round_id, candidates)
             for sha in dict.fromkeys(source_files):
                 self.registry.link(s, ("file", sha), ("synth_round", round_id), "source_of")
             # A round with failed calls stays open: the next run replays it, cached calls cost nothing
@@ -209,7 +209,7 @@ class ReviewStore:
     # -- candidates ----------------------------------------------------------------------------
 
     @staticmethod
-    def _add(s: Session, queue: str, round_id: int | None, candidates: Sequence[NewCandidate]) -> int:
+    def add_in_session(s: Session, queue: str, round_id: int | None, candidates: Sequence[NewCandidate]) -> int:
         existing = set(s.scalars(select(t.Candidate.content_sha256).where(t.Candidate.queue == queue)))
         added = 0
         now = t.utcnow()
@@ -233,7 +233,7 @@ class ReviewStore:
     def import_candidates(self, queue: str, candidates: Sequence[NewCandidate], *, source: str,
                           actor: str | None = None) -> int:
         def work(s: Session) -> int:
-            added = self._add(s, queue, None, candidates)
+            added = self.add_in_session(s, queue, None, candidates)
             append_event(s, CandidatesImported(queue=queue, source=source, n_added=added,
                                                n_skipped=len(candidates) - added), actor)
             return added

@@ -159,6 +159,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/feedback", dependencies=[Depends(require_inference_key)])
     async def feedback(body: FeedbackRequest):
+        from ..review.feedback import add_feedback
         from .monitoring import feedback_candidate
 
         record = state.recent.get(body.request_id)
@@ -169,7 +170,7 @@ def create_app(state: ServeState) -> FastAPI:
             candidate = feedback_candidate(record, correction=body.correction, rating=body.rating,
                                            request_id=body.request_id, redact_pii=state.spec.redact_pii)
         feedback_id, candidate_id = await asyncio.to_thread(
-            state.deployments.add_feedback, request_id=body.request_id, model=record["model"], rating=body.rating,
+            add_feedback, state.workspace.registry, request_id=body.request_id, model=record["model"], rating=body.rating,
             correction=body.correction, comment=body.comment, candidate=candidate, queue=state.spec.feedback_queue)
         return {"id": feedback_id, "review_candidate_id": candidate_id,
                 "queue": state.spec.feedback_queue if candidate_id else None}

@@ -11,9 +11,10 @@ from ..data.readers import iter_records
 from ..data.schema import Message
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl, ensure_writable_dir
-from ..models.adapters import load_for_inference, resolve_ref
+from ..methods.attach import load_for_inference
+from ..models.adapters import resolve_ref
 from ..retrieval.context import retriever_for
-from ..evaluate.generation import generate_responses
+from ..models.generation import generate_responses
 
 _MESSAGES = TypeAdapter(list[Message])
 

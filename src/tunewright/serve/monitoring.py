@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..synth.filters.pii import find_pii, redact
+from ..data.pii import find_pii, redact
 
 RECENT_LIMIT = 10_000
 

@@ -12,7 +12,6 @@ only read dictionaries.
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Iterator
 import torch
 
 from ..errors import NotFoundError, TunewrightError
+from ..methods import adapter_shares_lane
+from ..models.adapters import read_adapter_config
 from ..models.loading import BaseModelInfo, load_model
 
 BASE = "base"
@@ -61,18 +62,6 @@ class ServedModel:
     @property
     def batch_name(self) -> str:
         return self.peft_name or PEFT_BASE
-
-
-def read_adapter_config(folder: Path) -> dict:
-    config_file = folder / "adapter_config.json"
-    try:
-        config = json.loads(config_file.read_text())
-        config["peft_type"]
-    except FileNotFoundError:
-        raise TunewrightError("not a PEFT adapter folder (no adapter_config.json)", file=folder) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TunewrightError(f"unreadable adapter_config.json: {exc}", file=config_file) from None
-    return config
 
 
 def verify_adapter_weights(folder: Path) -> None:
@@ -143,7 +132,7 @@ class AdapterPool:
         config = read_adapter_config(folder)
         verify_adapter_weights(folder)
         peft_type = str(config["peft_type"])
-        if peft_type == "LORA" and not config.get("use_dora"):
+        if adapter_shares_lane(config):
             served = self._load_shared(name, folder, peft_type)
         else:
             served = self._load_own_lane(name, folder, peft_type)
@@ -185,7 +174,7 @@ class AdapterPool:
                 raise TunewrightError("the base model was left with a half-loaded adapter; restart the server")
 
     def _load_own_lane(self, name: str, folder: Path, peft_type: str) -> ServedModel:
-        from ..models.adapters import load_adapter
+        from ..methods.attach import load_adapter
 
         try:
             attached = load_adapter(load_model(self.base), folder, merge=True)

@@ -52,6 +52,16 @@ class RoundResult:
     summaries: list[RoundSummary] = field(default_factory=list)
 
 
+def check_plugins(spec: SynthSpec) -> None:
+    """Teacher, generator and filter names of a synth spec must be registered: checked before any
+    call is made. Here and not on the spec: the registries live above the config layer."""
+    TEACHERS.get_class(spec.teacher.kind)
+    for filter_spec in spec.filter_specs():
+        FILTERS.get_class(filter_spec.kind)
+    for generator in spec.generators:
+        SYNTH_GENERATORS.get_class(generator.kind)
+
+
 def _settings(cls: type, settings: dict[str, Any], field_path: str) -> BaseModel:
     model = getattr(cls, "Settings")
     try:
@@ -140,7 +150,7 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
     store = ReviewStore(workspace.registry)
 
     # Everything that can be wrong with the recipe is found here, before any call is paid for.
-    spec.check_plugins()
+    check_plugins(spec)
     generators = build_generators(spec)
     documents = [workspace.path(d) for d in spec.documents]
     missing = [str(d) for d in documents if not d.is_file()]

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 from ..data.api import load_split
 from ..env_info import hardware, library_versions
 from ..errors import TunewrightError
-from ..govern.pii import require_resolved
+from ..data.pii_scan import require_resolved
 from ..io import atomic_write_jsonl, sha256_file
 from ..models import prepare_base_model
 from ..plan.api import measured_against_plan, planned_spec, spec_as_planned

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 from ..config import Recipe, TrainSpec
 from ..errors import TunewrightError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .methods import METHODS, check_method
-from .methods.checks import LORA_OPTIONS
+from ..methods import METHODS, check_method
+from ..methods.checks import LORA_OPTIONS
 
 DEFAULT_METHODS = ("lora", "dora", "ia3", "prefix-tuning", "prompt-tuning", "bottleneck")
 RELOAD_PROMPTS = 3
@@ -77,9 +77,9 @@ def _keep_trained_model(method_name: str):
 
 def _reload_check(trained, adapter_path: Path, base, rows) -> tuple[bool, bool]:
     """(greedy answers of the reloaded adapter equal the trained model's, whether it was merged)."""
-    from ..evaluate.generation import generate_responses
+    from ..models.generation import generate_responses
     from ..models import load_model, load_tokenizer
-    from ..models.adapters import load_adapter
+    from ..methods.attach import load_adapter
 
     tokenizer = load_tokenizer(base, padding_side="left")
     conversations = [row.prompt_messages for row in rows[:RELOAD_PROMPTS]]

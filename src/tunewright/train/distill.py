@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from .tokenize import IGNORE_INDEX, EncodedRow
+from ..data.tokenize import IGNORE_INDEX, EncodedRow
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from ..data.schema import ChatRow
 from ..errors import TunewrightError
 from ..io import atomic_dir
 from ..models import BaseModelInfo, load_tokenizer
-from .batching import plan_micro_batches
+from ..data.batching import MIN_SHARED_PREFIX, plan_micro_batches, shared_prefix_length
 from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .distributed import DistContext
 from .fused import fuse_lora_projections
@@ -31,9 +31,9 @@ from .distill import base_targets, batch_targets
 from .losses import head_cross_entropy_sum, soft_cross_entropy_sum
 from .packing import pack_after_prefix, packing_pays, supports_packing
 from .precision import training_precision
-from .methods import check_method, get_method, parameter_counts
+from ..methods import check_method, get_method, parameter_counts
 from .sharded import check_adapter_state, gather_trainable_state
-from .tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
+from ..data.tokenize import IGNORE_INDEX, EncodedRow, collate, encode_chat
 
 KEEP_CHECKPOINTS = 2
 
@@ -71,27 +71,6 @@ def config_fingerprint(spec: TrainSpec, rows: Sequence[ChatRow], base: BaseModel
         digest.update(row.content_key().encode())
     digest.update(base.sha256.encode())
     return digest.hexdigest()
-
-
-MIN_SHARED_PREFIX = 4
-
-
-def shared_prefix_length(rows: Sequence[EncodedRow]) -> int:
-    """Leading tokens every row shares and no row trains on (the system prompt and turn header).
-
-    The position right after the prefix must be unlabelled too: its prediction would come from
-    the prefix's last hidden state, which the shared pass does not project onto the vocabulary.
-    """
-    first = rows[0].input_ids
-    limit = min(len(r.input_ids) for r in rows) - 1
-    for row in rows:
-        first_label = next((i for i, label in enumerate(row.labels) if label != IGNORE_INDEX), len(row.labels))
-        limit = min(limit, first_label - 1)
-        same = 0
-        while same < limit and row.input_ids[same] == first[same]:
-            same += 1
-        limit = same
-    return max(limit, 0)
 
 
 def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int,

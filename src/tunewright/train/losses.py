@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 1024
+from ..data.batching import LOSS_CHUNK as DEFAULT_CHUNK
 
 
 class _ChunkedHeadCrossEntropy(torch.autograd.Function):

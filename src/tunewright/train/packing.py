@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .tokenize import IGNORE_INDEX
+from ..data.tokenize import IGNORE_INDEX
 
 # Extra attention FLOPs packing may add, as a share of the batch's linear-layer FLOPs. The demo's
 # batches (8 rows, ~300 packed tokens) add about 8% and still train 9% faster packed.

@@ -108,7 +108,7 @@ def replay_rows(*, base, spec, prompts_path: Path, measured: dict[str, Sequence[
 def _answer(base, prompts, max_new_tokens: int) -> list[dict]:
     import torch
 
-    from ..evaluate.generation import generate_responses
+    from ..models.generation import generate_responses
     from ..models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(base, padding_side="left")

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from ...data.schema import ChatRow
 from .base import Candidate, Flag, FilterContext, register_filter, words
-from .pii import find_pii, redact
+from ...data.pii import find_pii, redact
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     tokens = words(text)

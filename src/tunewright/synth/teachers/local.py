@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...evaluate.generation import continue_texts, generate_responses
+from ...models.generation import continue_texts, generate_responses
 from ...models import load_model, load_tokenizer, prepare_base_model
 from .base import CachingTeacher, Completion, TeacherError, TeacherRequest, Usage, register_teacher
 from .cache import CallCache
