@@ -51,7 +51,7 @@ def serve_workspace(root: Path, tiny_model_dir: Path, adapters: dict[str, dict],
         folder = make_adapter(tiny_model_dir, root / "adapters" / name, **kwargs)
         workspace.registry.add_adapter(name=name, path=str(folder),
                                        weights_sha256=sha256_file(folder / "adapter_model.safetensors"),
-                                       peft_type=kwargs.get("kind", "lora").upper(), run_id=None,
+                                       method=kwargs.get("kind", "lora"), run_id=None,
                                        base_model_ref=str(tiny_model_dir), base_model_sha256=None)
     return workspace
 

@@ -84,7 +84,7 @@ def _train_and_evaluate(ws: Workspace, dataset, *, forgetting: bool = True, ques
     reg.finish_run(run.id, status="completed", metrics={"train_seconds": 12.5, "tokens_per_second": 321.25,
                                                         "tokens_seen": 4016, "steps": 10, "final_loss": 0.5})
     adapter = reg.add_adapter(name="shop", path=str(ws.root / "adapters" / "shop"), weights_sha256="d" * 64,
-                              peft_type="lora", run_id=run.id, base_model_ref="smollm2-135m-instruct",
+                              method="lora", run_id=run.id, base_model_ref="smollm2-135m-instruct",
                               base_model_sha256="c" * 64)
     results = str(ws.root / "reports" / "shop" / "results.jsonl")
     base_metrics = {"exact_match": 0.1, "contains": 0.2, "token_f1": 0.3125}

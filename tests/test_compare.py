@@ -64,7 +64,7 @@ def test_compare_trains_each_method_in_its_own_process(workspace, capsys):
 
     registry = Workspace.open(workspace).registry
     assert {a.name for a in registry.list_adapters()} >= {"compare-lora", "compare-prompt-tuning"}
-    assert registry.get_adapter("compare-prompt-tuning").peft_type == "prompt-tuning"
+    assert registry.get_adapter("compare-prompt-tuning").method == "prompt-tuning"
 
 
 def test_compare_in_process_with_bottleneck(workspace, capsys):

@@ -156,7 +156,7 @@ def workspace(tmp_path, tiny_model_dir):
     ws = serve_workspace(tmp_path / "ws", tiny_model_dir, {"alpha": {"seed": 1}})
     folder = _zero_lora(tiny_model_dir, ws.root / "adapters" / "zero")
     ws.registry.add_adapter(name="zero", path=str(folder), weights_sha256=sha256_file(folder / "adapter_model.safetensors"),
-                            peft_type="LORA", run_id=None, base_model_ref=str(tiny_model_dir), base_model_sha256=None)
+                            method="lora", run_id=None, base_model_ref=str(tiny_model_dir), base_model_sha256=None)
     return ws
 
 

@@ -54,7 +54,7 @@ def _adapter(ws, name="alpha", *, gain=0.6, retention=0.95, kl=0.02, bias_gap=No
     run = reg.start_run(name=name, kind="train", config={}, seed=0, hardware={}, library_versions={},
                         dataset_id=dataset.id, base_model_ref="tiny", base_model_sha256=SHA, output_path="x")
     reg.finish_run(run.id, status="completed", metrics={"train_seconds": 1.0})
-    adapter = reg.add_adapter(name=name, path=str(ws.root / "adapters" / name), weights_sha256=SHA, peft_type="lora",
+    adapter = reg.add_adapter(name=name, path=str(ws.root / "adapters" / name), weights_sha256=SHA, method="lora",
                               run_id=run.id, base_model_ref="tiny", base_model_sha256=SHA)
     if evaluate:
         results = str(ws.root / "reports" / name / "results.jsonl")
@@ -86,8 +86,8 @@ def _log(ws, n=6):
 def _db(ws):
     """Write access as a tamperer has it: the append-only triggers go first."""
     db = sqlite3.connect(ws.root / "registry.db", isolation_level=None)
-    db.execute("DROP TRIGGER IF EXISTS events_no_update")
-    db.execute("DROP TRIGGER IF EXISTS events_no_delete")
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
     return db
 
 
@@ -179,6 +179,45 @@ def test_unreadable_rows_and_a_missing_table_are_reported_not_raised(ws, capsys)
         db.execute("DROP TABLE events")
     code, out, err = run_cli(["--workspace", ws.root, "audit", "verify"], capsys)
     assert code == 1 and "event log cannot be read" in err and "no such table" in err
+
+
+def test_the_deployment_history_and_adapter_hashes_cannot_change_in_place(ws):
+    from tunewright.registry.deploy import DeploymentStore
+
+    alpha = _adapter(ws, "alpha")
+    DeploymentStore(ws.registry).set_alias("production", "alpha")
+    db = sqlite3.connect(ws.root / "registry.db", isolation_level=None)
+    for statement, message in [
+        ("UPDATE alias_changes SET adapter_id = 99", "deployment history is append-only"),
+        ("DELETE FROM alias_changes", "deployment history is append-only"),
+        (f"UPDATE adapters SET weights_sha256 = 'x' WHERE id = {alpha.id}", "keeps its identity and hashes"),
+        ("DELETE FROM adapters", "kept for the audit trail"),
+    ]:
+        with pytest.raises(sqlite3.IntegrityError, match=message):
+            db.execute(statement)
+    db.execute(f"UPDATE adapters SET path = '/moved' WHERE id = {alpha.id}")  # a folder may move
+    db.close()
+    assert ws.registry.get_adapter("alpha").path == "/moved"
+
+
+def test_tables_that_decide_what_is_served_are_checked_against_their_events(ws):
+    """Rows edited without an event (the chain itself intact) are named: an adapter's weights hash,
+    an alias repointed, an adapter row added behind the registry's back."""
+    from tunewright.registry.deploy import DeploymentStore
+
+    alpha, beta = _adapter(ws, "alpha"), _adapter(ws, "beta")
+    DeploymentStore(ws.registry).set_alias("production", "alpha")
+    assert _verify(ws).ok
+    with _db(ws) as db:
+        db.execute("UPDATE alias_changes SET adapter_id = ? WHERE alias = 'production'", (beta.id,))
+        db.execute("UPDATE adapters SET weights_sha256 = ? WHERE id = ?", ("cd" * 32, alpha.id))
+        db.execute("INSERT INTO adapters (name, version, path, weights_sha256, method, base_model_ref, "
+                   "created_at) VALUES ('gamma', 1, '/x', ?, 'lora', 'tiny', '2026-01-01 00:00:00')", (SHA,))
+    details = [(d.kind, d.detail) for d in _verify(ws).damage]
+    assert [k for k, _ in details] == ["table", "table", "table"]
+    assert "adapter row %d no longer matches its event: weights_sha256" % alpha.id in details[0][1]
+    assert "(gamma@1) has no adapter.registered event" in details[1][1]
+    assert "alias 'production' now points elsewhere than its last event says: adapter_id" in details[2][1]
 
 
 def test_a_rewritten_chain_passes_alone_but_fails_against_its_anchor(ws, tmp_path, capsys):

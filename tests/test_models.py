@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import shutil
 
@@ -83,8 +84,10 @@ def test_a_bare_name_means_the_registered_adapter_even_beside_a_folder_of_that_n
     registered = tmp_path / "ws" / "adapters" / "midtown"
     registered.mkdir(parents=True)
     (registered / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (registered / "adapter_model.safetensors").write_bytes(b"weights")
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
-    registry.add_adapter(name="midtown", path=str(registered), weights_sha256="a" * 64, peft_type="lora",
+    registry.add_adapter(name="midtown", path=str(registered), weights_sha256=hashlib.sha256(b"weights").hexdigest(),
+                         method="lora",
                          run_id=None, base_model_ref=str(tiny_model_dir), base_model_sha256=None)
     # The user's working folder holds the workspace's source folder, named like the adapter.
     monkeypatch.chdir(tmp_path)

@@ -54,7 +54,7 @@ def start_run(reg, dataset_id=None, **kw):
 
 
 def add_adapter(reg, name="support-lora", run_id=None):
-    return reg.add_adapter(name=name, path=f"adapters/{name}", weights_sha256=SHA_B, peft_type="LORA",
+    return reg.add_adapter(name=name, path=f"adapters/{name}", weights_sha256=SHA_B, method="lora",
                            run_id=run_id, base_model_ref="smollm2-135m", base_model_sha256=SHA_B)
 
 
@@ -70,7 +70,7 @@ def test_migrations_create_all_tables_and_stamp_head(reg):
     names = set(inspect(reg.engine).get_table_names())
     assert TABLES | {"alembic_version"} <= names
     with reg.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005_indexes"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006_adapter_method"
     assert Path(reg.engine.url.database).is_file()  # the missing parent folder was created
 
 
@@ -95,10 +95,13 @@ def test_upgrade_from_first_revision_keeps_existing_rows(tmp_path):
         conn.execute(text("INSERT INTO datasets (name, version, content_sha256, path, n_train, n_eval, n_duplicates,"
                           " source_files, spec, created_at) VALUES ('old','v1','x','p',1,0,0,'[]','{}',"
                           " '2025-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO adapters (name, version, path, weights_sha256, peft_type, base_model_ref,"
+                          " created_at) VALUES ('shop', 1, 'p', 'w', 'dora', 'base', '2025-01-01 00:00:00')"))
     upgraded = Registry(url)
     try:
         assert [d.name for d in upgraded.list_datasets()] == ["old"]
         assert {"candidates", "reviews"} <= set(inspect(upgraded.engine).get_table_names())
+        assert upgraded.get_adapter("shop").method == "dora"  # the column renamed by 0006, its rows kept
     finally:
         upgraded.close()
 
@@ -195,7 +198,7 @@ def test_run_start_and_finish(reg):
 
 def test_complete_training_registers_run_and_adapter_together(reg, monkeypatch):
     run = start_run(reg)
-    adapter = dict(name="shop", path="adapters/shop", weights_sha256=SHA_B, peft_type="lora",
+    adapter = dict(name="shop", path="adapters/shop", weights_sha256=SHA_B, method="lora",
                    base_model_ref="smollm2-135m", base_model_sha256=SHA_B)
 
     def broken(*args, **kwargs):

@@ -161,3 +161,28 @@ def test_request_logs_are_opt_in_and_redacted(workspace, monkeypatch):
     assert record["messages"][-1]["content"] == "call me at [PHONE] or [EMAIL]"
     assert record["served"] == "alpha" and record["completion_tokens"] <= 4 and "latency_s" in record
     os.remove(log_file)
+
+
+def test_a_registry_row_pointed_at_other_weights_is_refused_at_every_load(tmp_path, tiny_model_dir, monkeypatch):
+    """Database write access alone must not put other weights in front of customers: the folder's
+    weights are checked against the sha256 registered with the adapter, every time one is loaded."""
+    import sqlalchemy as sa
+
+    from tunewright.errors import TunewrightError
+    from tunewright.models.adapters import resolve_ref
+    from tunewright.registry.deploy import DeploymentStore
+
+    ws = serve_workspace(tmp_path / "ws", tiny_model_dir, {"alpha": {"seed": 1}, "beta": {"seed": 2}})
+    DeploymentStore(ws.registry).set_alias("production", "alpha")
+    # The attacker edits the row, not the event chain: alpha's row now names beta's folder.
+    with ws.registry.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE adapters SET path = :p WHERE name = 'alpha'"),
+                     {"p": str(tmp_path / "ws" / "adapters" / "beta")})
+    with pytest.raises(TunewrightError, match="not the file registered"):
+        resolve_ref("alpha", base_model=str(tiny_model_dir), registry=ws.registry)  # eval, export, governance
+    state = serve(ws, monkeypatch, adapters=["beta"])  # startup loads only beta
+    with running_server(state) as url:
+        refused = chat(url, "production")
+        assert refused.status_code == 500 and "not the file registered" in refused.json()["error"]["message"]
+        assert post(url, "/admin/adapters", {"adapter": "alpha", "name": "a2"}).status_code == 409
+        assert chat(url, "beta").status_code == 200

@@ -28,7 +28,7 @@ def served(tmp_path_factory):
     spec = TrainSpec(r=8, alpha=16, learning_rate=2e-3, batch_size=4, max_steps=8, checkpoint_every=100, seed=0)
     adapter = workspace.root / "adapters" / "shop"
     train_adapter(base=base, rows=qa_rows(12), spec=spec, run_dir=root / "run", adapter_dir=adapter)
-    workspace.registry.add_adapter(name="shop", path=str(adapter), peft_type="LORA", run_id=None,
+    workspace.registry.add_adapter(name="shop", path=str(adapter), method="lora", run_id=None,
                                    weights_sha256=sha256_file(adapter / "adapter_model.safetensors"),
                                    base_model_ref=base.ref, base_model_sha256=base.sha256)
     state = build_state(workspace)

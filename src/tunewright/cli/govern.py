@@ -53,7 +53,7 @@ def audit_anchor(output: Path = typer.Option(Path("audit-anchor.json"), "--outpu
 
 def _brief(details: dict) -> str:
     keys = ("sha256", "content_sha256", "weights_sha256", "teacher_model", "decisions", "reviewers", "n_train",
-            "n_eval", "seed", "peft_type", "split", "n_examples", "kind", "person", "signed_on", "actor", "reason",
+            "n_eval", "seed", "method", "peft_type", "split", "n_examples", "kind", "person", "signed_on", "actor", "reason",
             "formats", "subject")
     parts = []
     for key in keys:

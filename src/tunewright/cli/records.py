@@ -18,7 +18,7 @@ def adapters() -> None:
     """Registered adapters with their weights hash and run."""
     table = Table("name", "version", "method", "run", "sha256", "path")
     for a in open_workspace().registry.list_adapters():
-        table.add_row(a.name, str(a.version), a.peft_type, str(a.run_id), a.weights_sha256[:12], a.path)
+        table.add_row(a.name, str(a.version), a.method, str(a.run_id), a.weights_sha256[:12], a.path)
     console.print(table)
 
 

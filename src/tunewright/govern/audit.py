@@ -9,6 +9,12 @@ the links and is named here. Someone who can write the database and recompute ev
 rebuild a consistent chain; an anchor (the head's id and hash, kept outside the database: in a
 ticket, a git commit, a printed model card) catches that for every event up to the anchor. SQLite
 also remembers the highest id it ever handed out, so deleting the newest events shows too.
+
+The tables that decide what is served are checked against the log as well: every adapter row must
+match its ``adapter.registered`` event (weights and base hashes), and every alias's current state
+and number of changes must match its ``alias.changed`` events. An edit of those rows alone, without
+a matching event, is named here ("table"); the weights themselves are checked at every load
+(``models.adapters.checked_adapter_folder``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ _COLUMNS = ("id", "ts", "actor", "action", "subject_kind", "subject_id", "payloa
 @dataclass(frozen=True)
 class Damage:
     event_id: int | None
-    kind: str  # edited | deleted | inserted | reordered | unreadable | truncated | unguarded | anchor | database
+    # edited | deleted | inserted | reordered | unreadable | truncated | unguarded | anchor | database | table
+    kind: str
     detail: str
 
     def line(self) -> str:
@@ -86,7 +93,10 @@ def _read_rows(registry) -> list[dict[str, Any]]:
         return [dict(zip(_COLUMNS, r)) for r in result]
 
 
-_SQLITE_GUARDS = ("events_no_update", "events_no_delete")  # the append-only triggers of migration 0001
+# The append-only triggers: the event log (migration 0001), the deployment history and adapter
+# hashes (0006).
+_SQLITE_GUARDS = ("events_no_update", "events_no_delete", "alias_changes_no_update", "alias_changes_no_delete",
+                  "adapters_no_rehash", "adapters_no_delete")
 
 
 def _sqlite_state(registry) -> tuple[int | None, list[str]]:
@@ -136,10 +146,72 @@ def verify_log(registry, anchor: dict[str, Any] | None = None) -> AuditResult:
     if unguarded:
         result.damage.append(Damage(None, "unguarded", f"the append-only triggers {', '.join(unguarded)} were "
                                     "removed, so events could be changed in place"))
+    try:
+        result.damage.extend(_table_damage(registry, rows))
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        result.damage.append(Damage(None, "database", f"the adapter or alias tables cannot be read: {detail}"))
     if anchor is not None:
         result.anchor_checked = True
         _check_anchor(rows, anchor, result)
     return result
+
+
+def _payloads(rows: list[dict[str, Any]], action: str) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for row in rows:
+        if row["action"] != action:
+            continue
+        try:
+            payload = json.loads(row["payload"]) if isinstance(row["payload"], (str, bytes)) else row["payload"]
+        except ValueError:
+            continue  # reported as unreadable above
+        if isinstance(payload, dict):
+            out.append((row["id"], payload))
+    return out
+
+
+_ADAPTER_FIELDS = ("name", "version", "weights_sha256", "base_model_sha256")
+_ALIAS_FIELDS = ("adapter_id", "split_adapter_id", "split_percent")
+
+
+def _table_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
+    """Rows of ``adapters`` and ``alias_changes`` that no event accounts for."""
+    damage: list[Damage] = []
+    with registry.engine.connect() as conn:
+        adapters = [dict(r._mapping) for r in conn.execute(text(
+            f"SELECT id, {', '.join(_ADAPTER_FIELDS)} FROM adapters ORDER BY id"))]
+        changes = [dict(r._mapping) for r in conn.execute(text(
+            f"SELECT id, alias, {', '.join(_ALIAS_FIELDS)} FROM alias_changes ORDER BY id"))]
+    registered = {p.get("adapter_id"): (event_id, p) for event_id, p in _payloads(rows, "adapter.registered")}
+    for adapter in adapters:
+        event_id, payload = registered.get(adapter["id"], (None, None))
+        if payload is None:
+            damage.append(Damage(None, "table", f"adapter row {adapter['id']} ({adapter['name']}@{adapter['version']}) "
+                                 "has no adapter.registered event: it was added to the table directly"))
+            continue
+        changed = [f for f in _ADAPTER_FIELDS if adapter[f] != payload.get(f)]
+        if changed:
+            damage.append(Damage(event_id, "table", f"adapter row {adapter['id']} no longer matches its event: "
+                                 f"{', '.join(changed)} changed in the table"))
+    events_by_alias: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for event_id, payload in _payloads(rows, "alias.changed"):
+        events_by_alias.setdefault(str(payload.get("alias")), []).append((event_id, payload))
+    rows_by_alias: dict[str, list[dict[str, Any]]] = {}
+    for change in changes:
+        rows_by_alias.setdefault(change["alias"], []).append(change)
+    for alias in sorted(set(events_by_alias) | set(rows_by_alias)):
+        events, table = events_by_alias.get(alias, []), rows_by_alias.get(alias, [])
+        if len(events) != len(table):
+            damage.append(Damage(None, "table", f"alias '{alias}' has {len(table)} changes in the table but "
+                                 f"{len(events)} alias.changed events"))
+            continue
+        last_event, last_row = events[-1], table[-1]
+        changed = [f for f in _ALIAS_FIELDS if last_row[f] != last_event[1].get(f)]
+        if changed:
+            damage.append(Damage(last_event[0], "table", f"alias '{alias}' now points elsewhere than its last "
+                                 f"event says: {', '.join(changed)} changed in the table"))
+    return damage
 
 
 def _link_damage(rows: list[dict[str, Any]], index: int, hash_position: dict[str, int],

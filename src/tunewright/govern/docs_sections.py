@@ -219,7 +219,7 @@ def training_setup(doc: Doc, facts: DocFacts) -> None:
         return
     ref = doc.cite("run", run.id)
     train = (run.config or {}).get("train") or {}
-    doc.p(f"Method {code(facts.adapter.peft_type)} on base model {code(run.base_model_ref)} "
+    doc.p(f"Method {code(facts.adapter.method)} on base model {code(run.base_model_ref)} "
           f"(weights sha256 {code(run.base_model_sha256 or 'not recorded')}), seed {run.seed}, "
           f"run {run.status} {ref}.")
     rows = [[esc(k), "unset" if v is None else code(json.dumps(v) if isinstance(v, (dict, list)) else v), ref]

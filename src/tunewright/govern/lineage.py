@@ -117,7 +117,7 @@ def _build(s: Session, adapter: AdapterRecord) -> Lineage:
             "metrics": run.metrics, "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
             "pii_override": (run.config or {}).get("pii_override")}), dataset_node, "input_to")
     adapter_node = graph.add(Node("adapter", str(adapter.id), f"{adapter.name} v{adapter.version}", {
-        "weights_sha256": adapter.weights_sha256, "peft_type": adapter.peft_type, "path": adapter.path,
+        "weights_sha256": adapter.weights_sha256, "method": adapter.method, "path": adapter.path,
         "created_at": _iso(adapter.created_at)}), run_node, "produced")
     nodes_by_key: dict[str, Node] = {}
     for evaluation in base_evaluations + evaluations:

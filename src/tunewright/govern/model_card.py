@@ -43,7 +43,7 @@ def front_matter(facts: DocFacts, doc: Doc) -> str:
     local = facts.run.base_model_ref if facts.run else adapter.base_model_ref
     base = hub_id(local) or local
     meta: dict[str, Any] = {"base_model": base, "library_name": "peft",
-                            "tags": ["peft", "tunewright", adapter.peft_type.lower(), "text-generation"]}
+                            "tags": ["peft", "tunewright", adapter.method.lower(), "text-generation"]}
     # Unset license and language are listed as gaps where the card's body asks for them.
     if declared.license:
         meta["license"] = declared.license
@@ -72,7 +72,7 @@ def build_model_card(facts: DocFacts) -> tuple[Doc, str]:
     doc.h3("Model description")
     doc.bullets([
         "Developed by: " + doc.declared_or_gap(declared.provider, "provider"),
-        f"Model type: {code(adapter.peft_type)} adapter (peft) for causal language modelling {a_ref}",
+        f"Model type: {code(adapter.method)} adapter (peft) for causal language modelling {a_ref}",
         "Language(s): " + doc.declared_or_gap(declared.language, "language"),
         "License: " + doc.declared_or_gap(declared.license, "license"),
         f"Fine-tuned from: {code(adapter.base_model_ref)} (weights sha256 "
@@ -153,7 +153,7 @@ def _snippet(facts: DocFacts) -> str:
     adapter = facts.adapter
     lines = ["from peft import PeftModel",
              "from transformers import AutoModelForCausalLM, AutoTokenizer", ""]
-    lines[:0] = list(_load_prelude(adapter.peft_type))
+    lines[:0] = list(_load_prelude(adapter.method))
     base = adapter.base_model_ref
     if "/" not in base:
         lines.append(f"# {base!r} is the base model's name in the registry: use its Hugging Face id or folder")

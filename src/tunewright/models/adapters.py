@@ -54,6 +54,37 @@ def _adapter_folder(ref: str, base_model: str) -> ResolvedRef:
     return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
 
 
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def checked_adapter_folder(record, base: BaseModelInfo) -> Path:
+    """A registered adapter's folder, once it holds what the registry recorded: the base weights it
+    was trained on (``base`` is the base about to carry it) and its own weights, byte for byte.
+
+    Every load of a registered adapter passes here (eval, generate, serve, export, governance), so a
+    folder swapped or edited behind the registry's back is refused instead of served."""
+    from ..io import sha256_file
+
+    name = f"{record.name}@{record.version}"
+    if record.base_model_sha256 and base.sha256 != record.base_model_sha256:
+        raise TunewrightError(
+            f"adapter '{name}' was trained on base weights {record.base_model_sha256[:12]}, "
+            f"but '{base.ref}' has {base.sha256[:12]}"
+        )
+    path = Path(record.path)
+    if not is_adapter_folder(path):
+        raise NotFoundError(f"adapter '{name}' is registered but its files are missing", file=path)
+    weights = path / WEIGHTS_FILE
+    if record.weights_sha256:
+        actual = sha256_file(weights) if weights.is_file() else None
+        if actual != record.weights_sha256:
+            raise TunewrightError(
+                f"adapter '{name}': {WEIGHTS_FILE} is not the file registered (sha256 "
+                f"{(actual or 'missing')[:12]}, registered {record.weights_sha256[:12]}); refusing to load it",
+                file=weights)
+    return path
+
+
 def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
     """``base``; a folder written as a path (``./x``, ``runs/x``, ``/abs/x``); else a registered
     adapter, ``name`` (its latest version) or ``name@version``.
@@ -81,12 +112,5 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
                             f"a bare name means a registered adapter, write an adapter folder as a path "
                             f"(./{ref}/...)") from None
     base = prepare_base_model(record.base_model_ref)
-    if record.base_model_sha256 and base.sha256 != record.base_model_sha256:
-        raise TunewrightError(
-            f"adapter '{ref}' was trained on base weights {record.base_model_sha256[:12]}, "
-            f"but '{record.base_model_ref}' now has {base.sha256[:12]}"
-        )
-    path = Path(record.path)
-    if not is_adapter_folder(path):
-        raise NotFoundError(f"adapter '{ref}' is registered but its files are missing", file=path)
+    path = checked_adapter_folder(record, base)
     return ResolvedRef(ref=ref, base=base, adapter_path=path, adapter_id=record.id)

@@ -277,19 +277,19 @@ class Registry:
 
     # -- adapters ------------------------------------------------------------------------------
 
-    def add_adapter(self, *, name: str, path: str, weights_sha256: str, peft_type: str, run_id: int | None,
+    def add_adapter(self, *, name: str, path: str, weights_sha256: str, method: str, run_id: int | None,
                     base_model_ref: str, base_model_sha256: str | None, actor: str | None = None) -> AdapterRecord:
         return self._write(lambda s: self._add_adapter(
-            s, name=name, path=path, weights_sha256=weights_sha256, peft_type=peft_type, run_id=run_id,
+            s, name=name, path=path, weights_sha256=weights_sha256, method=method, run_id=run_id,
             base_model_ref=base_model_ref, base_model_sha256=base_model_sha256, actor=actor))
 
-    def _add_adapter(self, s: Session, *, name: str, path: str, weights_sha256: str, peft_type: str,
+    def _add_adapter(self, s: Session, *, name: str, path: str, weights_sha256: str, method: str,
                      run_id: int | None, base_model_ref: str, base_model_sha256: str | None,
                      actor: str | None) -> AdapterRecord:
         self._require(s, t.Run, run_id, "run")
         latest = s.scalar(select(func.max(t.Adapter.version)).where(t.Adapter.name == name))
         row = t.Adapter(name=name, version=(latest or 0) + 1, path=str(path), weights_sha256=weights_sha256,
-                        peft_type=peft_type, run_id=run_id, base_model_ref=base_model_ref,
+                        method=method, run_id=run_id, base_model_ref=base_model_ref,
                         base_model_sha256=base_model_sha256, created_at=t.utcnow())
         s.add(row)
         s.flush()
@@ -297,7 +297,7 @@ class Registry:
             self._link(s, ("run", run_id), ("adapter", row.id), "produced")
         append_event(s, AdapterRegistered(
             adapter_id=row.id, name=name, version=row.version, weights_sha256=weights_sha256,
-            peft_type=peft_type, run_id=run_id, base_model_sha256=base_model_sha256), actor)
+            method=method, run_id=run_id, base_model_sha256=base_model_sha256), actor)
         return snapshot(AdapterRecord, row)
 
     def get_adapter(self, name: str, version: int | None = None) -> AdapterRecord:

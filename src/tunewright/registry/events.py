@@ -150,7 +150,7 @@ class AdapterRegistered(Event):
     name: str
     version: int
     weights_sha256: str
-    peft_type: str
+    method: str  # events before migration 0006 call it peft_type
     run_id: int | None
     base_model_sha256: str | None
 

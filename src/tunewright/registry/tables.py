@@ -108,7 +108,7 @@ class Adapter(Base):
     version: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     weights_sha256: Mapped[str] = mapped_column(String(64))
-    peft_type: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(32))  # the Tunewright method that trained it
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     base_model_ref: Mapped[str] = mapped_column(Text)
     base_model_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -409,7 +409,7 @@ class AdapterRecord:
     version: int
     path: str
     weights_sha256: str
-    peft_type: str
+    method: str
     run_id: int | None
     base_model_ref: str
     base_model_sha256: str | None

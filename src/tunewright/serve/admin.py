@@ -13,6 +13,7 @@ from typing import ClassVar
 from fastapi import APIRouter, Request
 
 from ..errors import TunewrightError
+from ..models.adapters import checked_adapter_folder
 from ..registry.events import Event
 from .pool import ServedModel
 from .protocol import ApiError, CombineRequest, LoadRequest
@@ -82,7 +83,11 @@ async def load_adapter(body: LoadRequest, request: Request):
         raise ApiError(400, "give exactly one of 'adapter' (a registered name) or 'path'", param="adapter")
     if body.adapter is not None:
         record = known_adapter_or_404(state.workspace.registry, body.adapter)
-        folder, adapter_id = Path(record.path), record.id
+        try:
+            folder = checked_adapter_folder(record, state.pool.base)
+        except TunewrightError as exc:
+            raise ApiError(409, str(exc), param="adapter") from None
+        adapter_id = record.id
         name = body.name or body.adapter
         source = f"registry {record.name}@{record.version}"
     else:

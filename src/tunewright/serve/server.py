@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config.serve import ServeSpec
 from ..errors import TunewrightError
+from ..models.adapters import checked_adapter_folder
 from ..models.loading import load_model, load_tokenizer, prepare_base_model
 from ..registry.deploy import ALIASES, DeploymentStore, split_adapter_ref
 from ..retrieval.context import current_index, retriever_for
@@ -115,7 +116,7 @@ class ServeState:
                 return served
         name = f"{record.name}@{record.version}"
         future = self.engine.call(lambda: self.pool.models.get(name) or self.pool.load(
-            name, Path(record.path), adapter_id=record.id, source=f"registry {name}"))
+            name, checked_adapter_folder(record, self.pool.base), adapter_id=record.id, source=f"registry {name}"))
         try:
             return await asyncio.wrap_future(future)
         except TunewrightError as exc:
@@ -148,7 +149,8 @@ def load_startup_adapters(state: ServeState) -> list[str]:
                 loaded.append(folder.name)
                 continue
             record = _registered(registry, ref)
-            state.pool.load(ref, Path(record.path), adapter_id=record.id, source=f"registry {record.name}@{record.version}")
+            state.pool.load(ref, checked_adapter_folder(record, state.pool.base), adapter_id=record.id,
+                            source=f"registry {record.name}@{record.version}")
             loaded.append(ref)
         except TunewrightError as exc:
             if explicit:

@@ -101,7 +101,7 @@ def train(
         metrics = {**_metrics(result), **measured_against_plan(run.config.get("plan"))}
         run, record = registry.complete_training(run.id, metrics=metrics, adapter=dict(
             name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
-            peft_type=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
+            method=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
         ))
     return run, record, result
 
