@@ -186,3 +186,23 @@ def test_a_registry_row_pointed_at_other_weights_is_refused_at_every_load(tmp_pa
         assert refused.status_code == 500 and "not the file registered" in refused.json()["error"]["message"]
         assert post(url, "/admin/adapters", {"adapter": "alpha", "name": "a2"}).status_code == 409
         assert chat(url, "beta").status_code == 200
+
+
+def test_names_that_requests_reach_other_models_by_cannot_be_taken(workspace, monkeypatch):
+    """Loading a folder as 'production' (or the base model's name, or name@N) would shadow the alias
+    the release gates guard; such names are refused, and aliases resolve before loaded names."""
+    state = serve(workspace, monkeypatch)
+    base_name = workspace.recipe.base_model
+    with running_server(state) as url:
+        for name in ["production", "Staging", "base"]:
+            refused = post(url, "/admin/adapters", {"adapter": "beta", "name": name})
+            assert refused.status_code == 400 and "reserved name" in refused.json()["error"]["message"], name
+        assert post(url, "/admin/adapters", {"adapter": "beta", "name": base_name}).status_code == 400
+        assert state.pool.reserved_names >= {"production", "staging", base_name.casefold()}
+        versioned = post(url, "/admin/adapters", {"adapter": "beta", "name": "alpha@1"})
+        assert versioned.status_code == 400 and "kept for registry versions" in versioned.json()["error"]["message"]
+        combined = post(url, "/admin/combine", {"name": "production", "adapters": ["alpha", "beta"]})
+        assert combined.status_code == 400
+        assert not {"production", "Staging", "base"} & (set(state.pool.models) - {"base"})
+        assert state.pool.models["base"].source == state.pool.base.ref  # 'base' is still the base model
+        assert chat(url, base_name).headers["x-tunewright-served"] == "base"

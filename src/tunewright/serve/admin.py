@@ -76,11 +76,18 @@ async def list_adapters(request: Request):
     return {"data": [_describe(m) for m in state.pool.models.values()]}
 
 
+def _no_version_sign(name: str | None) -> None:
+    # name@N means version N of a registered adapter; a folder or a combination must not pose as one.
+    if name is not None and "@" in name:
+        raise ApiError(400, f"'{name}': '@' is kept for registry versions (name@N); choose another name", param="name")
+
+
 @admin_router.post("/adapters")
 async def load_adapter(body: LoadRequest, request: Request):
     state = _state(request)
     if (body.adapter is None) == (body.path is None):
         raise ApiError(400, "give exactly one of 'adapter' (a registered name) or 'path'", param="adapter")
+    _no_version_sign(body.name)
     if body.adapter is not None:
         record = known_adapter_or_404(state.workspace.registry, body.adapter)
         try:
@@ -113,6 +120,7 @@ async def unload_adapter(name: str, request: Request):
 @admin_router.post("/combine")
 async def combine(body: CombineRequest, request: Request):
     state = _state(request)
+    _no_version_sign(body.name)
     weights = body.weights if body.weights is not None else [1.0 / len(body.adapters)] * len(body.adapters)
     served = await _on_worker(state, lambda: state.pool.combine(body.name, body.adapters, weights,
                                                                 method=body.method, density=body.density))

@@ -82,8 +82,11 @@ def verify_adapter_weights(folder: Path) -> None:
 
 class AdapterPool:
     def __init__(self, base: BaseModelInfo, base_model, *, max_adapters: int = 16,
-                 merge_hot_adapter: bool = True) -> None:
+                 merge_hot_adapter: bool = True, reserved_names: frozenset[str] = frozenset()) -> None:
         self.base = base
+        # Names requests reach something else by (the deployment aliases, the base model's name):
+        # an adapter loaded under one of them would shadow it and bypass the release gates.
+        self.reserved_names = frozenset(n.casefold() for n in reserved_names | {BASE})
         self.max_adapters = max_adapters
         self.shared = Lane("shared", base_model, shared=True)
         self.models: dict[str, ServedModel] = {BASE: ServedModel(BASE, self.shared, None, "BASE", base.ref)}
@@ -110,6 +113,9 @@ class AdapterPool:
     def _check_new_name(self, name: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}", name or ""):
             raise TunewrightError(f"invalid model name '{name}' (letters, digits, . _ @ : -)", field="name")
+        if name.casefold() in self.reserved_names:
+            raise TunewrightError(f"'{name}' is a reserved name (a deployment alias or the base model); "
+                                  "choose another", field="name")
         if name in self.models:
             raise TunewrightError(f"a model named '{name}' is already loaded", field="name")
         if len(self.models) - 1 >= self.max_adapters:

@@ -73,10 +73,7 @@ class ServeState:
         return cached[1]
 
     async def resolve(self, name: str, user: str | None = None) -> ServedModel:
-        if name in self.pool.models:
-            return self.pool.models[name]
-        if name == self.workspace.recipe.base_model:
-            return self.pool.models[BASE]
+        # Aliases first: they are what the release gates guard, and no loaded name may stand in for one.
         if name in ALIASES:
             state = self._alias(name)
             if state is None or state.adapter is None:
@@ -85,6 +82,10 @@ class ServeState:
             if state.split_adapter is not None and _in_split(user, state.split_percent):
                 record = state.split_adapter
             return await self.ensure_loaded(record)
+        if name == self.workspace.recipe.base_model:
+            return self.pool.models[BASE]
+        if name in self.pool.models:
+            return self.pool.models[name]
         raise ApiError(404, f"model '{name}' does not exist here (known: {', '.join(self.public_names())})",
                        param="model", code="model_not_found")
 
@@ -164,7 +165,8 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
     base = prepare_base_model(workspace.recipe.base_model)
     tokenizer = load_tokenizer(base, padding_side="left")
     model = load_model(base)
-    pool = AdapterPool(base, model, max_adapters=spec.max_adapters, merge_hot_adapter=spec.merge_hot_adapter)
+    pool = AdapterPool(base, model, max_adapters=spec.max_adapters, merge_hot_adapter=spec.merge_hot_adapter,
+                       reserved_names=frozenset(ALIASES) | {workspace.recipe.base_model})
     # The gauges read the engine when scraped, after it exists.
     metrics = ServeMetrics(lambda: engine.queue_depth, lambda: len(pool.adapters()))
     engine = Engine(pool, tokenizer, max_batch_size=spec.max_batch_size, batch_wait_ms=spec.batch_wait_ms,
