@@ -140,6 +140,46 @@ def test_deleting_the_newest_events_is_caught(ws):
     assert f"{ids[-2]} to {ids[-1]}" in damage[0].detail
 
 
+def test_deleting_the_newest_events_and_covering_up_is_caught_by_the_release_anchors(ws):
+    """Delete the newest events, rewind SQLite's counter and recreate the triggers: the chain alone
+    looks intact, but the head anchored outside the database after the alias change is gone."""
+    from tunewright.govern.audit import read_release_anchors, verify_log, verify_workspace
+    from tunewright.registry.deploy import DeploymentStore
+
+    _adapter(ws, "alpha")
+    DeploymentStore(ws.registry).set_alias("production", "alpha")
+    anchors = read_release_anchors(ws.anchor_file)
+    assert [a["action"] for a in anchors] == ["adapter.registered", "alias.changed"]
+    assert verify_workspace(ws).ok
+    last = anchors[-1]["event_id"]
+    db = sqlite3.connect(ws.root / "registry.db", isolation_level=None)
+    triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for name, _ in triggers:
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DELETE FROM alias_changes")
+    db.execute("DELETE FROM events WHERE id >= ?", (last,))
+    db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (last - 1,))
+    for _, sql in triggers:
+        db.execute(sql)
+    db.close()
+    assert verify_log(ws.registry).ok  # the chain alone cannot tell
+    damage = verify_workspace(ws).damage
+    assert [(d.event_id, d.kind) for d in damage] == [(last, "anchor")]
+    assert "gone from the log" in damage[0].detail
+
+
+def test_a_torn_last_anchor_line_is_skipped_and_a_bad_one_named(ws):
+    from tunewright.errors import TunewrightError
+    from tunewright.govern.audit import read_release_anchors
+
+    ws.anchor_file.parent.mkdir(parents=True, exist_ok=True)
+    ws.anchor_file.write_text('{"event_id": 1, "hash": "aa"}\n{"event_id": 2, "ha')
+    assert [a["event_id"] for a in read_release_anchors(ws.anchor_file)] == [1]
+    ws.anchor_file.write_text('not json\n{"event_id": 2, "hash": "bb"}\n')
+    with pytest.raises(TunewrightError, match=r"anchors.jsonl:1: anchor line is not JSON"):
+        read_release_anchors(ws.anchor_file)
+
+
 def test_an_inserted_event_is_named(ws):
     ids = _log(ws)
     at = ids[3]

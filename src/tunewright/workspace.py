@@ -75,11 +75,19 @@ class Workspace:
     def registry_url(self) -> str:
         return self.recipe.registry.url or f"sqlite:///{self.root / 'registry.db'}"
 
+    @property
+    def anchor_file(self) -> Path:
+        configured = self.recipe.govern.anchor_file
+        return self.path(configured) if configured else self.root / "audit" / "anchors.jsonl"
+
     @cached_property
     def registry(self):
         from .registry import Registry
+        from .registry.events import anchor_release_events
 
-        return Registry(self.registry_url)
+        registry = Registry(self.registry_url)
+        anchor_release_events(registry.engine, self.anchor_file)
+        return registry
 
 
 def init_workspace(

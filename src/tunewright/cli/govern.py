@@ -23,10 +23,10 @@ def audit_verify(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Recompute every event's hash and link; name each edited, inserted, deleted or reordered event."""
-    from ..govern.audit import read_anchor, verify_log
+    from ..govern.audit import read_anchor, verify_workspace
 
     anchor_data = read_anchor(anchor) if anchor is not None else None
-    result = verify_log(open_workspace().registry, anchor_data)
+    result = verify_workspace(open_workspace(), anchor_data)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
     elif result.ok:

@@ -81,6 +81,11 @@ class PiiSpec(_Strict):
 
 
 class GovernSpec(_Strict):
+    anchor_file: str | None = Field(
+        None, description="where the audit log's head is appended after every release event (adapter "
+                          "registered, alias changed, override, sign-off, export); keep it where the "
+                          "database's writers cannot reach (another disk, an append-only mount). "
+                          "None: audit/anchors.jsonl in the workspace")
     forgetting: ForgettingSpec = Field(default_factory=ForgettingSpec)
     bias: BiasSpec = Field(default_factory=BiasSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)

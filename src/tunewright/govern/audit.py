@@ -8,7 +8,11 @@ What a plain hash chain can and cannot show: an edited, deleted, inserted or reo
 the links and is named here. Someone who can write the database and recompute every later hash can
 rebuild a consistent chain; an anchor (the head's id and hash, kept outside the database: in a
 ticket, a git commit, a printed model card) catches that for every event up to the anchor. SQLite
-also remembers the highest id it ever handed out, so deleting the newest events shows too.
+remembers the highest id it ever handed out, so deleting the newest events shows, unless the
+attacker also lowers ``sqlite_sequence`` and recreates the triggers: then only an anchor taken
+after those events shows it. So the head is anchored automatically after every release event
+(``registry.events.RELEASE_ACTIONS``), appended to ``govern.anchor_file`` outside the database;
+an attacker who can also rewrite that file is not caught, so keep it out of their reach.
 
 The tables that decide what is served are checked against the log as well: every adapter row must
 match its ``adapter.registered`` event (weights and base hashes), and every alias's current state
@@ -109,7 +113,10 @@ def _sqlite_state(registry) -> tuple[int | None, list[str]]:
     return highest, [name for name in _SQLITE_GUARDS if name not in present]
 
 
-def verify_log(registry, anchor: dict[str, Any] | None = None) -> AuditResult:
+def verify_log(registry, anchor: dict[str, Any] | None = None,
+               release_anchors: list[dict[str, Any]] = ()) -> AuditResult:
+    """``anchor``: one from ``write_anchor``; ``release_anchors``: the heads appended after each
+    release event (``read_release_anchors``), each checked like an anchor."""
     result = AuditResult()
     try:
         rows = _read_rows(registry)
@@ -154,6 +161,9 @@ def verify_log(registry, anchor: dict[str, Any] | None = None) -> AuditResult:
     if anchor is not None:
         result.anchor_checked = True
         _check_anchor(rows, anchor, result)
+    for release_anchor in release_anchors:
+        result.anchor_checked = True
+        _check_anchor(rows, release_anchor, result)
     return result
 
 
@@ -279,3 +289,29 @@ def read_anchor(path: str | Path) -> dict[str, Any]:
         if not isinstance(anchor, dict) or not isinstance(anchor.get(name), kind):
             raise TunewrightError(f"anchor needs '{name}' ({kind.__name__})", file=path, field=name)
     return anchor
+
+
+def read_release_anchors(path: str | Path) -> list[dict[str, Any]]:
+    """The heads anchored after release events (JSON lines; a torn last line from a crash is skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    anchors = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        try:
+            anchor = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # the write a crash interrupted
+            raise TunewrightError("anchor line is not JSON", file=path, line=number) from None
+        if not isinstance(anchor, dict) or not isinstance(anchor.get("event_id"), int) \
+                or not isinstance(anchor.get("hash"), str):
+            raise TunewrightError("anchor line needs 'event_id' and 'hash'", file=path, line=number)
+        anchors.append(anchor)
+    return anchors
+
+
+def verify_workspace(workspace, anchor: dict[str, Any] | None = None) -> AuditResult:
+    """The workspace's log against an explicit anchor, if given, and every release anchor."""
+    return verify_log(workspace.registry, anchor, read_release_anchors(workspace.anchor_file))

@@ -7,16 +7,59 @@ import getpass
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import tables as t
 
+# The actor is who the environment says it is: TUNEWRIGHT_ACTOR, else the OS user. Nothing checks
+# it; the README's security section says so. Reviewers and API keys are named where they act.
 ACTOR_ENV = "TUNEWRIGHT_ACTOR"
+
+# Events that change what is released: after a transaction that appends one commits, the head of
+# the log is written to an anchor file outside the database (``anchor_release_events``), so that
+# deleting the newest events and rewinding SQLite's counter still leaves a trace there.
+RELEASE_ACTIONS = frozenset({"adapter.registered", "alias.changed", "govern.override", "signoff.recorded",
+                             "export.registered"})
+_HEAD_KEY = "tunewright_release_head"
+_ANCHOR_FILES: "weakref.WeakKeyDictionary[Any, Path]" = weakref.WeakKeyDictionary()
+
+
+def anchor_release_events(engine, path: str | Path) -> None:
+    """Append the log's head to ``path`` (JSON lines) after every commit with a release event."""
+    # Keyed by the connection pool: the registry writes through an engine copy with its own
+    # execution options, which shares the pool (and the database) with the engine given here.
+    _ANCHOR_FILES[engine.pool] = Path(path)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _anchor_after_commit(session: Session) -> None:
+    head = session.info.pop(_HEAD_KEY, None)
+    if head is None:
+        return
+    bind = session.get_bind()
+    path = _ANCHOR_FILES.get(getattr(bind, "pool", None))
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = canonical_json({**head, "anchored_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    # Appended and synced: the file only grows, and a crash leaves at worst its last line torn.
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_head(session: Session) -> None:
+    session.info.pop(_HEAD_KEY, None)
 
 
 def resolve_actor(actor: str | None = None) -> str:
@@ -286,6 +329,8 @@ def append_event(session: Session, event: Event, actor: str | None = None) -> Ev
                           subject_kind=row.subject_kind, subject_id=row.subject_id, payload=row.payload)
     session.add(row)
     session.flush()
+    if row.action in RELEASE_ACTIONS:
+        session.info[_HEAD_KEY] = {"event_id": row.id, "hash": row.hash, "action": row.action}
     return to_record(row)
 
 
