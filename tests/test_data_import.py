@@ -145,7 +145,9 @@ def test_adding_a_reader_is_one_registration(tmp_path):
         rows, _ = load_rows([write(tmp_path, "x.tsvtest", "q\ta\n")])
         assert msgs(rows[0]) == [("user", "q"), ("assistant", "a")]
     finally:
-        READERS.pop(".tsvtest")
+        READERS._classes.pop("tsvtest")
+    with pytest.raises(ValueError, match="data reader 'csv' is already registered"):
+        register_reader(".csv")(read_tsv)  # a second reader for a suffix would silently replace the first
 
 
 # --- bad input: every error names file, line and field ----------------------------------------

@@ -66,10 +66,10 @@ def queue() -> tuple[list[CandidateRecord], list[ReviewRecord]]:
     return candidates, reviews
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", FORMATS.names())
 def test_export_then_import_gives_back_messages_meta_and_decisions(fmt, queue, tmp_path):
     candidates, reviews = queue
-    path = tmp_path / f"out{FORMATS[fmt].suffix}"
+    path = tmp_path / f"out{FORMATS.get_class(fmt).suffix}"
     written = export_candidates(candidates, reviews, path, fmt)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left behind
 
@@ -94,9 +94,9 @@ def test_export_then_import_gives_back_messages_meta_and_decisions(fmt, queue, t
 
 
 def test_every_format_has_a_suffix_and_an_unknown_one_is_refused(queue, tmp_path):
-    assert {name: cls.suffix for name, cls in FORMATS.items()} == {
+    assert {name: cls.suffix for name, cls in ((n, FORMATS.get_class(n)) for n in FORMATS.names())} == {
         "label-studio": ".json", "argilla": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}
-    with pytest.raises(TunewrightError, match="unknown format 'csv'.*label-studio"):
+    with pytest.raises(TunewrightError, match="unknown review format 'csv'.*label-studio"):
         export_candidates(*queue, tmp_path / "x.csv", "csv")
     assert not (tmp_path / "x.csv").exists()
 
@@ -339,7 +339,7 @@ def test_missing_file_and_folder_are_refused(tmp_path):
 def test_an_edit_to_an_earlier_turn_survives_only_where_the_format_can_hold_it(fmt, keeps_whole_edit, tmp_path):
     edited = [RETURNS[0], {"role": "user", "content": "Can I return a lamp I bought?"}, *RETURNS[2:]]
     reviews = [review(1, 2, "alice", "accept", before=RETURNS, minutes=1, after=edited)]
-    path = tmp_path / f"x{FORMATS[fmt].suffix}"
+    path = tmp_path / f"x{FORMATS.get_class(fmt).suffix}"
     export_candidates([candidate(2, RETURNS)], reviews, path, fmt)
     (item,) = import_items(path, fmt)
     # Label Studio and Argilla carry the corrected final answer only, applied to the item's messages.

@@ -136,7 +136,7 @@ def test_bad_settings_fail_before_any_call(tiny_model_dir, tmp_path):
         assert error.value.field == "synth.generators[0].settings.new_per_promt"
         unknown = bad.model_copy(update={"generators": [GeneratorSpec(kind="no-such-generator")]})
         workspace.recipe = workspace.recipe.model_copy(update={"synth": unknown})
-        with pytest.raises(TunewrightError, match="unknown generator 'no-such-generator'"):
+        with pytest.raises(TunewrightError, match="unknown synthetic-data generator 'no-such-generator'"):
             run_round(workspace)
         filters = bad.model_copy(update={"generators": [GeneratorSpec(kind="self-instruct")],
                                          "filters": [FilterSpec(kind="length", settings={"max_chars": 5})]})

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from ..errors import TunewrightError
+from ..plugins import PluginRegistry
 from .schema import ChatRow
 
 COMMON_OPTIONAL = ("reference", "meta")
@@ -44,12 +45,8 @@ class Shape:
         raise NotImplementedError
 
 
-SHAPES: dict[str, type[Shape]] = {}
-
-
-def register_shape(cls: type[Shape]) -> type[Shape]:
-    SHAPES[cls.name] = cls
-    return cls
+SHAPES: PluginRegistry[Shape] = PluginRegistry("row shape", group="shapes")
+register_shape = SHAPES.register
 
 
 @register_shape
@@ -116,11 +113,11 @@ class PromptCompletionShape(_SingleTurn):
 
 
 def accepted_shapes() -> str:
-    return "; ".join(cls.describe() for cls in SHAPES.values())
+    return "; ".join(cls.describe() for cls in SHAPES.classes())
 
 
 def detect_shape(record: dict, where: Where) -> type[Shape]:
-    candidates = [cls for cls in SHAPES.values() if any(f in record for f in cls.required)]
+    candidates = [cls for cls in SHAPES.classes() if any(f in record for f in cls.required)]
     if len(candidates) > 1:
         # Blame the shape the row matches least: with prompt, completion and output, it is output.
         candidates.sort(key=lambda cls: -sum(f in record for f in cls.required))

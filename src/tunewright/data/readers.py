@@ -9,27 +9,45 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 from ..errors import NotFoundError, TunewrightError
+from ..plugins import PluginRegistry
 
 Record = tuple[int, dict]
 Reader = Callable[[Path], Iterator[Record]]
 
-READERS: dict[str, Reader] = {}
+
+class FileReader:
+    """One file suffix's reader in the plugin registry: its ``name`` is the suffix without the dot."""
+
+    name: ClassVar[str]
+    read: ClassVar[Reader]
+
+
+READERS: PluginRegistry[FileReader] = PluginRegistry("data reader", group="readers")
 
 
 def register_reader(*suffixes: str) -> Callable[[Reader], Reader]:
+    """``@register_reader(".csv")`` over a generator function of ``(line, record)``; a suffix
+    registered twice is refused, like any plugin name."""
     def add(reader: Reader) -> Reader:
         for suffix in suffixes:
-            READERS[suffix.lower()] = reader
+            name = suffix.lower().removeprefix(".")
+            READERS.register(type(f"{reader.__name__}_{name}", (FileReader,),
+                                  {"name": name, "read": staticmethod(reader)}))
         return reader
 
     return add
 
 
+def reader_for(suffix: str) -> Reader | None:
+    name = suffix.lower().removeprefix(".")
+    return READERS.get_class(name).read if name in READERS else None
+
+
 def supported_suffixes() -> list[str]:
-    return sorted(READERS)
+    return ["." + name for name in READERS.names()]
 
 
 def iter_records(path: str | Path) -> Iterator[Record]:
@@ -39,7 +57,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
     on a typo. Problems inside the file raise during iteration, naming the line.
     """
     path = Path(path)
-    reader = READERS.get(path.suffix.lower())
+    reader = reader_for(path.suffix)
     if reader is None:
         shown = path.suffix or "(none)"
         raise TunewrightError(

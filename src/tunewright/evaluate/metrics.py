@@ -29,7 +29,7 @@ class Metric(Protocol):
     def score(self, prediction: str, reference: str) -> float: ...
 
 
-METRICS: PluginRegistry[Metric] = PluginRegistry("metric", recipe_field="eval.metrics")
+METRICS: PluginRegistry[Metric] = PluginRegistry("metric", recipe_field="eval.metrics", group="metrics")
 register_metric = METRICS.register
 get_metric = METRICS.get
 available_metrics = METRICS.names

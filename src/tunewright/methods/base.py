@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from ..config import TrainSpec
-from ..errors import TunewrightError
 from ..plugins import PluginRegistry
 
-METHODS: PluginRegistry["PeftMethod"] = PluginRegistry("PEFT method", recipe_field="train.method")
+METHODS: PluginRegistry["PeftMethod"] = PluginRegistry("PEFT method", recipe_field="train.method", group="methods")
 SETTINGS_FIELD = "train.method_settings"
 
 
@@ -65,17 +64,7 @@ class PeftMethod:
 
     def settings(self, spec: TrainSpec) -> MethodSettings:
         """The recipe's ``method_settings`` validated; errors name ``train.method_settings.<field>``."""
-        try:
-            return self.Settings.model_validate(spec.method_settings or {})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(part) for part in err["loc"])
-            field = f"{SETTINGS_FIELD}.{loc}" if loc else SETTINGS_FIELD
-            message = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(self.Settings.model_fields) or "none"
-                message = f"unknown setting for method '{self.name}' (its settings: {known})"
-            raise TunewrightError(message, field=field) from None
+        return METHODS.settings_for(self.name, spec.method_settings, SETTINGS_FIELD)
 
     def check_environment(self) -> None:
         """Refuse early when this machine cannot run the method at all (QLoRA without CUDA)."""

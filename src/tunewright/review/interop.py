@@ -29,6 +29,7 @@ from ..data.readers import read_jsonl, read_parquet
 from ..data.schema import ChatRow
 from ..errors import NotFoundError, TunewrightError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from ..plugins import PluginRegistry
 from .agreement import latest_reviews
 from .records import DECISIONS, CandidateRecord, ReviewRecord
 
@@ -147,18 +148,12 @@ class Format:
         return ImportedItem(messages, dict(row.meta), decisions, row.reference)
 
 
-FORMATS: dict[str, type[Format]] = {}
-
-
-def _register(cls: type[Format]) -> type[Format]:
-    FORMATS[cls.name] = cls
-    return cls
+FORMATS: PluginRegistry[Format] = PluginRegistry("review format", recipe_field="format", group="review_formats")
+_register = FORMATS.register
 
 
 def _format(fmt: str) -> Format:
-    if fmt not in FORMATS:
-        raise TunewrightError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    return FORMATS[fmt]()
+    return FORMATS.get(fmt)
 
 
 def export_candidates(candidates: Iterable[CandidateRecord], reviews: Iterable[ReviewRecord], path: str | Path,

@@ -24,7 +24,8 @@ class Generator(Protocol):
         """Yield rows for ``spec``; ``resolve_path`` turns a recipe path into a local Path."""
 
 
-GENERATORS: PluginRegistry[Generator] = PluginRegistry("generator", recipe_field="build.generator")
+GENERATORS: PluginRegistry[Generator] = PluginRegistry("dataset builder", recipe_field="build.generator",
+                                                  group="builders")
 register_generator = GENERATORS.register
 get_generator = GENERATORS.get
 available_generators = GENERATORS.names

@@ -15,8 +15,6 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from ..config.synth import SynthSpec
 from ..data.schema import ChatRow
 from ..errors import TunewrightError
@@ -62,26 +60,17 @@ def check_plugins(spec: SynthSpec) -> None:
         SYNTH_GENERATORS.get_class(generator.kind)
 
 
-def _settings(cls: type, settings: dict[str, Any], field_path: str) -> BaseModel:
-    model = getattr(cls, "Settings")
-    try:
-        return model(**settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise TunewrightError(f"{first['msg']}", field=f"{field_path}.{where}" if where else field_path) from None
-
-
 def build_teacher(spec: SynthSpec, cache: CallCache | None):
     cls = TEACHERS.get_class(spec.teacher.kind)
-    return cls(_settings(cls, spec.teacher.settings, "synth.teacher.settings"), cache=cache)
+    return cls(TEACHERS.settings_for(spec.teacher.kind, spec.teacher.settings, "synth.teacher.settings"), cache=cache)
 
 
 def build_generators(spec: SynthSpec) -> list[tuple[Any, float]]:
     out = []
     for i, gen in enumerate(spec.generators):
         cls = SYNTH_GENERATORS.get_class(gen.kind)
-        out.append((cls(_settings(cls, gen.settings, f"synth.generators[{i}].settings")), gen.share))
+        settings = SYNTH_GENERATORS.settings_for(gen.kind, gen.settings, f"synth.generators[{i}].settings")
+        out.append((cls(settings), gen.share))
     return out
 
 

@@ -68,7 +68,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-FILTERS: PluginRegistry[Filter] = PluginRegistry("filter", recipe_field="synth.filters")
+FILTERS: PluginRegistry[Filter] = PluginRegistry("filter", recipe_field="synth.filters", group="filters")
 register_filter = FILTERS.register
 
 

@@ -118,5 +118,6 @@ class SynthGenerator(Protocol):
         """Up to ``count`` rows with provenance in meta["provenance"]; failed calls reported, not raised."""
 
 
-SYNTH_GENERATORS: PluginRegistry[SynthGenerator] = PluginRegistry("generator", recipe_field="synth.generators")
+SYNTH_GENERATORS: PluginRegistry[SynthGenerator] = PluginRegistry("synthetic-data generator", recipe_field="synth.generators",
+                                                            group="synth_generators")
 register_synth_generator = SYNTH_GENERATORS.register

@@ -126,5 +126,5 @@ class Teacher(Protocol):
     def complete_many(self, requests: list[TeacherRequest]) -> list[Completion | TeacherError]: ...
 
 
-TEACHERS: PluginRegistry[Teacher] = PluginRegistry("teacher", recipe_field="synth.teacher.kind")
+TEACHERS: PluginRegistry[Teacher] = PluginRegistry("teacher", recipe_field="synth.teacher.kind", group="teachers")
 register_teacher = TEACHERS.register
