@@ -19,6 +19,15 @@ def _queue(workspace, queue: str | None) -> str:
     return queue or workspace.recipe.dataset_name
 
 
+def _password(password_env: str | None) -> str:
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise TunewrightError(f"environment variable {password_env} is not set", field="password_env")
+        return password
+    return typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
 @app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
@@ -39,14 +48,38 @@ def add_reviewer(
     """Create a reviewer account (password asked for, or read from --password-env)."""
     from ..review.reviewers import add_reviewer as add
 
-    if password_env:
-        password = os.environ.get(password_env)
-        if not password:
-            raise TunewrightError(f"environment variable {password_env} is not set", field="password_env")
-    else:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    add(open_workspace().registry, name, password)
+    add(open_workspace().registry, name, _password(password_env))
     console.print(f"reviewer [bold]{name}[/bold] added")
+
+
+@app.command("remove-reviewer")
+def remove_reviewer(name: str = typer.Argument(..., help="Log-in name.")) -> None:
+    """Delete a reviewer account and end its web sessions at once; their decisions stay recorded."""
+    from ..review.reviewers import remove_reviewer as remove
+
+    remove(open_workspace().registry, name)
+    console.print(f"reviewer [bold]{name}[/bold] removed; their sessions have ended")
+
+
+@app.command("revoke-sessions")
+def revoke_sessions(name: str = typer.Argument(..., help="Log-in name.")) -> None:
+    """Log a reviewer out of the web UI everywhere; their password still works for a new log-in."""
+    from ..review.reviewers import revoke_sessions as revoke
+
+    revoke(open_workspace().registry, name)
+    console.print(f"sessions of reviewer [bold]{name}[/bold] ended")
+
+
+@app.command("set-password")
+def set_password(
+    name: str = typer.Argument(..., help="Log-in name."),
+    password_env: Optional[str] = typer.Option(None, help="Read the password from this environment variable."),
+) -> None:
+    """Give a reviewer a new password (asked for, or read from --password-env); their sessions end."""
+    from ..review.reviewers import set_password as set_
+
+    set_(open_workspace().registry, name, _password(password_env))
+    console.print(f"password of reviewer [bold]{name}[/bold] changed; their sessions have ended")
 
 
 @app.command("assign")

@@ -20,17 +20,21 @@ from starlette.middleware.sessions import SessionMiddleware
 from ...config.synth import ReviewSpec
 from ...errors import NotFoundError, TunewrightError
 from ...registry import Registry
-from ..reviewers import authenticate
+from ...webguard import BodyLimit, json_error, plain_text
+from ..reviewers import log_in, session_valid
 from ..store import ReviewStore
 from . import corrections as correction_routes
 from . import queue as queue_routes
 from . import views
-from .auth import (SESSION_USER, LoginRequired, check_csrf, current_reviewer, payload, render, safe_next,
-                   start_session, wants_json)
+from .auth import (SESSION_EPOCH, SESSION_USER, LoginRequired, LoginThrottle, check_csrf, current_reviewer, flash,
+                   payload, render, safe_next, start_session, wants_json)
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "tunewright_review"
 SESSION_DAYS = 14
+# Every body the UI takes is a form or a JSON decision (no page uploads files); an edited item's
+# turns are the largest, far under this. Checked before anything parses a body, log-in included.
+MAX_BODY_BYTES = 1024 * 1024
 # Same-origin everything: no inline script or style, no framing (a framed page could be
 # keyboard-driven into decisions), no referrer leaking item URLs.
 SECURITY_HEADERS = {
@@ -43,16 +47,21 @@ SECURITY_HEADERS = {
 
 
 def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
-               queue_default: str | None = None, embedder=None) -> FastAPI:
-    """``embedder`` finds rows similar to a corrected one; the sentence model by default."""
+               queue_default: str | None = None, embedder=None, max_body_bytes: int = MAX_BODY_BYTES,
+               login_throttle: LoginThrottle | None = None) -> FastAPI:
+    """``embedder`` finds rows similar to a corrected one; the sentence model by default.
+    ``login_throttle`` defaults to 5 failures per name or address in 15 minutes."""
     if len(secret_key) < 16:
         raise TunewrightError("the review UI's session secret must have at least 16 characters")
+    if max_body_bytes < 1:
+        raise TunewrightError(f"max_body_bytes {max_body_bytes} must be at least 1", field="max_body_bytes")
     app = FastAPI(title="Tunewright review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.registry = registry
     app.state.store = ReviewStore(registry)
     app.state.spec = review_spec
     app.state.queue_default = queue_default
     app.state.embedder = embedder
+    app.state.login_throttle = login_throttle or LoginThrottle()
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.templates.env.globals.update(qpath=queue_routes.qpath, query=views.query)
 
@@ -65,8 +74,26 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
             response.headers["Cache-Control"] = "no-store"
         return response
 
+    @app.middleware("http")
+    async def current_session(request: Request, call_next):
+        # A signed cookie stays valid for its max age whatever happens to the account; checking it
+        # against the reviewer's record on every request is what lets removal, a password change
+        # or a revocation end it at once.
+        name = request.session.get(SESSION_USER)
+        if name and not request.url.path.startswith("/static/"):
+            valid = await run_in_threadpool(session_valid, registry, name, request.session.get(SESSION_EPOCH))
+            if not valid:
+                # The CSRF token stays, so a POST from the dead session gets "log in first", not a
+                # CSRF error that would send the reviewer reloading the page.
+                request.session.pop(SESSION_USER, None)
+                request.session.pop(SESSION_EPOCH, None)
+                flash(request, "Your session has ended; log in again.")
+        return await call_next(request)
+
     app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=SESSION_DAYS * 24 * 3600, same_site="lax", https_only=False)
+    # Outermost of the app's own layers, so no body is read (sessions, forms, CSRF) before its size is known.
+    app.add_middleware(BodyLimit, limit=max_body_bytes, render=_body_limit_page)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_handlers(app)
     _auth_routes(app)
@@ -75,10 +102,15 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
     return app
 
 
+def _body_limit_page(scope, message: str) -> tuple[str, bytes]:
+    return json_error(scope, message) if wants_json(Request(scope)) else plain_text(scope, message)
+
+
 def _error(request: Request, status: int, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
-    titles = {400: "Cannot do that", 401: "Log-in needed", 403: "Not allowed", 404: "Not found"}
+    titles = {400: "Cannot do that", 401: "Log-in needed", 403: "Not allowed", 404: "Not found",
+              413: "Too large", 429: "Too many attempts"}
     return render(request, "error.html", status_code=status, status=status,
                   title=titles.get(status, "Something went wrong"), message=message)
 
@@ -128,13 +160,27 @@ def _auth_routes(app: FastAPI) -> None:
     async def login(request: Request, form=Depends(payload)) -> Response:
         name, password = str(form.get("name") or "").strip(), str(form.get("password") or "")
         target = safe_next(str(form.get("next") or ""), "")
-        # scrypt takes tens of milliseconds: keep it off the event loop.
-        if not name or not await run_in_threadpool(authenticate, app.state.registry, name, password):
-            return render(request, "login.html", status_code=401, next=target, name=name,
-                          error="Wrong name or password. Ask whoever runs this project to add you with "
-                                "'tunewright review add-reviewer'.")
-        start_session(request, name)
-        return RedirectResponse(target or _home(request), status_code=303)
+        if name:
+            throttle: LoginThrottle = app.state.login_throttle
+            # Names are throttled whether or not they exist, so the throttle does not tell them apart;
+            # cut short because a key is kept in memory and real names have at most 64 characters.
+            keys = [f"name:{name[:256]}", f"address:{request.client.host if request.client else 'unknown'}"]
+            wait = throttle.retry_after(keys)
+            if wait:
+                response = render(request, "login.html", status_code=429, next=target, name=name,
+                                  error=f"Too many failed log-ins. Try again in {-(-wait // 60)} minute(s).")
+                response.headers["Retry-After"] = str(wait)
+                return response
+            stamp = throttle.attempt(keys)
+            # scrypt takes tens of milliseconds: keep it off the event loop.
+            epoch = await run_in_threadpool(log_in, app.state.registry, name, password)
+            if epoch is not None:
+                throttle.succeeded(stamp, keys, clear=keys[:1])
+                start_session(request, name, epoch)
+                return RedirectResponse(target or _home(request), status_code=303)
+        return render(request, "login.html", status_code=401, next=target, name=name,
+                      error="Wrong name or password. Ask whoever runs this project to add you with "
+                            "'tunewright review add-reviewer'.")
 
     @app.get("/logout")
     def logout_page(request: Request) -> Response:
