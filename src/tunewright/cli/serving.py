@@ -21,25 +21,35 @@ def serve(
                                       "Default: every registered adapter."),
     log_requests: Optional[bool] = typer.Option(None, "--log-requests/--no-log-requests",
                                                 help="Write requests and answers, PII redacted, to logs/requests/."),
+    insecure: bool = typer.Option(False, "--insecure",
+                                  help="Serve without inference keys on a non-loopback host (recipe: serve.insecure)."),
+    allowed_host: Optional[List[str]] = typer.Option(
+        None, "--allowed-host", help="Host header value clients use, name or name:port; repeatable "
+                                     "(recipe: serve.allowed_hosts). Default: localhost and the bound host."),
 ) -> None:
     """Serve the base model and adapters behind an OpenAI-compatible API (/v1/chat/completions, ...)."""
     import uvicorn
 
     from ..serve.app import create_app
+    from ..serve.guards import WILDCARD_HOSTS
     from ..serve.server import build_state
 
     workspace = open_workspace()
-    updates = {k: v for k, v in {"host": host, "port": port, "adapters": adapter or None,
-                                 "log_requests": log_requests}.items() if v is not None}
+    updates = {k: v for k, v in {"host": host, "port": port, "adapters": adapter or None, "log_requests": log_requests,
+                                 "insecure": insecure or None, "allowed_hosts": allowed_host or None}.items()
+               if v is not None}
     spec = workspace.recipe.serve.model_copy(update=updates)
-    state = build_state(workspace, spec)
+    state = build_state(workspace, spec)  # refuses a keyless API on a non-loopback host before loading
     table = Table("model", "method", "batches", "source")
     for served in state.pool.models.values():
         table.add_row(served.name, served.peft_type.lower(), "mixed" if served.lane.shared else "own lane", served.source)
     console.print(table)
     if not state.inference_keys:
-        err_console.print(f"note: no inference keys set ({spec.api_keys_env}); anyone who can reach "
-                          f"{spec.host}:{spec.port} can use the API")
+        err_console.print(f"{'warning' if spec.insecure else 'note'}: no inference keys set ({spec.api_keys_env}); "
+                          f"anyone who can reach {spec.host}:{spec.port} can use the API")
+    if spec.allowed_hosts is None and spec.host in WILDCARD_HOSTS:
+        err_console.print("note: only requests addressed to localhost, 127.0.0.1 or [::1] are answered; list the "
+                          "names clients use with --allowed-host (serve.allowed_hosts)")
     console.print(f"OpenAI-compatible API on http://{spec.host}:{spec.port}/v1  (metrics: /metrics)")
     # On SIGTERM or Ctrl+C uvicorn stops accepting connections and lets open requests finish.
     uvicorn.run(create_app(state), host=spec.host, port=spec.port, log_level="warning",

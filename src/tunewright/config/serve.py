@@ -10,6 +10,11 @@ class ServeSpec(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    insecure: bool = Field(
+        False, description="serve without inference keys on a non-loopback host: anyone who reaches it can use the API")
+    allowed_hosts: list[str] | None = Field(
+        None, description="Host header values accepted ('name' or 'name:port'); None: localhost, 127.0.0.1 and "
+                          "[::1] on the bound port, plus serve.host when it is not a wildcard such as 0.0.0.0")
     adapters: list[str] | None = Field(
         None, description="registered adapter names or folders to load at start; None: every registered adapter")
     max_adapters: int = Field(16, ge=1, description="adapters held in memory at once")

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import TunewrightError
 from .engine import Completion, Draining, GenRequest, QueueFull
+from .guards import BodyLimit, HostAllowlist, InternalErrors
+from .monitoring import feedback_candidate, scrub
 from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, validation_message
 from .server import ServeState
 
@@ -48,7 +50,10 @@ class AsyncSink:
 def _check_key(request: Request, keys: frozenset[str]) -> None:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    if not any(hmac.compare_digest(token, key) for key in keys):
+    # Starlette decodes header bytes as latin-1, so this recovers the bytes the client sent: a UTF-8
+    # key can match, and comparing bytes never raises on non-ASCII text the way comparing str does.
+    sent = token.encode("latin-1")
+    if not any(hmac.compare_digest(sent, key.encode("utf-8")) for key in keys):
         raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key>)", type="authentication_error",
                        code="invalid_api_key")
 
@@ -69,40 +74,6 @@ def require_admin_key(request: Request) -> None:
         raise ApiError(403, f"the admin API is off: set {state.spec.admin_keys_env} to enable it",
                        type="permission_error")
     _check_key(request, state.admin_keys)
-
-
-class BodyLimit:
-    """Refuses bodies over the limit while reading them, so a huge or endless upload costs nothing."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send_error(send, ApiError(413, f"request body over {self.limit} bytes"))
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ApiError(413, f"request body over {self.limit} bytes")
-            return message
-        try:
-            await self.app(scope, limited, send)
-        except ApiError as exc:
-            await _send_error(send, exc)
-
-
-async def _send_error(send, exc: ApiError) -> None:
-    body = json.dumps(exc.body()).encode()
-    await send({"type": "http.response.start", "status": exc.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(state: ServeState) -> FastAPI:
@@ -160,25 +131,49 @@ def create_app(state: ServeState) -> FastAPI:
     @app.post("/v1/feedback", dependencies=[Depends(require_inference_key)])
     async def feedback(body: FeedbackRequest):
         from ..review.feedback import add_feedback
-        from .monitoring import feedback_candidate
 
         record = state.recent.get(body.request_id)
         if record is None:
             raise ApiError(404, f"no recent response with id '{body.request_id}'", param="request_id")
-        candidate = None
-        if body.rating == "down":
-            candidate = feedback_candidate(record, correction=body.correction, rating=body.rating,
-                                           request_id=body.request_id, redact_pii=state.spec.redact_pii)
-        feedback_id, candidate_id = await asyncio.to_thread(
-            add_feedback, state.workspace.registry, request_id=body.request_id, model=record["model"], rating=body.rating,
-            correction=body.correction, comment=body.comment, candidate=candidate, queue=state.spec.feedback_queue)
+
+        def store() -> tuple[int, int | None]:
+            # The feedback table keeps the texts as given: redact them before they get there.
+            clean = scrub if state.spec.redact_pii else (lambda text: text)
+            correction = clean(body.correction) if body.correction else body.correction
+            comment = clean(body.comment) if body.comment else body.comment
+            candidate = None
+            if body.rating == "down":
+                candidate = feedback_candidate(record, correction=correction, rating=body.rating,
+                                               request_id=body.request_id, redact_pii=state.spec.redact_pii)
+            return add_feedback(state.workspace.registry, request_id=body.request_id, model=record["model"],
+                                rating=body.rating, correction=correction, comment=comment, candidate=candidate,
+                                queue=state.spec.feedback_queue)
+        feedback_id, candidate_id = await asyncio.to_thread(store)
         return {"id": feedback_id, "review_candidate_id": candidate_id,
                 "queue": state.spec.feedback_queue if candidate_id else None}
 
     from .admin import admin_router
 
     app.include_router(admin_router, dependencies=[Depends(require_admin_key)])
-    return BodyLimit(app, state.spec.max_request_bytes)
+    # Inside FastAPI's own error middleware, which would otherwise answer a plain-text 500.
+    app.add_middleware(InternalErrors)
+    # Host is checked first: a refused page should not even get its body read.
+    return HostAllowlist(BodyLimit(app, state.spec.max_request_bytes), allowed=state.spec.allowed_hosts,
+                         bound_host=state.spec.host, port=state.spec.port)
+
+
+def _encode(state: ServeState, served, prompt: str | None, messages: list[dict] | None) -> list[int]:
+    if messages is not None:
+        # Rendered once the serving adapter is known: an open-book adapter gets its records first.
+        messages = state.with_records(served, messages)
+        prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def _remember(state: ServeState, request_id: str, record: dict) -> None:
+    # Redaction of a long prompt takes a while; this runs on a thread, not the event loop.
+    state.recent.add(request_id, record)
+    state.request_log.write(record)
 
 
 def _budget(state: ServeState, body, prompt_tokens: int, virtual_tokens: int) -> int:
@@ -203,11 +198,9 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
                  messages: list[dict] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
-    if messages is not None:
-        # Rendered once the serving adapter is known: an open-book adapter gets its records first.
-        messages = await asyncio.to_thread(state.with_records, served, messages)
-        prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    prompt_ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # Off the event loop: a prompt near the body limit takes long enough to tokenise to stall every
+    # other client, stream and health check meanwhile.
+    prompt_ids = await asyncio.to_thread(_encode, state, served, prompt, messages)
     max_new = _budget(state, body, len(prompt_ids), served.lane.virtual_tokens)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     sink = AsyncSink(asyncio.get_running_loop())
@@ -225,7 +218,7 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
     headers = {"x-request-id": request_id, "x-tunewright-served": served.name}
     created = int(time.time())
 
-    def finished(result: Completion, status: int) -> None:
+    async def finished(result: Completion, status: int) -> None:
         state.metrics.observe_request(body.model, status, time.monotonic() - arrived, result.prompt_tokens,
                                       result.completion_tokens)
         if sink.first_token_at is not None:
@@ -234,8 +227,7 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
                   "endpoint": "chat" if chat else "completions", **logged, "response": result.text,
                   "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                   "latency_s": round(time.monotonic() - arrived, 4), "finish_reason": result.finish_reason}
-        state.recent.add(request_id, record)
-        state.request_log.write(record)
+        await asyncio.to_thread(_remember, state, request_id, record)
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -245,7 +237,7 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
 
     result = await _wait(state, request, job, sink)
     status = 504 if result.finish_reason == "timeout" else 200
-    finished(result, status)
+    await finished(result, status)
     if status == 504:
         raise ApiError(504, f"generation timed out after {state.spec.request_timeout_s:g} s", type="server_error")
     usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
@@ -305,11 +297,11 @@ async def _sse(job: GenRequest, sink: AsyncSink, *, chat: bool, created: int,
                 return
             else:
                 if value.finish_reason == "timeout":
-                    finished(value, 504)
+                    await finished(value, 504)
                     error = ApiError(504, "generation timed out", type="server_error")
                     yield f"data: {json.dumps(error.body())}\n\n".encode()
                     return
-                finished(value, 200)
+                await finished(value, 200)
                 yield chunk({}, value.finish_reason)
                 if include_usage:
                     yield chunk(usage={"prompt_tokens": value.prompt_tokens, "completion_tokens": value.completion_tokens,

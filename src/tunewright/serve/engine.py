@@ -293,11 +293,13 @@ class Engine:
         rows = [_Row(request, self.tokenizer, self.eos_ids) for request in batch]
         try:
             self._generate(batch, rows)
-        except Exception as exc:  # one bad batch must not take the server down with it
-            log.exception("generation failed")
+        except Exception:  # one bad batch must not take the server down with it
+            log.exception("generation failed for %s", ", ".join(r.request_id for r in batch))
+            # The exception text stays in the log: it can hold paths, library internals or other rows' data.
             for row in rows:
                 if row.finish_reason is None:
-                    row.request.sink.fail(500, f"generation failed: {type(exc).__name__}: {exc}")
+                    row.request.sink.fail(500, f"generation failed (request id {row.request.request_id}); "
+                                               "the details are in the server's log")
                     row.finish_reason = "error"
         generated = 0
         for row in rows:

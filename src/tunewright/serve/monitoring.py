@@ -12,10 +12,29 @@ from typing import Any
 from ..data.pii import find_pii, redact
 
 RECENT_LIMIT = 10_000
+RECENT_MAX_BYTES = 64 * 1024 * 1024  # 10,000 prompts near the body limit would otherwise hold ~10 GB
 
 
 def scrub(text: str) -> str:
     return redact(text, find_pii(text))
+
+
+def redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a request record with personal data redacted from the prompt, messages and answer."""
+    record = dict(record)
+    if "messages" in record:
+        record["messages"] = [{**m, "content": scrub(m["content"])} for m in record["messages"]]
+    for key in ("prompt", "response"):
+        if key in record:
+            record[key] = scrub(record[key])
+    return record
+
+
+def _text_bytes(record: dict[str, Any]) -> int:
+    texts = [m["content"] for m in record.get("messages", [])]
+    texts += [record[key] for key in ("prompt", "response") if key in record]
+    # A fixed allowance for ids, names and numbers, so even empty answers count towards the cap.
+    return 256 + sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
 
 
 class RequestLog:
@@ -35,12 +54,7 @@ class RequestLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        record = dict(record)
-        if "messages" in record:
-            record["messages"] = [{**m, "content": self.clean(m["content"])} for m in record["messages"]]
-        for key in ("prompt", "response"):
-            if key in record:
-                record[key] = self.clean(record[key])
+        record = redacted(record) if self.redact_pii else dict(record)
         now = datetime.now(timezone.utc)
         record = {"ts": now.isoformat(), **record}
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -51,22 +65,41 @@ class RequestLog:
 
 
 class RecentResponses:
-    """The last answers by request id, so feedback can name a request instead of repeating it."""
+    """The last answers by request id, so feedback can name a request instead of repeating it.
 
-    def __init__(self, limit: int = RECENT_LIMIT) -> None:
-        self.limit = limit
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    Bounded by count and by the bytes of their texts, oldest out first; redacted when the server
+    redacts, since this is personal data held for as long as the process runs."""
+
+    def __init__(self, limit: int = RECENT_LIMIT, max_bytes: int = RECENT_MAX_BYTES, *,
+                 redact_pii: bool = True) -> None:
+        self.limit, self.max_bytes, self.redact_pii = limit, max_bytes, redact_pii
+        self._items: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self.total_bytes = 0
         self._lock = threading.Lock()
 
     def add(self, request_id: str, record: dict[str, Any]) -> None:
+        if self.redact_pii:
+            record = redacted(record)
+        size = _text_bytes(record)
         with self._lock:
-            self._items[request_id] = record
-            while len(self._items) > self.limit:
-                self._items.popitem(last=False)
+            previous = self._items.pop(request_id, None)
+            if previous is not None:
+                self.total_bytes -= previous[1]
+            if size > self.max_bytes:  # never kept, rather than pushing out every other answer first
+                return
+            self._items[request_id] = (record, size)
+            self.total_bytes += size
+            while len(self._items) > self.limit or self.total_bytes > self.max_bytes:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self.total_bytes -= evicted
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._items.get(request_id)
+            item = self._items.get(request_id)
+        return None if item is None else item[0]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def feedback_candidate(record: dict[str, Any], *, correction: str | None, rating: str, request_id: str,

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data.schema import Message
 
+MAX_STOPS = 4  # as OpenAI
+MAX_STOP_CHARS = 256
+
 
 class ApiError(Exception):
     """An HTTP error answered as ``{"error": {...}}``, the shape OpenAI clients parse."""
@@ -62,8 +65,12 @@ class _Sampling(BaseModel):
     @classmethod
     def _stops(cls, value):
         stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes up to 4 non-empty strings")
+        if len(stops) > MAX_STOPS or any(not s for s in stops):
+            raise ValueError(f"stop takes up to {MAX_STOPS} non-empty strings")
+        # The worker matches every stop against the answer's tail after each token, holding the GIL
+        # for time that grows with the square of a stop's length.
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"each stop string is at most {MAX_STOP_CHARS} characters")
         return stops
 
     def token_budget(self) -> int | None:

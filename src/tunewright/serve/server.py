@@ -19,6 +19,7 @@ from ..models.loading import load_model, load_tokenizer, prepare_base_model
 from ..registry.deploy import ALIASES, DeploymentStore, split_adapter_ref
 from ..retrieval.context import current_index, retriever_for
 from .engine import Engine
+from .guards import is_loopback
 from .metrics import ServeMetrics
 from .monitoring import RecentResponses, RequestLog
 from .pool import BASE, AdapterPool, ServedModel
@@ -160,8 +161,20 @@ def load_startup_adapters(state: ServeState) -> list[str]:
     return loaded
 
 
+def check_exposure(spec: ServeSpec, inference_keys: frozenset[str]) -> None:
+    """Without keys the API answers anyone who can reach the address; on loopback that is this
+    machine only, anywhere else it must be asked for."""
+    if inference_keys or spec.insecure or is_loopback(spec.host):
+        return
+    raise TunewrightError(f"refusing to serve on {spec.host or 'every address'} without inference keys: set "
+                          f"{spec.api_keys_env}, listen on 127.0.0.1, or pass --insecure (serve.insecure: true) "
+                          "to let anyone who can reach it use the API", field="serve.host")
+
+
 def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
     spec = spec or workspace.recipe.serve
+    inference_keys = _keys(spec.api_keys_env)
+    check_exposure(spec, inference_keys)  # before minutes of model loading
     base = prepare_base_model(workspace.recipe.base_model)
     tokenizer = load_tokenizer(base, padding_side="left")
     model = load_model(base)
@@ -176,7 +189,8 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
         workspace=workspace, spec=spec, pool=pool, tokenizer=tokenizer, engine=engine, metrics=metrics,
         request_log=RequestLog(workspace.root / "logs" / "requests", enabled=spec.log_requests,
                                redact_pii=spec.redact_pii),
-        recent=RecentResponses(), inference_keys=_keys(spec.api_keys_env), admin_keys=_keys(spec.admin_keys_env),
+        recent=RecentResponses(redact_pii=spec.redact_pii), inference_keys=inference_keys,
+        admin_keys=_keys(spec.admin_keys_env),
         context_length=int(getattr(model.config, "max_position_embeddings", 2048)))
     load_startup_adapters(state)
     return state
