@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,26 +55,109 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable, not just visible."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; NTFS journals its own metadata
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems (network mounts, a few FUSE ones) refuse fsync on a folder; nothing else can be done there.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    # Children before parents: a folder's entry is only worth syncing once what it names is on disk.
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # opening a fifo would block; a link is not ours
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _previous(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_dir(final: str | Path) -> Path:
+    """Undo a swap that ``atomic_dir`` could not finish; returns ``final``.
+
+    While ``atomic_dir`` replaces a folder, the previous one sits at ``.<name>.old`` beside it. A
+    process killed there leaves no folder at ``final``: this moves the previous one back. When
+    ``final`` exists, a leftover ``.<name>.old`` is stale (only its deletion was cut short) and is
+    removed. ``atomic_dir`` calls this first; a reader that may run after a crash can call it too.
+    """
+    final = Path(final)
+    previous = _previous(final)
+    if not os.path.lexists(previous):
+        return final
+    if os.path.lexists(final):
+        shutil.rmtree(previous, ignore_errors=True)
+        return final
+    try:
+        os.replace(previous, final)
+    except FileNotFoundError:  # another process recovered it first
+        return final
+    _fsync_dir(final.parent)
+    return final
+
+
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename."""
+    """Yield a temporary folder beside ``final``; on success it replaces ``final``.
+
+    The folder's files and the folder are fsynced before it is renamed into place, and the parent
+    after each rename, so a power cut cannot leave a renamed folder with empty files. An existing
+    ``final`` is first renamed to ``.<name>.old``; between that rename and the next, only there is
+    a complete folder, and :func:`recover_dir` (run by every later call) puts it back. At every
+    instant one complete folder, old or new, is at ``final`` or at ``.<name>.old``.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        _fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _swap_in(tmp, final)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    previous = _previous(final)
+    moved = False
+    try:
+        if os.path.lexists(final):
+            os.replace(final, previous)
+            moved = True
+            _fsync_dir(final.parent)
+        os.replace(tmp, final)
+    except BaseException:
+        if moved:
+            # Put the old folder back now rather than leave readers without one until the next call.
+            try:
+                os.replace(previous, final)
+            except OSError:
+                pass  # recover_dir will, on the next call
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+    if moved:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -11,7 +14,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event, func, or_, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError, TunewrightError
@@ -24,6 +27,15 @@ from .tables import AdapterRecord, DatasetRecord, EvaluationRecord, IndexRecord,
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 RUN_STATUSES = ("running", "completed", "failed")
 _WRITE_ATTEMPTS = 3
+# SQLite's own busy handler polls with growing sleeps, so under steady contention one process can
+# lose every poll until the timeout; a few retries of the whole transaction, spaced apart with
+# jitter, let it win eventually instead of failing the CLI, the server or the review UI.
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+_BUSY_RETRIES = 5
+_BUSY_BACKOFF_S = 0.05
+_BUSY_BACKOFF_MAX_S = 2.0
+_sleep = time.sleep  # module-level so tests can run the backoff without waiting
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -69,10 +81,14 @@ class Registry:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))  # configparser interpolation
-        try:
+
+        def upgrade() -> None:
             with self._writer.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+        try:
+            # Processes that open one new registry file together all reach this point at once.
+            self._retry_busy(upgrade)
         except CommandError as exc:
             self.engine.dispose()
             raise TunewrightError(f"cannot migrate registry '{self.display_url}': {exc} "
@@ -85,19 +101,42 @@ class Registry:
     # -- transactions --------------------------------------------------------------------------
 
     def _read(self, work: Callable[[Session], T]) -> T:
-        with Session(self._reader) as session, session.begin():
-            return work(session)
+        def attempt() -> T:
+            with Session(self._reader) as session, session.begin():
+                return work(session)
+        return self._retry_busy(attempt)
 
     def _write(self, work: Callable[[Session], T]) -> T:
         # A unique-constraint conflict means a concurrent writer won the race (same event tail,
         # adapter version or dataset version); redoing the whole transaction on fresh state is safe.
-        for attempt in range(_WRITE_ATTEMPTS):
+        # ``work`` only touches the session, so rerunning it after a rollback repeats nothing.
+        def attempt() -> T:
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                return work(session)
+        for conflict in range(_WRITE_ATTEMPTS):
             try:
-                with Session(self._writer, expire_on_commit=False) as session, session.begin():
-                    return work(session)
+                return self._retry_busy(attempt)
             except IntegrityError:
-                if attempt == _WRITE_ATTEMPTS - 1:
+                if conflict == _WRITE_ATTEMPTS - 1:
                     raise
+        raise AssertionError("unreachable")
+
+    def _retry_busy(self, attempt: Callable[[], T]) -> T:
+        """Run one whole transaction, again after a pause while SQLite says another process holds
+        the lock. SQLite answers "busy" before anything commits (a busy COMMIT leaves the
+        transaction open, and it is rolled back here), so the retry never doubles a write."""
+        if self.engine.dialect.name != "sqlite":
+            return attempt()
+        for retry in range(_BUSY_RETRIES + 1):
+            try:
+                return attempt()
+            except OperationalError as exc:
+                if retry == _BUSY_RETRIES or not _sqlite_busy(exc):
+                    raise
+            delay = min(_BUSY_BACKOFF_S * 2**retry, _BUSY_BACKOFF_MAX_S) * random.uniform(0.5, 1.0)
+            log.info("registry %s is locked by another process; retry %d in %.2f s",
+                     self.display_url, retry + 1, delay)
+            _sleep(delay)
         raise AssertionError("unreachable")
 
     # Stage packages (the review store) extend the registry through these, keeping one transaction
@@ -399,12 +438,33 @@ class Registry:
                                      for r in s.scalars(select(t.RetrievalIndex).order_by(t.RetrievalIndex.id))])
 
 
+def _sqlite_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+    message = str(orig).lower()
+    return "database is locked" in message or "table is locked" in message or "busy" in message
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from pysqlite so BEGIN is ours and DDL is transactional too.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
+        # Before the journal switch, which itself needs the lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT_MS)}")
+        # WAL lets the review UI and the server read while the CLI writes; in the rollback journal
+        # any open reader makes a writer's commit wait, and under load time out. The mode is stored
+        # in the file, so this only does work the first time. In-memory databases stay "memory".
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL").fetchall()
+        except Exception as exc:
+            if _sqlite_busy(exc):
+                raise
+            # A read-only file cannot change mode; it still works in the mode it has.
+            log.warning("registry cannot switch to WAL journal mode: %s", exc)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -1,18 +1,25 @@
 """Any OpenAI-compatible chat (and raw completions) endpoint: vLLM, llama.cpp server, Ollama, TGI, hosted APIs.
 
-Concurrency limit, a request-rate limit, retries with exponential backoff (honouring Retry-After)
-on timeouts, dropped connections, 429 and 5xx, and a content-addressed cache so a rerun costs
-nothing. The API key is read from the environment variable the spec names, sent only in the
-Authorization header, and never appears in an error, a log line or a repr.
+Concurrency limit, a request-rate limit, retries with exponential backoff (honouring Retry-After,
+in seconds or as an HTTP date, within [0, 60] s) on timeouts, dropped connections, 429 and 5xx, and
+a content-addressed cache so a rerun costs nothing. The API key is read from the environment
+variable the spec names, sent only in the Authorization header, and never appears in an error, a
+log line or a repr; sending it over plain http to a host other than this machine warns
+(``InsecureTeacherURLWarning``).
 """
 
 from __future__ import annotations
 
+import email.utils
+import ipaddress
 import logging
+import math
 import os
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
 from typing import ClassVar
 
 import httpx
@@ -24,6 +31,51 @@ from .cache import CallCache
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# A provider's Retry-After is advice, not a command: a broken or hostile value must not stall a
+# round for hours (or, negative or NaN, make time.sleep raise and abort it).
+RETRY_AFTER_MAX_S = 60.0
+
+
+class InsecureTeacherURLWarning(UserWarning):
+    """The teacher's API key would cross the network unencrypted (http to a non-loopback host)."""
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait a Retry-After header asks for (delay-seconds or an HTTP date), clamped to
+    [0, RETRY_AFTER_MAX_S]; None when the value says nothing usable, so the normal backoff applies."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT even when the zone is missing or "-0000"
+            when = when.replace(tzinfo=timezone.utc)
+        try:
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # an IPv6 zone id is not part of the address
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+    return (mapped or address).is_loopback
 
 
 class OpenAICompatibleSpec(BaseModel):
@@ -78,6 +130,14 @@ class OpenAICompatibleTeacher(CachingTeacher):
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(base_url=spec.base_url.rstrip("/"), headers=headers, timeout=spec.timeout_s)
         self._limiter = _RateLimiter(spec.requests_per_minute)
+        base = self._client.base_url
+        if "Authorization" in headers and base.scheme == "http" and not _is_loopback(base.host):
+            # Only scheme, host and port: the URL itself may carry credentials.
+            where = f"http://{base.host}" + (f":{base.port}" if base.port else "")
+            message = (f"teacher base_url {where} is plain http to a non-loopback host: the API key from "
+                       f"{spec.api_key_env} is sent unencrypted; use https")
+            warnings.warn(message, InsecureTeacherURLWarning, stacklevel=2)
+            log.warning(message)
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleTeacher(base_url={self.spec.base_url!r}, model={self.model!r})"
@@ -90,12 +150,11 @@ class OpenAICompatibleTeacher(CachingTeacher):
                 + completion.completion_tokens * self.spec.completion_usd_per_1k_tokens) / 1000
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.spec.max_backoff_s)
-            except ValueError:
-                pass
-        return min(self.spec.backoff_s * 2**attempt, self.spec.max_backoff_s)
+        asked = retry_after_seconds(retry_after)
+        if asked is not None:
+            return min(asked, self.spec.max_backoff_s)
+        # The exponent is bounded so a large max_retries cannot overflow the float product.
+        return min(self.spec.backoff_s * 2.0 ** min(attempt, 64), self.spec.max_backoff_s)
 
     def _post(self, request: TeacherRequest) -> dict:
         if request.prompt is not None:
