@@ -3,6 +3,7 @@
 import pytest
 
 from tunewright.data.schema import ChatRow
+from tunewright.errors import TunewrightError
 from tunewright.synth.filters import FILTERS, Candidate, FilterContext, run_filters
 
 
@@ -102,3 +103,15 @@ def test_novelty_drops_questions_too_close_to_accepted_or_earlier_ones():
     assert counts == {"novelty": 2}
     assert [c.kept for c in candidates] == [False, True, False]
     assert "with an accepted row" in candidates[0].flags[0].reason and "with c1" in candidates[2].flags[0].reason
+
+
+def test_filter_settings_are_typed_from_the_constructor_and_name_the_field():
+    from tunewright.synth.filters import FILTERS
+
+    settings = FILTERS.settings_for("length", {"max_answer_chars": "12"}, "synth.filters[0].settings")
+    assert settings.max_answer_chars == 12 and settings.min_answer_chars == 1  # the constructor's defaults
+    with pytest.raises(TunewrightError, match=r"field 'synth.filters\[0\].settings.max_answer_chars'"):
+        FILTERS.settings_for("length", {"max_answer_chars": "long"}, "synth.filters[0].settings")
+    with pytest.raises(TunewrightError, match=r"unknown setting for filter 'judge' \(its settings: rubric, "):
+        FILTERS.settings_for("judge", {"teacher": "me", "rubric": "x"}, "synth.filters[1].settings")
+    assert "teacher" not in FILTERS.get_class("judge").Settings.model_fields  # given by the round, not the recipe

@@ -141,7 +141,7 @@ def test_bad_settings_fail_before_any_call(tiny_model_dir, tmp_path):
         filters = bad.model_copy(update={"generators": [GeneratorSpec(kind="self-instruct")],
                                          "filters": [FilterSpec(kind="length", settings={"max_chars": 5})]})
         workspace.recipe = workspace.recipe.model_copy(update={"synth": filters})
-        with pytest.raises(TunewrightError, match="no setting 'max_chars'"):
+        with pytest.raises(TunewrightError, match="unknown setting for filter 'length'"):
             run_round(workspace)
     assert server.requests == []
 

@@ -78,20 +78,13 @@ def build_filters(spec: SynthSpec, teacher) -> list[Any]:
     filters = []
     for i, fspec in enumerate(spec.filter_specs()):
         cls = FILTERS.get_class(fspec.kind)
-        params = inspect.signature(cls).parameters
-        kwargs = dict(fspec.settings)
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            raise TunewrightError(f"filter '{fspec.kind}' has no setting '{unknown[0]}' "
-                                  f"(known: {', '.join(p for p in params if p != 'teacher')})",
-                                  field=f"synth.filters[{i}].settings.{unknown[0]}")
-        for name, default in _SPEC_DEFAULTS.items():
-            if name in params and name not in kwargs:
-                kwargs[name] = default(spec)
-        if "teacher" in params:
-            kwargs["teacher"] = teacher
+        known = cls.Settings.model_fields
+        values = {name: default(spec) for name, default in _SPEC_DEFAULTS.items() if name in known}
+        values.update(fspec.settings)
+        settings = FILTERS.settings_for(fspec.kind, values, f"synth.filters[{i}].settings")
+        injected = {"teacher": teacher} if "teacher" in inspect.signature(cls).parameters else {}
         try:
-            filters.append(cls(**kwargs))
+            filters.append(cls(**settings.model_dump(), **injected))
         except (TypeError, ValueError) as exc:
             raise TunewrightError(f"filter '{fspec.kind}': {exc}", field=f"synth.filters[{i}]") from None
     return filters

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
+
+from pydantic import BaseModel, ConfigDict, create_model
 
 from ...data.schema import ChatRow
 from ...plugins import PluginRegistry
@@ -69,7 +73,28 @@ def words(text: str) -> list[str]:
 
 
 FILTERS: PluginRegistry[Filter] = PluginRegistry("filter", recipe_field="synth.filters", group="filters")
-register_filter = FILTERS.register
+# What a filter receives from the round rather than from the recipe.
+INJECTED = ("teacher", "embedder")
+
+
+def _settings_from_init(cls: type) -> type[BaseModel]:
+    """A typed ``Settings`` model from the constructor's annotated keywords (their defaults
+    included), so a filter's options are written once: in its ``__init__``."""
+    hints = typing.get_type_hints(cls.__init__)
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or name in INJECTED or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(f"{cls.__name__}Settings", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def register_filter(cls):
+    """Register a filter; its ``Settings`` come from its constructor unless it declares its own."""
+    if "Settings" not in cls.__dict__:
+        cls.Settings = _settings_from_init(cls)
+    return FILTERS.register(cls)
 
 
 def run_filters(filters: Sequence[Filter], candidates: list[Candidate], context: FilterContext) -> dict[str, int]:
