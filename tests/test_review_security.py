@@ -415,3 +415,11 @@ def test_cli_revoke_sessions_and_set_password(workspace, capsys, monkeypatch):
     assert code == 0 and "password of reviewer bob changed" in out
     assert not _logged_in(client)
     assert authenticate(workspace.registry, "bob", "another long password")
+
+
+def test_a_non_ascii_csrf_token_is_a_403_not_a_500(registry):
+    client = client_for(registry)
+    client.get("/login")  # a session with a token
+    refused = client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": "jeton-\u00e9t\u00e9"},
+                          follow_redirects=False)
+    assert refused.status_code == 403 and "CSRF" in refused.text

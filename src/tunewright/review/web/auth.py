@@ -85,7 +85,9 @@ async def check_csrf(request: Request) -> None:
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and not request.headers.get("content-type", "").startswith("application/json"):
         sent = (await _form(request)).get(CSRF_FIELD)
-    if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+    # Bytes, not str: compare_digest raises on a non-ASCII str, which a forged token may well be.
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), str(expected).encode("utf-8", "surrogatepass")):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
 
 
