@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from itertools import count
 
+import numpy as np
 import pytest
 
 from tunewright.review.agreement import agreement_report, cohen_kappa, fleiss_kappa, latest_reviews
@@ -78,6 +79,74 @@ def test_fleiss_degenerate_cases():
         fleiss_kappa([["accept", "reject"], ["accept", "reject", "accept"]])
     with pytest.raises(ValueError):
         fleiss_kappa([["accept"], ["reject"]])
+
+
+# --- statsmodels as an independent reference --------------------------------------------------------
+
+# Rows: rater A's label, columns: rater B's; the labels are the row/column order.
+COHEN_TABLES = {
+    "wikipedia 2x2": (["yes", "no"], [[20, 5], [10, 15]]),
+    "three labels, skewed margins": (["accept", "reject", "skip"], [[14, 3, 1], [2, 6, 4], [0, 5, 2]]),
+    "worse than chance": (["accept", "reject"], [[2, 9], [11, 3]]),
+    # B never says "skip": the label still counts in A's margin and in the expected agreement.
+    "a label only one rater used": (["accept", "reject", "skip"], [[9, 2, 0], [1, 7, 0], [3, 1, 0]]),
+    "four labels": (list("abcd"), [[5, 1, 0, 2], [0, 7, 2, 0], [1, 1, 6, 1], [2, 0, 0, 4]]),
+}
+
+
+@pytest.mark.parametrize("labels, table", COHEN_TABLES.values(), ids=COHEN_TABLES.keys())
+def test_cohen_agrees_with_statsmodels(labels, table):
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    pairs = [(labels[i], labels[j]) for i, row in enumerate(table) for j, n in enumerate(row) for _ in range(n)]
+    expected = cohens_kappa(np.array(table)).kappa
+    assert cohen_kappa(pairs) == pytest.approx(expected, abs=1e-12)
+    assert cohen_kappa([(b, a) for a, b in pairs]) == pytest.approx(expected, abs=1e-12)
+
+
+# Rows: items, columns: how many raters chose each category; every row sums to the raters per item.
+FLEISS_TABLES = {
+    "wikipedia, 14 raters": WIKIPEDIA_FLEISS,
+    "three reviewers, accept/reject": [[3, 0], [2, 1], [0, 3], [1, 2], [3, 0], [2, 1], [3, 0]],
+    "five raters, three labels, a label nobody used": [[4, 1, 0, 0], [0, 5, 0, 0], [2, 2, 1, 0], [1, 1, 3, 0],
+                                                       [5, 0, 0, 0], [0, 2, 3, 0]],
+    "two raters": [[2, 0], [1, 1], [0, 2], [1, 1], [2, 0]],
+}
+
+
+@pytest.mark.parametrize("table", FLEISS_TABLES.values(), ids=FLEISS_TABLES.keys())
+def test_fleiss_agrees_with_statsmodels(table):
+    from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
+
+    items = [[category for category, n in enumerate(row) for _ in range(n)] for row in table]
+    assert fleiss_kappa(items) == pytest.approx(statsmodels_fleiss(np.array(table), method="fleiss"), abs=1e-12)
+
+
+def test_fleiss_agrees_with_statsmodels_on_random_panels():
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa as statsmodels_fleiss
+
+    rng = np.random.default_rng(11)
+    for raters, categories, n_items in [(3, 2, 20), (4, 3, 15), (6, 5, 30)]:
+        # Labels drawn with item-specific preferences, so agreement is above chance but not perfect.
+        preference = rng.dirichlet(np.ones(categories) * 0.5, size=n_items)
+        ratings = np.array([rng.choice(categories, size=raters, p=p) for p in preference])
+        counts, _ = aggregate_raters(ratings, n_cat=categories)
+        ours = fleiss_kappa([row.tolist() for row in ratings])
+        assert ours == pytest.approx(statsmodels_fleiss(counts, method="fleiss"), abs=1e-12), (raters, categories)
+
+
+def test_the_report_kappa_agrees_with_statsmodels():
+    from statsmodels.stats.inter_rater import aggregate_raters, cohens_kappa, fleiss_kappa as statsmodels_fleiss
+    from statsmodels.stats.inter_rater import to_table
+
+    rng = np.random.default_rng(5)
+    decisions = np.where(rng.random((12, 3)) < [0.7, 0.6, 0.4], "accept", "reject")
+    two = [review(i, who, decisions[i, k]) for i in range(12) for k, who in enumerate(("alice", "bob"))]
+    table, _ = to_table(np.where(decisions[:, :2] == "accept", 0, 1), bins=[0, 1, 2])
+    assert agreement_report(two).kappa == pytest.approx(cohens_kappa(table).kappa, abs=1e-12)
+    three = [review(i, who, decisions[i, k]) for i in range(12) for k, who in enumerate(("alice", "bob", "carol"))]
+    counts, _ = aggregate_raters(np.where(decisions == "accept", 0, 1), n_cat=2)
+    assert agreement_report(three).kappa == pytest.approx(statsmodels_fleiss(counts, method="fleiss"), abs=1e-12)
 
 
 # --- the report -----------------------------------------------------------------------------------

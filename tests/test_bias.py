@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -127,6 +128,14 @@ def test_fair_generator_passes_even_when_it_words_every_answer_differently(shipp
     assert {i["metric"] for i in noisy["summary"]["issues"]} == {"pair_fail_rate"}
 
 
+def _scipy_interval(values, *, method, n_boot, seed, key):
+    """scipy's own bootstrap of the mean, drawing from the generator the documented seeding gives."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+    return bootstrap((values,), np.mean, n_resamples=n_boot, method=method, rng=rng).confidence_interval
+
+
 def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
     values = np.random.default_rng(3).random(40)
     ci = bootstrap_ci(values, n_boot=1000, seed=0, key="a")
@@ -135,6 +144,39 @@ def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
     assert ci != bootstrap_ci(values, n_boot=1000, seed=1, key="a")
     assert ci != bootstrap_ci(values, n_boot=1000, seed=0, key="b")
     assert bootstrap_ci(np.ones(8), n_boot=200, seed=0, key="a") == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("name, values", [
+    ("uniform", np.random.default_rng(3).random(40)),
+    ("rare refusals", np.array([1.0] * 3 + [0.0] * 57)),  # skewed: where BCa and percentile part ways
+    ("paired differences", np.random.default_rng(4).choice([-1.0, 0.0, 0.0, 1.0, 1.0], 25)),
+    ("two units", np.array([0.0, 1.0])),
+])
+def test_bootstrap_interval_is_scipys_bca(name, values):
+    reference = _scipy_interval(values, method="BCa", n_boot=1000, seed=0, key=name)
+    ci = bootstrap_ci(values, n_boot=1000, seed=0, key=name)
+    assert ci == pytest.approx([reference.low, reference.high], abs=1e-6)  # the interval is rounded to 6 places
+    assert ci[0] <= values.mean() <= ci[1]
+
+
+def test_bootstrap_interval_on_skewed_data_is_not_the_percentile_one():
+    values = np.array([1.0] * 3 + [0.0] * 57)
+    percentile = _scipy_interval(values, method="percentile", n_boot=2000, seed=0, key="k")
+    ci = bootstrap_ci(values, n_boot=2000, seed=0, key="k")
+    # BCa moves the interval of a mean near 0 upwards, away from the floor a percentile interval sticks to.
+    assert ci[1] > percentile.high + 0.005
+
+
+def test_bootstrap_interval_falls_back_to_percentile_when_bca_is_undefined():
+    constant = np.full(8, 0.25)
+    with pytest.warns(Warning):  # scipy itself has no BCa interval here: every jackknife mean is alike
+        undefined = _scipy_interval(constant, method="BCa", n_boot=200, seed=0, key="a")
+    assert np.isnan(undefined.low) and np.isnan(undefined.high)
+    percentile = _scipy_interval(constant, method="percentile", n_boot=200, seed=0, key="a")
+    assert bootstrap_ci(constant, n_boot=200, seed=0, key="a") == pytest.approx([percentile.low, percentile.high]) \
+        == [0.25, 0.25]
+    assert bootstrap_ci(np.array([0.4]), n_boot=200, seed=0, key="a") == [0.4, 0.4]  # one unit: nothing to resample
+    assert bootstrap_ci(np.array([]), n_boot=200, seed=0, key="a") == [0.0, 0.0]
 
 
 def test_refusal_patterns_and_lexicon():
@@ -299,3 +341,18 @@ def test_cli_bias_on_the_tiny_model_writes_and_registers_the_report(tmp_path, ti
     assert _resolve(ws, "shop@1").adapter_id == adapter_id
     with pytest.raises(NotFoundError, match="version 9 not found"):
         _resolve(ws, "shop@9")
+
+
+def test_the_bias_report_is_read_by_its_format_not_guessed():
+    from tunewright.errors import TunewrightError
+    from tunewright.govern.bias import BIAS_REPORT_FORMAT, group_tables
+
+    report = {"format": BIAS_REPORT_FORMAT, "attributes": {"gender": {
+        "groups": ["female", "male"],
+        "tuned": {"groups": {"female": {"refusal_rate": 0.5}, "male": {"refusal_rate": 0.25}}, "fail_rate": 0.1},
+        "base": {"groups": {"female": {"refusal_rate": 0.2}, "male": {"refusal_rate": 0.2}}}}}}
+    rows = group_tables(report)
+    assert [(r["attribute"], r["model"], r["fail_rate"]) for r in rows] == [("gender", "tuned", 0.1), ("gender", "base", None)]
+    assert rows[0]["groups"] == {"female": {"refusal_rate": 0.5}, "male": {"refusal_rate": 0.25}}
+    with pytest.raises(TunewrightError, match="bias report format 2 is not one this version reads"):
+        group_tables({**report, "format": 2})

@@ -197,9 +197,6 @@ def test_card_figures_trace_to_registry_rows(shop):
         k: v for k, v in tuned.metrics.items() if k != "forgetting"}
     assert entry["dataset"]["revision"] == dataset.version and entry["dataset"]["split"] == "eval"
     assert entry["source"]["name"].endswith(f"evaluation {tuned.id}")
-    hub = pytest.importorskip("huggingface_hub")
-    parsed = hub.ModelCard(card).data.eval_results
-    assert sorted(r.metric_value for r in parsed) == sorted(entry_value["value"] for entry_value in entry["metrics"])
 
     # Base vs tuned, forgetting and the by-group breakdown, each figure next to its records.
     row = f"| answer contained | eval split, 10 examples | 20.0% | 70.0% | +50.0 pts | [[evaluation {tuned.id}]]"
@@ -257,6 +254,19 @@ def test_card_figures_trace_to_registry_rows(shop):
     html = (folder / "model_card.html").read_text()
     assert "<svg" in html and 'id="rec-evaluation-' in html and "&lt;b&gt;returns&lt;/b&gt;" in html
     assert "<b>returns</b>" not in html and 'href="http' not in html and "<link" not in html
+
+
+def test_card_front_matter_reads_as_a_hub_model_card(shop):
+    # Only this reading needs the optional package; everything else in the card is checked above.
+    hub = pytest.importorskip("huggingface_hub")
+    from tunewright.govern.card import generate_docs
+
+    generate_docs(shop["ws"], "shop", formats="md")
+    card = (shop["ws"].root / "reports" / "shop" / "docs" / "model_card.md").read_text()
+    parsed = hub.ModelCard(card).data.eval_results
+    assert {r.metric_type: r.metric_value for r in parsed} == {
+        k: v for k, v in shop["tuned"].metrics.items() if k != "forgetting"}
+    assert len(parsed) == len(shop["tuned"].metrics) - 1  # one result per metric, none merged away
 
 
 def test_gaps_listed_when_missing_and_gone_once_provided(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import zlib
@@ -199,12 +200,50 @@ def test_html_and_json_written_with_verdict_and_thresholds(tmp_path):
     assert "No verdict: not enough live requests: 3 logged" in few_html.read_text()
 
 
+def _exact_ks_p(a, b):
+    """Permutation p-value of the KS statistic, every split of the pooled sample enumerated: the
+    definition of the exact test, with nothing borrowed from scipy."""
+    pooled, n = list(a) + list(b), len(a)
+
+    def d(x, y):
+        return max(abs(sum(v <= t for v in x) / len(x) - sum(v <= t for v in y) / len(y)) for t in pooled)
+
+    observed = d(a, b)
+    splits = list(itertools.combinations(range(len(pooled)), n))
+    hits = 0
+    for chosen in splits:
+        inside = set(chosen)
+        x = [pooled[i] for i in chosen]
+        y = [pooled[i] for i in range(len(pooled)) if i not in inside]
+        hits += d(x, y) >= observed - 1e-12
+    return hits / len(splits)
+
+
 def test_statistics_against_hand_values():
     assert ks_two_sample([1, 2, 3], [1, 2, 3]) == (0.0, 1.0)
     d, p = ks_two_sample([1, 2, 3, 4], [3, 4, 5, 6])
     assert d == 0.5
     assert ks_two_sample(range(200), range(100, 300))[0] == 0.5 and ks_two_sample(range(200), range(100, 300))[1] < 1e-9
     assert 0.5 < p < 1.0  # four points each cannot be significant
+    # Without ties the exact test is the permutation test; the widest gap is at 9 (5/5 vs 4/7).
+    a, b = [1, 3, 5, 7, 9], [2, 4, 6, 8, 10, 12, 14]
+    d, p = ks_two_sample(a, b)
+    assert d == pytest.approx(3 / 7)
+    assert p == pytest.approx(_exact_ks_p(a, b), abs=1e-12)  # 252 of 462 splits
+
+
+def test_ks_matches_scipy_on_request_lengths():
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(7)
+    # Word counts as the report feeds them: integers with many ties, samples of unequal size, from
+    # the few-request sizes where scipy's exact distribution applies up to where it goes asymptotic.
+    for n_train, n_live, shift in [(12, 10, 0), (40, 25, 3), (300, 60, 1), (2000, 900, 0), (5000, 4000, 2)]:
+        train = rng.poisson(12, n_train)
+        live = rng.poisson(12 + shift, n_live)
+        reference = ks_2samp(train, live)
+        assert ks_two_sample(train.tolist(), live.tolist()) == pytest.approx(
+            (reference.statistic, reference.pvalue), rel=1e-9, abs=1e-15)
     assert jensen_shannon(np.array([1.0, 1.0]), np.array([2.0, 2.0])) == pytest.approx(0.0)
     assert jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
 

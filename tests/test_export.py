@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -143,13 +144,99 @@ def test_gguf_f16_loads_and_stays_close(tiny, adapter, exported, tmp_path):
     assert 0 < diff < 1e-3, diff
 
 
-def test_modelfile_is_chatml_with_default_system_and_stop(exported):
-    text = exported.files["ollama"].read_text()
-    assert text.startswith("FROM ./tiny.gguf\n")
-    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n' in text
-    assert '{{ end }}<|im_start|>assistant\n"""' in text
-    assert 'SYSTEM """You are a helpful assistant."""' in text
-    assert 'PARAMETER stop "<|im_end|>"' in text
+def _modelfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, argument) pairs by the Modelfile grammar: a keyword, then a triple-quoted block
+    (which may span lines) or the rest of the line; blank lines and # comments skipped."""
+    out, pos = [], 0
+
+    def line_end(at):
+        found = text.find("\n", at)
+        return len(text) if found < 0 else found
+
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+        elif text[pos] == "#":
+            pos = line_end(pos)
+        else:
+            keyword = re.match(r"([A-Za-z]+)[ \t]+", text[pos:])
+            assert keyword, f"not an instruction: {text[pos:line_end(pos)]!r}"
+            pos += keyword.end()
+            if text.startswith('"""', pos):
+                close = text.index('"""', pos + 3)
+                argument, pos = text[pos + 3:close], close + 3
+                assert not text[pos:line_end(pos)].strip(), "text after a closing triple quote"
+            else:
+                argument, pos = text[pos:line_end(pos)].strip(), line_end(pos)
+            out.append((keyword.group(1).upper(), argument))
+    return out
+
+
+def _render_ollama_template(template: str, messages: list[dict], system: str | None) -> str:
+    """What Ollama renders from a TEMPLATE for the Go-template subset a ChatML template needs
+    (``range .Messages``, ``.Role``, ``.Content``, ``end`` and ``{{-``/``-}}`` trimming), with
+    Ollama's SYSTEM inserted when the conversation has no system turn. Any other action fails the
+    test instead of rendering wrongly."""
+    if system is not None and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": system}, *messages]
+    pieces = re.split(r"(\{\{.*?\}\})", template, flags=re.S)
+    for i, piece in enumerate(pieces):
+        if piece.startswith("{{-") and i > 0:
+            pieces[i - 1] = pieces[i - 1].rstrip(" \t\r\n")
+        if piece.endswith("-}}") and i + 1 < len(pieces):
+            pieces[i + 1] = pieces[i + 1].lstrip(" \t\r\n")
+    actions = [piece.strip("{}").strip("-").strip() if piece.startswith("{{") else None for piece in pieces]
+    start, end = actions.index("range .Messages"), actions.index("end")
+
+    def text(span, message=None):
+        out = []
+        for piece, action in zip(pieces[span], actions[span]):
+            if action is None:
+                out.append(piece)
+            elif message is not None and action in (".Role", ".Content"):
+                out.append(message[action[1:].lower()])
+            else:
+                raise AssertionError(f"template action this test cannot render: {piece!r}")
+        return "".join(out)
+
+    body = slice(start + 1, end)
+    return (text(slice(0, start)) + "".join(text(body, m) for m in messages) + text(slice(end + 1, None)))
+
+
+def test_modelfile_is_chatml_with_default_system_and_stop(tiny, exported):
+    from transformers import AutoTokenizer
+
+    path = exported.files["ollama"]
+    instructions = _modelfile_instructions(path.read_text())
+    by_name: dict[str, list[str]] = {}
+    for name, argument in instructions:
+        by_name.setdefault(name, []).append(argument)
+    assert set(by_name) == {"FROM", "TEMPLATE", "SYSTEM", "PARAMETER"}, by_name
+    assert all(len(by_name[name]) == 1 for name in ("FROM", "TEMPLATE", "SYSTEM"))
+
+    # FROM is the GGUF written beside the Modelfile, relative so the folder can move.
+    (source,) = by_name["FROM"]
+    assert not Path(source).is_absolute() and (path.parent / source).resolve() == exported.files["gguf"].resolve()
+
+    # TEMPLATE (with SYSTEM) must prompt the model exactly as its own chat template did in training.
+    tokenizer = AutoTokenizer.from_pretrained(tiny.folder)
+    (template,), (system,) = by_name["TEMPLATE"], by_name["SYSTEM"]
+    conversations = [*PROBES, CHAT,
+                     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
+                      {"role": "user", "content": "How heavy is the tent?"}]]
+    for messages in conversations:
+        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert _render_ollama_template(template, messages, system) == expected, messages
+    assert system == "You are a helpful assistant."  # the default the tiny model's template inserts
+
+    # PARAMETER stop: the token the template closes an assistant turn with, which is also eos.
+    parameters = [argument.split(None, 1) for argument in by_name["PARAMETER"]]
+    assert {key for key, _ in parameters} == {"stop"}
+    stops = [json.loads(value) if value.startswith('"') else value for _, value in parameters]
+    closed = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "A."}],
+                                           tokenize=False)
+    after_reply = closed[closed.rindex("A.") + 2:]
+    assert stops == [tokenizer.eos_token] and after_reply.startswith(tokenizer.eos_token)
 
 
 def test_modelfile_refuses_a_template_that_is_not_chatml(tiny):
@@ -168,15 +255,60 @@ def test_modelfile_refuses_a_template_that_is_not_chatml(tiny):
         modelfile_text(tokenizer, "x.gguf")
 
 
-def test_vllm_script_serves_base_with_the_adapter_as_lora(tiny, exported):
+def _vllm_arguments(argv: list[str]) -> tuple[str, dict[str, str | bool]]:
+    """The model and the options of ``vllm serve MODEL [--flag [value]]...``; a flag given twice fails."""
+    assert argv[:2] == ["vllm", "serve"], argv
+    model, options, rest = argv[2], {}, argv[3:]
+    while rest:
+        flag, rest = rest[0], rest[1:]
+        assert flag.startswith("--") and flag not in options, (flag, argv)
+        if rest and not rest[0].startswith("--"):
+            options[flag], rest = rest[0], rest[1:]
+        else:
+            options[flag] = True
+    return model, options
+
+
+def _check_vllm_arguments(argv: list[str], *, model: Path, adapter: str) -> None:
+    served, options = _vllm_arguments(argv)
+    assert Path(served) == model
+    assert set(options) == {"--enable-lora", "--lora-modules", "--max-lora-rank", "--max-loras"}, options
+    assert options["--enable-lora"] is True
+    name, _, path = options["--lora-modules"].partition("=")
+    assert (name, path) == ("tiny", adapter)
+    assert int(options["--max-lora-rank"]) == 8  # the adapter's r (8) is itself a rank vLLM accepts
+    assert int(options["--max-loras"]) == 1
+
+
+def test_vllm_script_serves_base_with_the_adapter_as_lora(tiny, adapter, exported, tmp_path):
+    import os
+    import shlex
+    import subprocess
+
     from tunewright.export.engines import vllm_lora_rank
 
-    script = exported.files["vllm"].read_text()
-    assert f"vllm serve {tiny.folder.resolve()}" in script
-    assert '--enable-lora --lora-modules "tiny=$HERE/adapter"' in script
-    assert "--max-lora-rank 8 --max-loras 1" in script
-    assert exported.vllm_command.endswith(f"tiny={exported.out_dir.resolve()}/adapter --max-lora-rank 8 --max-loras 1")
-    copied = exported.out_dir / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    base, copied = tiny.folder.resolve(), exported.out_dir.resolve() / "adapter"
+    _check_vllm_arguments(shlex.split(exported.vllm_command), model=base, adapter=str(copied))
+
+    # The script: its exec line word by word, with the adapter found beside the script ($HERE) and
+    # the caller's own arguments passed through.
+    script = exported.files["vllm"]
+    (line,) = [line for line in script.read_text().splitlines() if shlex.split(line, comments=True)[:1] == ["exec"]]
+    words = shlex.split(line)[1:]
+    assert words[-1] == "$@"
+    _check_vllm_arguments(words[:-1], model=base, adapter="$HERE/adapter")
+    # What bash makes of $HERE, run with a stand-in vllm that prints the arguments it was given.
+    stub = tmp_path / "bin" / "vllm"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\0" "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}"}
+    ran = subprocess.run(["bash", str(script), "--port", "9000"], env=env, capture_output=True, check=True, cwd=tmp_path)
+    argv = ["vllm", *ran.stdout.decode().split("\0")[:-1]]
+    assert argv[-2:] == ["--port", "9000"]
+    _check_vllm_arguments(argv[:-2], model=base, adapter=str(copied))
+
     assert sorted(p.name for p in copied.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert [vllm_lora_rank({"r": r}) for r in (4, 8, 12, 100)] == [8, 8, 16, 128]
     assert vllm_lora_rank({"r": 8, "rank_pattern": {"q_proj": 40}}) == 64

@@ -85,7 +85,10 @@ def test_method_trains_saves_reloads_and_merges_or_refuses(method, tiny_base, tm
 
     from tunewright.models.generation import generate_responses
 
-    result, trained = _train_keeping_model(tiny_base, tmp_path, monkeypatch, _spec(method))
+    from safetensors import safe_open
+
+    spec = _spec(method)
+    result, trained = _train_keeping_model(tiny_base, tmp_path, monkeypatch, spec)
     losses = result.losses
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert min(losses[-3:]) < losses[0], losses  # every method learns something in 8 steps
@@ -93,6 +96,12 @@ def test_method_trains_saves_reloads_and_merges_or_refuses(method, tiny_base, tm
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == get_method(method).peft_type
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    if config["peft_type"] == "LORA":
+        # The variants differ from plain LoRA only by these switches: one that does not reach the
+        # file reloads, everywhere else, as plain LoRA with another scale or without its magnitudes.
+        assert config["use_rslora"] is (method == "rslora") and config["use_dora"] is (method == "dora")
+        with safe_open(str(result.adapter_dir / "adapter_model.safetensors"), framework="pt") as saved:
+            assert any("lora_magnitude_vector" in key for key in saved.keys()) == (method == "dora")
 
     tokenizer = load_tokenizer(tiny_base, padding_side="left")
     texts = ["<|im_start|>user\nHow much does item 3 cost?<|im_end|>\n<|im_start|>assistant\n",
@@ -100,6 +109,14 @@ def test_method_trains_saves_reloads_and_merges_or_refuses(method, tiny_base, tm
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     # Plain peft, as a user outside tunewright would load it (bottleneck: once our tuner module is imported).
     unmerged = PeftModel.from_pretrained(load_model(tiny_base), result.adapter_dir).eval()
+    if method in {"lora", "rslora", "dora", "loraplus"}:
+        from peft.tuners.lora import LoraLayer
+
+        # What the switches mean once plain peft reads them: rsLoRA scales by alpha/sqrt(r), not alpha/r.
+        scale = spec.alpha / (math.sqrt(spec.r) if method == "rslora" else spec.r)
+        layers = [m for m in unmerged.modules() if isinstance(m, LoraLayer)]
+        assert layers and all(layer.scaling["default"] == pytest.approx(scale) for layer in layers)
+        assert all(bool(layer.use_dora["default"]) is (method == "dora") for layer in layers)
     expected = _logits(trained, batch)
     assert torch.allclose(_logits(unmerged, batch), expected, atol=1e-5), (_logits(unmerged, batch) - expected).abs().max()
     conversations = [[{"role": "user", "content": "How much does item 3 cost?"}], [{"role": "user", "content": "hi"}]]
@@ -197,7 +214,7 @@ def test_target_module_matching_nothing_names_it_and_lists_the_linear_layers(tin
 @pytest.mark.parametrize(
     ("method", "settings", "field", "text"),
     [
-        ("lora", {"rank": 8}, "train.method_settings.rank", "unknown setting for method 'lora' (its settings: none)"),
+        ("lora", {"rank": 8}, "train.method_settings.rank", "unknown setting for PEFT method 'lora' (its settings: none)"),
         ("prompt-tuning", {"num_virtual_token": 8}, "train.method_settings.num_virtual_token", "num_virtual_tokens"),
         ("prompt-tuning", {"num_virtual_tokens": 0}, "train.method_settings.num_virtual_tokens", "greater than or equal"),
         ("loraplus", {"loraplus_ratio": -1}, "train.method_settings.loraplus_ratio", "greater than 0"),

@@ -74,10 +74,45 @@ def test_multi_review_is_blind_until_min_reviews_and_majority_decides(store):
     assert store.get(item.id).status == "accepted" and store.get(item.id).messages == edited
 
 
-def test_a_tie_rejects_and_a_changed_mind_counts_once():
+def test_a_tie_rejects():
     assert decide(["accept", "reject"], 2) == "rejected"
     assert decide(["accept"], 2) is None
     assert decide(["accept", "accept", "reject"], 3) == "accepted"
+
+
+def test_a_changed_mind_counts_once_with_the_latest_decision(store):
+    from tunewright.review.agreement import agreement_report
+
+    add_round(store, PAIRS[:4])
+    items = [c.id for c in store.candidates("support")]
+    changed = items[1]
+    store.review(changed, reviewer="ann", decision="accept", min_reviews=2)
+    store.review(changed, reviewer="ann", decision="reject", min_reviews=2)
+    # One reviewer of the two required, however often she decided: counted twice, it would be a
+    # 1-1 tie, which rejects.
+    assert store.get(changed).status == "pending"
+    assert changed not in {c.id for c in store.todo("support", "ann")}
+    assert changed in {c.id for c in store.todo("support", "bob")}
+    store.review(changed, reviewer="bob", decision="accept", min_reviews=2)
+    # ann's latest (reject) against bob's accept is a tie; her first decision, or all three, would accept.
+    assert store.get(changed).status == "rejected"
+
+    for item, (ann, bob) in zip([items[0], items[2], items[3]], [("accept", "accept"), ("reject", "reject"),
+                                                                ("reject", "reject")]):
+        store.review(item, reviewer="ann", decision=ann, min_reviews=2)
+        store.review(item, reviewer="bob", decision=bob, min_reviews=2)
+    assert len(store.reviews("support", reviewer="ann")) == 5  # the changed decision is kept, append-only
+    progress = store.progress("support", reviewer="ann")
+    assert (progress["accepted"], progress["rejected"], progress["decided"], progress["mine_done"]) == (1, 3, 4, 4)
+
+    report = agreement_report(store.reviews("support"))
+    stats = {s.reviewer: s for s in report.reviewers}
+    assert stats["ann"].decisions == 4 and stats["ann"].accept_rate == pytest.approx(1 / 4)
+    assert stats["bob"].decisions == 4 and stats["bob"].accept_rate == pytest.approx(2 / 4)
+    # Latest pairs (A,A) (R,A) (R,R) (R,R): po 3/4, ann 1A 3R, bob 2A 2R -> pe 1/2, kappa 1/2. ann's
+    # first decision instead would make every pair agree (kappa 1).
+    assert (report.statistic, report.n_items, report.n_multi_reviewed) == ("cohen", 4, 4)
+    assert report.kappa == pytest.approx(0.5)
 
 
 def test_latest_review_per_reviewer_wins(store):

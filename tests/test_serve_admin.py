@@ -56,6 +56,29 @@ def test_keys_separate_inference_from_admin(workspace, monkeypatch):
 
 
 def test_load_unload_combine_without_restart(workspace, monkeypatch, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    from tunewright.models.loading import load_model
+
+    def lora_weights(model, adapter):
+        """Per LoRA layer: the adapter's A and B weights and its scaling."""
+        return {name: (layer.lora_A[adapter].weight.detach().clone(), layer.lora_B[adapter].weight.detach().clone(),
+                       layer.scaling[adapter])
+                for name, layer in model.named_modules() if isinstance(layer, LoraLayer) and adapter in layer.lora_A}
+
+    def peft_combination(sources, weights, method, density, seed):
+        """peft's own ``add_weighted_adapter`` on a fresh base with the same adapter folders loaded."""
+        folders = [str(state.pool.get(name).folder) for name in sources]
+        model = PeftModel.from_pretrained(load_model(state.pool.base), folders[0], adapter_name="m0")
+        for i, folder in enumerate(folders[1:], start=1):
+            model.load_adapter(folder, adapter_name=f"m{i}")
+        torch.manual_seed(seed)
+        model.add_weighted_adapter([f"m{i}" for i in range(len(folders))], list(weights), "reference",
+                                   combination_type=method, **({"density": density} if density is not None else {}))
+        return lora_weights(model, "reference")
+
     state = serve(workspace, monkeypatch)
     make_adapter(tiny_model_dir, workspace.root / "adapters" / "extra", seed=9)
     with running_server(state) as url:
@@ -68,10 +91,23 @@ def test_load_unload_combine_without_restart(workspace, monkeypatch, tiny_model_
         pinned = post(url, "/admin/adapters", {"adapter": "alpha@1", "name": "alpha-v1"})
         assert pinned.status_code == 200 and pinned.json()["source"] == "registry alpha@1"
 
-        for method, extra in [("linear", {}), ("cat", {}), ("ties", {"density": 0.5}), ("dare_linear", {"density": 0.5})]:
+        weights = [0.7, 0.3]  # unequal, so swapped or dropped weights show
+        for seed, (method, extra) in enumerate([("linear", {}), ("cat", {}), ("ties", {"density": 0.5}),
+                                                ("dare_linear", {"density": 0.5})]):
+            # DARE drops entries at random from torch's global generator; the same seed just before
+            # the call and before the reference makes both draw the same drops.
+            torch.manual_seed(seed)
             combined = post(url, "/admin/combine", {"name": f"mix-{method}", "adapters": ["alpha", "beta"],
-                                                     "weights": [0.5, 0.5], "method": method, **extra})
+                                                     "weights": weights, "method": method, **extra})
             assert combined.status_code == 200, combined.text
+            served = state.pool.get(f"mix-{method}")
+            got = lora_weights(state.pool.shared.model, served.peft_name)
+            expected = peft_combination(["alpha", "beta"], weights, method, extra.get("density"), seed)
+            assert got.keys() == expected.keys() and got, method
+            for layer, (a, b, scaling) in expected.items():
+                assert got[layer][2] == pytest.approx(scaling), (method, layer)
+                assert torch.allclose(got[layer][0], a, atol=1e-6) and torch.allclose(got[layer][1], b, atol=1e-6), \
+                    (method, layer)
             assert chat(url, f"mix-{method}").status_code == 200
         bad_method = post(url, "/admin/combine", {"name": "m", "adapters": ["alpha", "beta"], "method": "median"})
         assert bad_method.status_code == 400 and "unknown combination" in bad_method.text

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypedDict
 
 import numpy as np
 import yaml
@@ -416,6 +416,39 @@ def _charts(report: dict) -> dict[str, str]:
     return charts
 
 
+# bias.json's layout: bump when it changes, and teach ``group_tables`` the new one.
+BIAS_REPORT_FORMAT = 1
+
+
+class GroupRow(TypedDict):
+    """One attribute's per-group measures for one model."""
+
+    attribute: str
+    model: str  # "base" or "tuned"
+    groups: dict[str, dict[str, float]]
+    fail_rate: float | None
+
+
+def group_tables(report: dict) -> list[GroupRow]:
+    """The per-group measures of a bias.json this version wrote (``format`` 1, or the same layout
+    before the field existed); another layout is refused rather than guessed at."""
+    version = report.get("format", BIAS_REPORT_FORMAT)
+    if version != BIAS_REPORT_FORMAT or not isinstance(report.get("attributes"), dict):
+        raise TunewrightError(f"bias report format {version!r} is not one this version reads "
+                              f"(it reads format {BIAS_REPORT_FORMAT})", field="format")
+    rows: list[GroupRow] = []
+    for attribute, entry in report["attributes"].items():
+        for model in ("tuned", "base"):
+            stats = entry.get(model) or {}
+            groups = {str(g): {m: float(v) for m, v in measures.items() if isinstance(v, (int, float))}
+                      for g, measures in (stats.get("groups") or {}).items()}
+            if groups:
+                fail = stats.get("fail_rate")
+                rows.append(GroupRow(attribute=str(attribute), model=model, groups=groups,
+                                     fail_rate=float(fail) if isinstance(fail, (int, float)) else None))
+    return rows
+
+
 def write_bias_report(folder: Path, report: dict) -> tuple[Path, Path]:
     from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 
@@ -484,6 +517,7 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
     report["seconds"]["total"] = round(time.perf_counter() - started, 2)
     report["settings"]["max_prompts"] = max_prompts or spec.max_prompts
     report = {
+        "format": BIAS_REPORT_FORMAT,
         "adapter": adapter,
         "adapter_id": resolved.adapter_id,
         "base_model": resolved.base.ref,

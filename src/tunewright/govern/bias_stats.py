@@ -9,12 +9,14 @@ whole units, which keeps each counterfactual pair together.
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from ..errors import TunewrightError
 
@@ -149,17 +151,30 @@ def build_designs(prompts: Sequence) -> list[AttributeDesign]:
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int, seed: int, key: str, level: float = 0.95) -> list[float]:
-    """Percentile interval of the mean of ``values`` (one value per unit), resampling units.
+    """Bootstrap interval of the mean of ``values`` (one value per unit), resampling units.
 
-    Each statistic draws from its own generator, seeded by ``seed`` and ``key``, so an interval does
-    not change when other statistics are added or removed."""
+    BCa (bias-corrected and accelerated) where it is defined: the percentile interval is off when
+    the mean's sampling distribution is skewed, as it is for rare refusals. Samples with no spread
+    (every unit alike) leave BCa's correction undefined; they get the percentile interval. Each
+    statistic draws from its own generator, seeded by ``seed`` and ``key``, so an interval does not
+    change when other statistics are added or removed."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return [0.0, 0.0]
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    tail = (1 - level) / 2
-    return [_round(q) for q in np.quantile(means, [tail, 1 - tail])]
+    if values.size == 1:  # nothing to resample: the interval is the one value
+        return [_round(values[0])] * 2
+    for method in ("BCa", "percentile"):
+        # A fresh generator per attempt, so the fallback draws what a percentile run alone would.
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+        with warnings.catch_warnings():
+            # scipy warns on degenerate samples and answers NaN; that NaN is what triggers the fallback.
+            warnings.simplefilter("ignore", category=scipy_stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            interval = scipy_stats.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=level,
+                                             method=method, vectorized=True, axis=-1, rng=rng).confidence_interval
+        if np.isfinite(interval.low) and np.isfinite(interval.high):
+            break
+    return [_round(interval.low), _round(interval.high)]
 
 
 def _round(value: float) -> float:

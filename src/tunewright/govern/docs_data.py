@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..config.govern import DocumentationSpec, GatesSpec
+from ..errors import TunewrightError
 from ..io import sha256_file
 from ..registry import tables as t
 from ..registry.events import EventRecord, to_record
@@ -289,46 +290,21 @@ def _bias_facts(report: ReportRecord) -> BiasFacts:
         facts.problem = f"{json_path} cannot be read: {exc}"
         return facts
     facts.json_path = str(json_path)
-    facts.tables = _group_tables(data)
+    try:
+        facts.tables = _group_tables(data) if isinstance(data, dict) else []
+    except TunewrightError as exc:
+        facts.problem = f"{json_path}: {exc.message}"
+        return facts
     if not facts.tables:
-        facts.problem = f"{json_path} holds no per-group results in a layout this version can read"
+        facts.problem = f"{json_path} holds no per-group results"
     return facts
 
 
-_MODEL_WORDS = ("tuned", "base")
-_CONTAINER_WORDS = {"attributes", "results", "stats", "models", "by_attribute", "per_attribute", "data"}
+def _group_tables(data: Any) -> list[GroupTable]:
+    from .bias import group_tables
 
-
-def _is_group_map(value: Any) -> bool:
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(v, dict) and v and any(number(x) for x in v.values()) for v in value.values())
-
-
-def _group_tables(data: Any, path: tuple[str, ...] = ()) -> list[GroupTable]:
-    """Find every ``{"groups": {group: {measure: number}}}`` in the JSON, naming the attribute and the
-    model from the keys above it, so the breakdown reads the same whichever way the file nests it."""
-    found: list[GroupTable] = []
-    if isinstance(data, dict):
-        if _is_group_map(data.get("groups")):
-            groups = data["groups"]
-            name = next((v for v in (data.get("attribute"), data.get("name")) if isinstance(v, str)), None)
-            model = str(data.get("model") or next((p for p in path if p in _MODEL_WORDS), ""))
-            steps = [p for p in path if p not in _MODEL_WORDS and p not in _CONTAINER_WORDS and not p.isdigit()]
-            attribute = str(name or (steps[-1] if steps else "all"))
-            metrics = tuple(dict.fromkeys(m for row in groups.values() for m, v in row.items()
-                                          if isinstance(v, (int, float)) and not isinstance(v, bool)))
-            rows = {str(g): {m: float(v) for m, v in row.items() if m in metrics} for g, row in groups.items()}
-            fail = data.get("fail_rate")
-            found.append(GroupTable(attribute, model, metrics, rows,
-                                    float(fail) if isinstance(fail, (int, float)) and not isinstance(fail, bool)
-                                    else None))
-        for key, value in data.items():
-            if key != "groups":
-                found += _group_tables(value, path + (str(key),))
-    elif isinstance(data, list):
-        for i, item in enumerate(data):
-            label = item.get("attribute") or item.get("name") if isinstance(item, dict) else None
-            found += _group_tables(item, path + (str(label) if isinstance(label, str) else str(i),))
-    return found
+    tables = []
+    for row in group_tables(data):
+        metrics = tuple(dict.fromkeys(m for measures in row["groups"].values() for m in measures))
+        tables.append(GroupTable(row["attribute"], row["model"], metrics, row["groups"], row["fail_rate"]))
+    return tables
