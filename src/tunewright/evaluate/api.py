@@ -22,6 +22,9 @@ from .scoring import ModelScores, score_model
 MAX_EXAMPLES = 300
 
 
+# report.json's layout: readers check it; bump when a key moves or changes meaning.
+EVAL_REPORT_FORMAT = 1
+
 def evaluate(
     workspace,
     *,
@@ -93,6 +96,7 @@ def evaluate(
     if adapter_record is not None and adapter_record.run_id is not None:
         training = registry.get_run(adapter_record.run_id).metrics or {}
     report = {
+        "format": EVAL_REPORT_FORMAT,
         "adapter": adapter,
         "base_model": resolved.base.ref,
         "dataset": {"name": dataset_record.name, "version": dataset_record.version},

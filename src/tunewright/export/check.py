@@ -36,6 +36,9 @@ DEFAULT_PROBES: tuple[list[dict], ...] = (
 RELATIVE_THRESHOLDS = {"f32": 1e-4, "f16": 3e-2}
 
 
+# check.json's layout: bump when a key moves or changes meaning.
+CHECK_REPORT_FORMAT = 1
+
 def _load_reference(base: BaseModelInfo, adapter_path: Path | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -151,6 +154,7 @@ def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Pat
         formats[fmt] = report
 
     return {
+        "format": CHECK_REPORT_FORMAT,
         "passed": not failures,
         "failures": failures,
         "reference": "adapter on base via peft (unmerged)" if adapter_path is not None else "base model",

@@ -270,6 +270,30 @@ class ReviewerAdded(Event):
 
 
 @dataclass(frozen=True)
+class ReviewerPasswordChanged(Event):
+    action: ClassVar[str] = "review.reviewer_password_changed"
+    subject_kind: ClassVar[str] = "reviewer"
+    subject_field: ClassVar[str] = "name"
+    name: str
+
+
+@dataclass(frozen=True)
+class ReviewerSessionsRevoked(Event):
+    action: ClassVar[str] = "review.reviewer_sessions_revoked"
+    subject_kind: ClassVar[str] = "reviewer"
+    subject_field: ClassVar[str] = "name"
+    name: str
+
+
+@dataclass(frozen=True)
+class ReviewerRemoved(Event):
+    action: ClassVar[str] = "review.reviewer_removed"
+    subject_kind: ClassVar[str] = "reviewer"
+    subject_field: ClassVar[str] = "name"
+    name: str
+
+
+@dataclass(frozen=True)
 class ItemsAssigned(Event):
     action: ClassVar[str] = "review.assigned"
     subject_kind: ClassVar[str] = "queue"

@@ -18,8 +18,6 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
-from typing import ClassVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +26,8 @@ from sqlalchemy.orm import Session
 from ..errors import TunewrightError
 from ..registry import Registry
 from ..registry import tables as t
-from ..registry.events import Event, ReviewerAdded, append_event
+from ..registry.events import (ReviewerAdded, ReviewerPasswordChanged, ReviewerRemoved, ReviewerSessionsRevoked,
+                               append_event)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _N, _R, _P = 2**14, 8, 1  # OWASP's scrypt floor; about 50 ms per check here
@@ -37,30 +36,6 @@ MIN_PASSWORD = 8
 # parameters, like a wrong password. Random, not hashed from anything: no password can match it,
 # and making it costs no scrypt at import.
 _DUMMY_HASH = "scrypt$" + "$".join(base64.b64encode(secrets.token_bytes(n)).decode() for n in (16, 32))
-
-
-@dataclass(frozen=True)
-class ReviewerPasswordChanged(Event):
-    action: ClassVar[str] = "review.reviewer_password_changed"
-    subject_kind: ClassVar[str] = "reviewer"
-    subject_field: ClassVar[str] = "name"
-    name: str
-
-
-@dataclass(frozen=True)
-class ReviewerSessionsRevoked(Event):
-    action: ClassVar[str] = "review.reviewer_sessions_revoked"
-    subject_kind: ClassVar[str] = "reviewer"
-    subject_field: ClassVar[str] = "name"
-    name: str
-
-
-@dataclass(frozen=True)
-class ReviewerRemoved(Event):
-    action: ClassVar[str] = "review.reviewer_removed"
-    subject_kind: ClassVar[str] = "reviewer"
-    subject_field: ClassVar[str] = "name"
-    name: str
 
 
 # Only these move the epoch: any other event about a reviewer (there may be more later) must not

@@ -32,6 +32,9 @@ MAX_OOD_EXAMPLES = 10
 
 # --- reading the server's request logs ---------------------------------------------------------
 
+# drift.json's layout: bump when a key moves or changes meaning.
+DRIFT_REPORT_FORMAT = 1
+
 def _utc(value: datetime) -> datetime:
     # Naive timestamps are taken as UTC so that comparisons never raise on mixed inputs.
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -204,6 +207,7 @@ def build_drift_report(train_texts: Sequence[str], live_records: Sequence[dict],
         by_model[name].append(i)
     stamps = sorted(str(r["ts"]) for r in live_records if r.get("ts"))
     report = {
+        "format": DRIFT_REPORT_FORMAT,
         "kind": "drift",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n_train": len(train_texts),
