@@ -260,6 +260,29 @@ def test_tables_that_decide_what_is_served_are_checked_against_their_events(ws):
     assert "alias 'production' now points elsewhere than its last event says: adapter_id" in details[2][1]
 
 
+def test_review_decisions_are_checked_against_their_events(ws):
+    """A decision flipped in the table (reject -> accept) would change what trains: it is named."""
+    from review_helpers import add_round
+
+    from tunewright.review import ReviewStore
+
+    store = ReviewStore(ws.registry)
+    add_round(store, [("q1?", "a1"), ("q2?", "a2")])
+    first, second = [c.id for c in store.candidates("support")]
+    store.review(first, reviewer="ann", decision="reject")
+    store.review(second, reviewer="ann", decision="accept", edited=[{"role": "user", "content": "q2?"},
+                                                                    {"role": "assistant", "content": "a2, edited"}])
+    assert _verify(ws).ok
+    with _db(ws) as db:
+        db.execute("UPDATE reviews SET decision = 'accept' WHERE candidate_id = ?", (first,))
+        db.execute("UPDATE reviews SET after = ? WHERE candidate_id = ?",
+                   (json.dumps([{"role": "user", "content": "q2?"}, {"role": "assistant", "content": "forged"}]), second))
+    details = [d.detail for d in _verify(ws).damage]
+    assert len(details) == 2
+    assert "no longer matches its event: decision changed" in details[0]
+    assert "no longer matches its event: after changed" in details[1]
+
+
 def test_a_rewritten_chain_passes_alone_but_fails_against_its_anchor(ws, tmp_path, capsys):
     from tunewright.govern.audit import write_anchor
     from tunewright.registry.events import chain_hash

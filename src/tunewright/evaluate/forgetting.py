@@ -212,7 +212,9 @@ def _render(tokenizer, prompt: str) -> list[int]:
 
 
 def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from ..models.generation import pad_id
+
+    return pad_id(tokenizer)
 
 
 @torch.inference_mode()
@@ -223,28 +225,12 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
     Token ids rather than decoded text, so the sequence teacher-forced later is exactly what the
     model produced, end-of-turn included (decoding drops it, and re-encoding need not round-trip).
     """
+    from ..models.generation import generate_ids
+
     encoded = [_render(tokenizer, p) for p in prompts]
-    pad, eos = _pad_id(tokenizer), tokenizer.eos_token_id
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    result: list[tuple[list[int], list[int]]] = [([], [])] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in index)
-        ids = torch.full((len(index), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(index):  # left-padded: generation continues from the right edge
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
-        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                temperature=None, top_p=None, top_k=None, eos_token_id=eos, pad_token_id=pad)
-        for row, i in enumerate(index):
-            new = output[row, width:].tolist()
-            if eos in new:
-                new = new[: new.index(eos) + 1]
-            result[i] = (encoded[i], new)
-        if on_batch:
-            on_batch(len(index))
-    return result
+    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=[tokenizer.eos_token_id],
+                       pad=_pad_id(tokenizer), batch_size=batch_size, on_batch=on_batch)
+    return list(zip(encoded, new))
 
 
 def _selected_log_probs(model, ids: torch.Tensor, mask: torch.Tensor, select: torch.Tensor) -> torch.Tensor:

@@ -71,16 +71,12 @@ def _prompt_ids(tokenizer, messages) -> list[int]:
 
 @torch.inference_mode()
 def _answer(model, tokenizer, messages, *, max_new_tokens: int, stop_ids: list[int]) -> dict:
+    from ..models.generation import generate_ids
+
     prompt = _prompt_ids(tokenizer, messages)
-    ids = torch.tensor([prompt])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                            do_sample=False, temperature=None, top_p=None, top_k=None,
-                            eos_token_id=stop_ids, pad_token_id=pad)
-    new = output[0, len(prompt):].tolist()
+    new = generate_ids(model, [prompt], max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad=pad)[0]
     stopped = any(token in stop_ids for token in new)
-    if stopped:  # generate pads finished rows; keep what was generated up to and including the stop
-        new = new[: next(i for i, t in enumerate(new) if t in stop_ids) + 1]
     return {"prompt_ids": prompt, "new_ids": new, "stopped_at_eos": stopped,
             "text": tokenizer.decode(new, skip_special_tokens=True).strip()}
 

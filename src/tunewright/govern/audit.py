@@ -221,6 +221,7 @@ def _table_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
         if changed:
             damage.append(Damage(last_event[0], "table", f"alias '{alias}' now points elsewhere than its last "
                                  f"event says: {', '.join(changed)} changed in the table"))
+    damage.extend(_review_damage(registry, rows))
     return damage
 
 
@@ -315,3 +316,33 @@ def read_release_anchors(path: str | Path) -> list[dict[str, Any]]:
 def verify_workspace(workspace, anchor: dict[str, Any] | None = None) -> AuditResult:
     """The workspace's log against an explicit anchor, if given, and every release anchor."""
     return verify_log(workspace.registry, anchor, read_release_anchors(workspace.anchor_file))
+
+
+_REVIEW_FIELDS = ("reviewer", "decision", "rating")
+
+
+def _review_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
+    """Review decisions decide what trains: each row must match its ``review.recorded`` event
+    (reviewer, decision, rating, and the hashes of the conversation before and after an edit)."""
+    from ..review.store import messages_sha256
+
+    with registry.engine.connect() as conn:
+        reviews = [dict(r._mapping) for r in conn.execute(text(
+            "SELECT id, candidate_id, reviewer, decision, rating, before, after FROM reviews ORDER BY id"))]
+    recorded = {p.get("review_id"): (event_id, p) for event_id, p in _payloads(rows, "review.recorded")}
+    damage = []
+    for review in reviews:
+        event_id, payload = recorded.get(review["id"], (None, None))
+        if payload is None:
+            damage.append(Damage(None, "table", f"review row {review['id']} (candidate {review['candidate_id']}) has "
+                                 "no review.recorded event: it was added to the table directly"))
+            continue
+        changed = [f for f in _REVIEW_FIELDS if review[f] != payload.get(f)]
+        for name, stored, key in (("before", review["before"], "before_sha256"), ("after", review["after"], "after_sha256")):
+            value = json.loads(stored) if isinstance(stored, (str, bytes)) else stored
+            if (None if value is None else messages_sha256(value)) != payload.get(key):
+                changed.append(name)
+        if changed:
+            damage.append(Damage(event_id, "table", f"review row {review['id']} no longer matches its event: "
+                                 f"{', '.join(changed)} changed in the table"))
+    return damage

@@ -50,7 +50,6 @@ import yaml
 
 from ..config.govern import BiasSpec
 from ..errors import TunewrightError
-from ..io import atomic_write_json, atomic_write_text
 from .bias_stats import (RATE_METRICS, SCALE_METRICS, AttributeDesign, Lexicon, attribute_stats, build_designs,
                          find_issues, largest_gap, load_lexicon, measure_answers)
 
@@ -379,7 +378,7 @@ def _charts(report: dict) -> dict[str, str]:
     matplotlib.use("Agg")  # headless: no display on a server
     import matplotlib.pyplot as plt
 
-    from ..evaluate.report import _png
+    from ..evaluate.report import png
 
     names = list(report["attributes"])
     xs = np.arange(len(names))
@@ -398,7 +397,7 @@ def _charts(report: dict) -> dict[str, str]:
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("largest gap (points)")
     axes[0].legend()
-    charts = {"gaps": _png(fig)}
+    charts = {"gaps": png(fig)}
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -411,7 +410,7 @@ def _charts(report: dict) -> dict[str, str]:
     ax.set_xlabel("similarity of counterfactual answers")
     ax.set_ylabel("pairs")
     ax.legend()
-    charts["similarity"] = _png(fig)
+    charts["similarity"] = png(fig)
     plt.close(fig)
     return charts
 
@@ -450,16 +449,10 @@ def group_tables(report: dict) -> list[GroupRow]:
 
 
 def write_bias_report(folder: Path, report: dict) -> tuple[Path, Path]:
-    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
+    from ..evaluate.report import write_json_and_html
 
-    json_path, html_path = Path(folder) / "bias.json", Path(folder) / "bias.html"
-    atomic_write_json(json_path, report)
-    # The evaluate templates folder supplies the shared report stylesheet.
-    loader = ChoiceLoader([PackageLoader("tunewright.govern", "templates"), PackageLoader("tunewright.evaluate", "templates")])
-    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
-    html = env.get_template("bias.html").render(report=report, charts=_charts(report))
-    atomic_write_text(html_path, html)
-    return json_path, html_path
+    return write_json_and_html(folder, "bias", report, "bias.html", package="tunewright.govern",
+                               charts=_charts(report))
 
 
 # --- the workspace stage -------------------------------------------------------------------------------

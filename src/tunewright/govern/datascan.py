@@ -25,7 +25,6 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ..io import atomic_write_json, atomic_write_text
 from .bias import core_term
 
 MIN_MENTIONS = 20
@@ -132,14 +131,9 @@ def _row_text(messages: Sequence) -> str:
 
 
 def write_scan_report(folder: Path, stem: str, report: dict) -> tuple[Path, Path]:
-    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
+    from ..evaluate.report import write_json_and_html
 
-    json_path, html_path = Path(folder) / f"{stem}.json", Path(folder) / f"{stem}.html"
-    atomic_write_json(json_path, report)
-    loader = ChoiceLoader([PackageLoader("tunewright.govern", "templates"), PackageLoader("tunewright.evaluate", "templates")])
-    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
-    atomic_write_text(html_path, env.get_template("datascan.html").render(report=report))
-    return json_path, html_path
+    return write_json_and_html(folder, stem, report, "datascan.html", package="tunewright.govern")
 
 
 def _safe(text: str) -> str:

@@ -210,11 +210,11 @@ def _token_logprobs(scorer: _Scorer, prompt_ids: torch.Tensor, answer: torch.Ten
 @torch.no_grad()
 def greedy_answer(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int) -> list[int]:
     """The model's greedy continuation up to (not including) its end-of-turn token."""
-    out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, temperature=None, top_p=None, top_k=None,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    new = out[0, prompt_ids.shape[1] :].tolist()
-    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    from ..models.generation import generate_ids, pad_id
+
+    stops = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+    new = generate_ids(model, [prompt_ids[0].tolist()], max_new_tokens=max_new_tokens, stop_ids=stops,
+                       pad=pad_id(tokenizer))[0]
     end = next((i for i, t in enumerate(new) if t in stops), len(new))
     return new[:end] or new[:1]  # an immediate end of turn is the answer then: explain the silence
 

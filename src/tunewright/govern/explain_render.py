@@ -5,10 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
-
-from ..io import atomic_write_json, atomic_write_text
-
 MOVED = 0.05  # a segment's share of the attribution must move this much (5 points) to be named
 _POSITIVE, _NEGATIVE = (33, 102, 172), (178, 24, 43)  # blue: made the answer likelier; red: less likely
 
@@ -64,16 +60,14 @@ def _scale(values) -> float:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    # The evaluation report's stylesheet, so every report of a workspace looks alike.
-    loader = ChoiceLoader([PackageLoader("tunewright.govern", "templates"),
-                           PackageLoader("tunewright.evaluate", "templates")])
-    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
-    env.globals.update(heat=heat, scale=_scale, points=_points)
-    return env.get_template("explain.html").render(report=report)
+    from ..evaluate.report import render_template
+
+    return render_template("explain.html", package="tunewright.govern",
+                           filters={"heat": heat, "scale": _scale, "points": _points}, report=report)
 
 
 def write_report(folder: Path, slug: str, report: dict[str, Any]) -> tuple[Path, Path]:
-    json_path, html_path = folder / f"{slug}.json", folder / f"{slug}.html"
-    atomic_write_json(json_path, report)
-    atomic_write_text(html_path, render_html(report))
-    return json_path, html_path
+    from ..evaluate.report import write_json_and_html
+
+    return write_json_and_html(folder, slug, report, "explain.html", package="tunewright.govern",
+                               filters={"heat": heat, "scale": _scale, "points": _points})

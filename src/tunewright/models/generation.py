@@ -1,4 +1,6 @@
-"""Batched greedy generation with the model's own chat template and end-of-turn token."""
+"""Batched greedy generation with the model's own chat template and end-of-turn token: the one
+decoding loop evaluation, forgetting, explanations, the export check, replay rows and the local
+teacher share (the server streams and batches its own way, in ``serve.engine``)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,49 @@ def generate_responses(
                           on_batch=on_batch, temperature=temperature)
 
 
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+@torch.inference_mode()
+def generate_ids(
+    model,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad: int,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Each prompt's new token ids, through its first stop id (kept) or ``max_new_tokens``; in input
+    order. Prompts of similar length share a batch (less padding), left-padded so every row
+    continues from the right edge."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    result: list[list[int]] = [[] for _ in prompts]
+    stops = list(stop_ids)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in index)
+        ids = torch.full((len(index), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(index):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(list(prompts[i]), dtype=torch.long)
+            mask[row, width - len(prompts[i]) :] = 1
+        output = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+            eos_token_id=stops if len(stops) > 1 else stops[0], pad_token_id=pad)
+        for row, i in enumerate(index):
+            new = output[row, width:].tolist()
+            end = next((k for k, token in enumerate(new) if token in stops), None)
+            result[i] = new if end is None else new[: end + 1]
+        if on_batch:
+            on_batch(len(index))
+    return result
+
+
 @torch.inference_mode()
 def continue_texts(
     model,
@@ -38,27 +83,7 @@ def continue_texts(
     temperature: float = 0.0,
 ) -> list[str]:
     """Continue already-rendered prompts exactly as given (no template, no added special tokens)."""
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    # Batching prompts of similar length wastes less compute on padding.
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    responses: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
-        output = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        for i, tokens in zip(index, new_tokens):
-            responses[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        if on_batch:
-            on_batch(len(index))
-    return responses
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=[tokenizer.eos_token_id],
+                       pad=pad_id(tokenizer), batch_size=batch_size, temperature=temperature, on_batch=on_batch)
+    return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in new]

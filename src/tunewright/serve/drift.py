@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ..errors import TunewrightError
-from ..io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -294,7 +293,7 @@ def _charts(report: dict) -> dict[str, str]:
     matplotlib.use("Agg")  # headless: no display on a server
     import matplotlib.pyplot as plt
 
-    from ..evaluate.report import _png
+    from ..evaluate.report import png
 
     charts = {}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
@@ -306,7 +305,7 @@ def _charts(report: dict) -> dict[str, str]:
         ax.set_xlabel(f"input length ({unit})")
         ax.set_ylabel("% of inputs")
         ax.legend()
-    charts["lengths"] = _png(fig)
+    charts["lengths"] = png(fig)
     plt.close(fig)
     clusters = report["topics"]["clusters"]
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -317,21 +316,16 @@ def _charts(report: dict) -> dict[str, str]:
     ax.set_xlabel("topic cluster")
     ax.set_ylabel("% of inputs")
     ax.legend()
-    charts["clusters"] = _png(fig)
+    charts["clusters"] = png(fig)
     plt.close(fig)
     return charts
 
 
 def write_drift_report(folder: Path, report: dict) -> tuple[Path, Path]:
-    from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
+    from ..evaluate.report import write_json_and_html
 
-    json_path, html_path = Path(folder) / "drift.json", Path(folder) / "drift.html"
-    atomic_write_json(json_path, report)
-    # The evaluate templates folder supplies the shared report stylesheet.
-    loader = ChoiceLoader([PackageLoader("tunewright.serve", "templates"), PackageLoader("tunewright.evaluate", "templates")])
-    env = Environment(loader=loader, autoescape=select_autoescape(["html"]))
-    atomic_write_text(html_path, env.get_template("drift.html").render(report=report, charts=_charts(report)))
-    return json_path, html_path
+    return write_json_and_html(folder, "drift", report, "drift.html", package="tunewright.serve",
+                               charts=_charts(report))
 
 
 def drift_for_workspace(workspace, *, dataset: str | None = None, since: datetime | None = None,

@@ -233,16 +233,14 @@ def _chart(report: dict, label: str) -> bytes:
 
 
 def write_compare_report(folder: Path, report: dict) -> dict:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     from ..evaluate.metrics import get_metric
+    from ..evaluate.report import render_template
 
     paths = {"json": folder / "compare.json", "png": folder / "compare.png", "html": folder / "compare.html"}
     label = get_metric(report["metric"]).label
     png = _chart(report, label)
     atomic_write_bytes(paths["png"], png)
-    env = Environment(loader=PackageLoader("tunewright.evaluate", "templates"), autoescape=select_autoescape())
-    html = env.get_template("compare.html").render(report=report, chart=base64.b64encode(png).decode("ascii"), label=label)
+    html = render_template("compare.html", report=report, chart=base64.b64encode(png).decode("ascii"), label=label)
     atomic_write_text(paths["html"], html)
     paths = {key: str(path) for key, path in paths.items()}
     atomic_write_json(paths["json"], {**report, "paths": paths})
