@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..evaluate import results
 from .docs_data import DocFacts
 from .docs_md import LINEAGE_MARKER, Doc, code, esc, num, pct, pts
 
@@ -53,8 +54,8 @@ def results_table(doc: Doc, facts: DocFacts) -> None:
 def forgetting_table(doc: Doc, facts: DocFacts) -> None:
     rows = []
     for pair in facts.latest_pairs:
-        f = pair.tuned.metrics.get("forgetting")
-        if not isinstance(f, dict) or not f:
+        f = results.forgetting(pair.tuned.metrics)
+        if not f:
             doc.p(doc.gap(f"evaluation {pair.tuned.id} has no forgetting measurement (KL on general prompts, "
                           "retention of known answers)", f"run 'tunewright eval --adapter {facts.adapter.name}' "
                           "with govern.forgetting.enabled"))
@@ -71,10 +72,10 @@ def questions_table(doc: Doc, facts: DocFacts, heading: str) -> None:
     (the file is optional, so its absence is not a gap)."""
     rows = []
     for pair in facts.latest_pairs:
-        tuned = pair.tuned.metrics.get("questions")
-        if not isinstance(tuned, dict) or not isinstance(tuned.get("by_kind"), dict):
+        tuned = results.questions(pair.tuned.metrics)
+        if not isinstance(tuned.get("by_kind"), dict):
             continue
-        base = (pair.base.metrics.get("questions") if pair.base else None) or {}
+        base = results.questions(pair.base.metrics if pair.base else None)
         refs = doc.cites(("evaluation", pair.tuned.id), ("evaluation", pair.base.id) if pair.base else None)
         for kind, after in [*tuned["by_kind"].items(), ("all", tuned)]:
             before = base if kind == "all" else (base.get("by_kind") or {}).get(kind)

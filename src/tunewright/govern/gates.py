@@ -13,6 +13,8 @@ from typing import Any
 
 from ..config.govern import GatesSpec
 from ..errors import TunewrightError
+from ..evaluate import results
+from ..evaluate.results import task_metrics
 from ..registry.deploy import AliasState, DeploymentStore, check_alias, split_adapter_ref
 from ..registry.reports import ReportStore
 from ..registry.tables import AdapterRecord, EvaluationRecord
@@ -83,13 +85,13 @@ def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult
                                   "against; run 'tunewright eval' again")
         if spec.metric not in tuned.metrics or spec.metric not in base.metrics:
             raise TunewrightError(f"evaluation {tuned.id} has no metric '{spec.metric}' (it has: "
-                                  f"{', '.join(k for k, v in tuned.metrics.items() if not isinstance(v, dict))})",
+                                  f"{', '.join(task_metrics(tuned.metrics))})",
                                   field="govern.gates.metric")
         gain = float(tuned.metrics[spec.metric]) - float(base.metrics[spec.metric])
         result.checks.append(GateCheck(f"task gain ({spec.metric})", gain, spec.min_task_gain,
                                        gain >= spec.min_task_gain, f">= {spec.min_task_gain:+.4g}; "
                                        f"evaluation {tuned.id} vs base evaluation {base.id}"))
-    forgetting = (tuned.metrics.get("forgetting") or {}) if tuned else {}
+    forgetting = results.forgetting(tuned.metrics if tuned else None)
     if spec.min_retention is not None:
         value = forgetting.get("retention")
         result.checks.append(GateCheck("retention", value, spec.min_retention,
@@ -101,7 +103,7 @@ def check_gates(registry, spec: GatesSpec, adapter: AdapterRecord) -> GateResult
                                        value is not None and value <= spec.max_kl,
                                        f"<= {spec.max_kl:.4g}; evaluation {tuned.id}"))
     if spec.min_questions_accuracy is not None:
-        value = (tuned.metrics.get("questions") or {}).get("accuracy")
+        value = results.questions(tuned.metrics).get("accuracy")
         where = f"evaluation {tuned.id}" + ("" if value is not None else " asked no customer questions: set "
                                             "eval.questions and run 'tunewright eval' again")
         result.checks.append(GateCheck("customer questions accuracy", value, spec.min_questions_accuracy,
