@@ -12,5 +12,7 @@ class RetrievalSpec(BaseModel):
         None, description="workspace-relative tables (.csv) and documents (.md, .txt) to index; "
                           "None: every build.tables[].path and build.documents[].path")
     k: int = Field(3, ge=1, description="chunks retrieved per question")
+    stem: bool = Field(False, description="BM25 on Snowball stems ('cancel' finds 'Cancelling') instead of "
+                                          "plural-folded words")
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="index name; None: '<recipe name>-index'")

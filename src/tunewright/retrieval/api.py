@@ -51,7 +51,8 @@ def build_workspace_index(workspace, name: str | None = None, *, embedder: TextE
     """Build the index over the recipe's sources, write it under ``indexes/<name>/<version>/`` and register
     it; unchanged sources give the version already registered (an ``IndexRecord``)."""
     name = _check_name(name or default_index_name(workspace))
-    index = build_index(index_sources(workspace), root=workspace.root, embedder=embedder)
+    index = build_index(index_sources(workspace), root=workspace.root, embedder=embedder,
+                        stem=workspace.recipe.retrieval.stem)
     folder = workspace.dir(INDEXES_DIR) / name / index.version
     if not _intact(folder, index):
         index.save(folder)

@@ -57,8 +57,10 @@ class Hit:
     dense_rank: int | None
 
 
-def index_sha256(chunks: Iterable[Chunk], embedder_name: str) -> str:
+def index_sha256(chunks: Iterable[Chunk], embedder_name: str, stem: bool = False) -> str:
     body = {"embedder": embedder_name, "chunks": [[c.id, c.text] for c in chunks]}
+    if stem:  # only then: an index without stems keeps the version it always had
+        body["stem"] = True
     return hashlib.sha256(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
@@ -75,7 +77,7 @@ def _now() -> str:
 class Index:
     def __init__(self, chunks: Sequence[Chunk], embeddings: torch.Tensor, *, embedder_name: str,
                  sources: list[dict[str, Any]], created_at: str | None = None,
-                 embedder: TextEmbedder | None = None) -> None:
+                 embedder: TextEmbedder | None = None, stem: bool = False) -> None:
         if not chunks:
             raise TunewrightError("an index needs at least one chunk")
         if embeddings.ndim != 2 or embeddings.shape[0] != len(chunks):
@@ -90,14 +92,15 @@ class Index:
         self.embedder_name = embedder_name
         self.sources = [dict(s) for s in sources]
         self.created_at = created_at or _now()
-        self.sha256 = index_sha256(self.chunks, embedder_name)
+        self.stem = bool(stem)
+        self.sha256 = index_sha256(self.chunks, embedder_name, self.stem)
         self._embedder = embedder
         self._bm25 = self._build_bm25()
 
     def _build_bm25(self):
         import bm25s
 
-        corpus = [tokenize(c.text) for c in self.chunks]
+        corpus = [tokenize(c.text, stem=self.stem) for c in self.chunks]
         if not any(corpus):
             return None  # only stopwords and punctuation (bm25s cannot index an empty vocabulary)
         bm25 = bm25s.BM25(**BM25_SETTINGS)
@@ -128,7 +131,7 @@ class Index:
     # -- scoring -------------------------------------------------------------------------------
 
     def bm25_scores(self, query: str) -> np.ndarray:
-        ids = self._bm25.get_tokens_ids(tokenize(query)) if self._bm25 is not None else []
+        ids = self._bm25.get_tokens_ids(tokenize(query, stem=self.stem)) if self._bm25 is not None else []
         if not ids:
             return np.zeros(len(self), dtype=np.float32)
         return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
@@ -179,7 +182,7 @@ class Index:
     # -- on disk -------------------------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        return {"chunking": CHUNKING, "tokenizer_version": TOKENIZER_VERSION, "bm25": BM25_SETTINGS,
+        return {"chunking": CHUNKING, "tokenizer_version": TOKENIZER_VERSION, "stem": self.stem, "bm25": BM25_SETTINGS,
                 "rrf": {"k": RRF_K, "depth": RRF_DEPTH}}
 
     def manifest(self) -> dict[str, Any]:
@@ -222,8 +225,9 @@ class Index:
             raise TunewrightError(f"{len(chunks)} chunks and embeddings of shape {tuple(embeddings.shape)} do not "
                                   f"match the manifest's {manifest['n_chunks']} x {manifest['dim']}",
                                   file=folder / MANIFEST_FILE)
+        stem = bool((manifest.get("settings") or {}).get("stem", False))
         index = cls(chunks, embeddings, embedder_name=manifest["embedder"], sources=manifest["sources"],
-                    created_at=manifest["created_at"], embedder=embedder)
+                    created_at=manifest["created_at"], embedder=embedder, stem=stem)
         if index.sha256 != manifest["sha256"]:
             raise TunewrightError(f"the chunks hash to {index.sha256[:12]}, not the manifest's "
                                   f"{str(manifest['sha256'])[:12]}", file=folder / MANIFEST_FILE, field="sha256")
@@ -277,7 +281,7 @@ def _read_embeddings(path: Path) -> torch.Tensor:
 
 
 def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
-                embedder: TextEmbedder | None = None) -> Index:
+                embedder: TextEmbedder | None = None, stem: bool = False) -> Index:
     """Chunk each source by its suffix (.csv: table; .md/.markdown/.txt: document), embed, index.
 
     A relative path is read under ``root`` when given and recorded as written, so a workspace's index
@@ -303,7 +307,7 @@ def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
 
         embedder = default_embedder()
     embeddings = embedder.encode([c.text for c in chunks])
-    return Index(chunks, embeddings, embedder_name=embedder.name, sources=sources, embedder=embedder)
+    return Index(chunks, embeddings, embedder_name=embedder.name, sources=sources, embedder=embedder, stem=stem)
 
 
 def changed_sources(index: Index, resolve: Callable[[str], Path] = Path) -> list[str]:

@@ -11,11 +11,14 @@ words are indexed by their parts and joined ("404-555-0142" -> "404", "555", "01
 "4045550142"); a decimal is also kept whole ("2.1 kg" -> "2", "1", "2.1", "kg").
 
 Stopwords are bm25s's own English list (33 words, none of them a code, number or single letter).
-A word of letters only is reduced to its Snowball (Porter 2) stem with PyStemmer, the stemmer
-bm25s itself supports, the same on both sides: customers write "cancel" where the policy says
-"Cancelling" or "cancellation", and "return the modem" where it says "returned". Measured on the
-two examples' customer questions (an accepted answer among the top 3 chunks): lakeline 27 -> 30
-of 33 with stems, peachtree unchanged at 33 of 35. Codes and numbers are never stemmed.
+A word of letters only loses a plural ending ("days" -> "day", "accessories" -> "accessory"), the
+same on both sides, so "returns" finds "return". With ``stem`` (the recipe's ``retrieval.stem``)
+it is reduced to its Snowball (Porter 2) stem instead, with PyStemmer, the stemmer bm25s supports:
+customers write "cancel" where a policy says "Cancelling" or "cancellation". Measured as "an
+accepted answer among the top 3 chunks": lakeline 27 -> 30 of 33 with stems, peachtree unchanged
+at 33 of 35; but the demo's two training runs with stems scored 83.3% and 80.6% on its customer
+questions against 88.9% without, so stems are a recipe's choice, off by default. Codes and numbers
+are never stemmed.
 """
 
 from __future__ import annotations
@@ -36,11 +39,21 @@ _DECIMAL = re.compile(r"\d+\.\d+")
 _STEMMER = Stemmer.Stemmer("english")
 
 
-def _fold(token: str) -> str:
-    return _STEMMER.stemWord(token) if token.isalpha() else token
+def _fold(token: str, stem: bool) -> str:
+    if not token.isalpha():
+        return token
+    if stem:
+        return _STEMMER.stemWord(token)
+    if len(token) <= 3:
+        return token
+    if token.endswith("ies") and len(token) > 4:
+        return token[:-3] + "y"
+    if token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, *, stem: bool = False) -> list[str]:
     """The bag of BM25 terms of a chunk or a query (order is not meaningful)."""
     text = text.casefold()
     out: list[str] = []
@@ -55,4 +68,4 @@ def tokenize(text: str) -> list[str]:
         if len(pieces) > 1:
             out.append(joined)
     out.extend(_DECIMAL.findall(text))
-    return [_fold(t) for t in out if t not in STOPWORDS]
+    return [_fold(t, stem) for t in out if t not in STOPWORDS]
