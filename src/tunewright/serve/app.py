@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import TunewrightError
 from .engine import Completion, Draining, GenRequest, QueueFull
-from .guards import BodyLimit, HostAllowlist, InternalErrors
+from ..webguard import BodyLimit
+from .guards import HostAllowlist, InternalErrors, openai_error
 from .monitoring import feedback_candidate, scrub
 from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, validation_message
 from .server import ServeState
@@ -158,7 +159,7 @@ def create_app(state: ServeState) -> FastAPI:
     # Inside FastAPI's own error middleware, which would otherwise answer a plain-text 500.
     app.add_middleware(InternalErrors)
     # Host is checked first: a refused page should not even get its body read.
-    return HostAllowlist(BodyLimit(app, state.spec.max_request_bytes), allowed=state.spec.allowed_hosts,
+    return HostAllowlist(BodyLimit(app, state.spec.max_request_bytes, render=openai_error), allowed=state.spec.allowed_hosts,
                          bound_host=state.spec.host, port=state.spec.port)
 
 

@@ -92,38 +92,9 @@ class HostAllowlist:
         await self.app(scope, receive, send)
 
 
-class BodyLimit:
-    """Refuses bodies over the limit while reading them, so a huge or endless upload costs nothing.
-
-    The body is read here, before the app sees it: a chunked body declares no length, and an error
-    raised while FastAPI reads the body is turned into its own 400 "error parsing the body"."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = ApiError(413, f"request body over {self.limit} bytes")
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await send_error(send, too_big)
-        messages, seen = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await send_error(send, too_big)
-            if not message.get("more_body", False):
-                break
-
-        async def replay():
-            # After the body, receive() is how handlers notice that the client went away.
-            return messages.pop(0) if messages else await receive()
-        await self.app(scope, replay, send)
+def openai_error(scope, message: str) -> tuple[str, bytes]:
+    """The body limit's 413 in the shape OpenAI clients parse (``webguard.BodyLimit`` renders it)."""
+    return "application/json", json.dumps(ApiError(413, message).body()).encode()
 
 
 class InternalErrors:
