@@ -154,7 +154,7 @@ def verify_log(registry, anchor: dict[str, Any] | None = None,
         result.damage.append(Damage(None, "unguarded", f"the append-only triggers {', '.join(unguarded)} were "
                                     "removed, so events could be changed in place"))
     try:
-        result.damage.extend(_table_damage(registry, rows))
+        result.damage.extend(_table_damage(registry, rows) + _review_damage(registry, rows))
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         result.damage.append(Damage(None, "database", f"the adapter or alias tables cannot be read: {detail}"))
@@ -187,23 +187,11 @@ _ALIAS_FIELDS = ("adapter_id", "split_adapter_id", "split_percent")
 
 def _table_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
     """Rows of ``adapters`` and ``alias_changes`` that no event accounts for."""
-    damage: list[Damage] = []
-    with registry.engine.connect() as conn:
-        adapters = [dict(r._mapping) for r in conn.execute(text(
-            f"SELECT id, {', '.join(_ADAPTER_FIELDS)} FROM adapters ORDER BY id"))]
-        changes = [dict(r._mapping) for r in conn.execute(text(
-            f"SELECT id, alias, {', '.join(_ALIAS_FIELDS)} FROM alias_changes ORDER BY id"))]
-    registered = {p.get("adapter_id"): (event_id, p) for event_id, p in _payloads(rows, "adapter.registered")}
-    for adapter in adapters:
-        event_id, payload = registered.get(adapter["id"], (None, None))
-        if payload is None:
-            damage.append(Damage(None, "table", f"adapter row {adapter['id']} ({adapter['name']}@{adapter['version']}) "
-                                 "has no adapter.registered event: it was added to the table directly"))
-            continue
-        changed = [f for f in _ADAPTER_FIELDS if adapter[f] != payload.get(f)]
-        if changed:
-            damage.append(Damage(event_id, "table", f"adapter row {adapter['id']} no longer matches its event: "
-                                 f"{', '.join(changed)} changed in the table"))
+    adapters = _select(registry, f"SELECT id, {', '.join(_ADAPTER_FIELDS)} FROM adapters ORDER BY id")
+    changes = _select(registry, f"SELECT id, alias, {', '.join(_ALIAS_FIELDS)} FROM alias_changes ORDER BY id")
+    damage = _rows_against_events(
+        adapters, rows, "adapter.registered", "adapter_id", lambda a: f"adapter row {a['id']}",
+        lambda a: f" ({a['name']}@{a['version']})", lambda a, p: [f for f in _ADAPTER_FIELDS if a[f] != p.get(f)])
     events_by_alias: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for event_id, payload in _payloads(rows, "alias.changed"):
         events_by_alias.setdefault(str(payload.get("alias")), []).append((event_id, payload))
@@ -221,7 +209,6 @@ def _table_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
         if changed:
             damage.append(Damage(last_event[0], "table", f"alias '{alias}' now points elsewhere than its last "
                                  f"event says: {', '.join(changed)} changed in the table"))
-    damage.extend(_review_damage(registry, rows))
     return damage
 
 
@@ -326,23 +313,38 @@ def _review_damage(registry, rows: list[dict[str, Any]]) -> list[Damage]:
     (reviewer, decision, rating, and the hashes of the conversation before and after an edit)."""
     from ..review.store import messages_sha256
 
+    def sha(stored: Any) -> str | None:
+        value = json.loads(stored) if isinstance(stored, (str, bytes)) else stored
+        return None if value is None else messages_sha256(value)
+
+    reviews = _select(registry, "SELECT id, candidate_id, reviewer, decision, rating, before, after FROM reviews "
+                                "ORDER BY id")
+    return _rows_against_events(
+        reviews, rows, "review.recorded", "review_id", lambda r: f"review row {r['id']}",
+        lambda r: f" (candidate {r['candidate_id']})",
+        lambda r, p: [f for f in _REVIEW_FIELDS if r[f] != p.get(f)]
+        + [name for name in ("before", "after") if sha(r[name]) != p.get(f"{name}_sha256")])
+
+
+def _select(registry, sql: str) -> list[dict[str, Any]]:
     with registry.engine.connect() as conn:
-        reviews = [dict(r._mapping) for r in conn.execute(text(
-            "SELECT id, candidate_id, reviewer, decision, rating, before, after FROM reviews ORDER BY id"))]
-    recorded = {p.get("review_id"): (event_id, p) for event_id, p in _payloads(rows, "review.recorded")}
+        return [dict(r._mapping) for r in conn.execute(text(sql))]
+
+
+def _rows_against_events(table_rows: list[dict[str, Any]], rows: list[dict[str, Any]], action: str, id_key: str,
+                         name, context, changed_fields) -> list[Damage]:
+    """Each table row against the ``action`` event that recorded it (matched by ``id_key`` in its
+    payload): a row without one was added directly; a row whose fields differ was edited in place."""
+    recorded = {payload.get(id_key): (event_id, payload) for event_id, payload in _payloads(rows, action)}
     damage = []
-    for review in reviews:
-        event_id, payload = recorded.get(review["id"], (None, None))
+    for row in table_rows:
+        event_id, payload = recorded.get(row["id"], (None, None))
         if payload is None:
-            damage.append(Damage(None, "table", f"review row {review['id']} (candidate {review['candidate_id']}) has "
-                                 "no review.recorded event: it was added to the table directly"))
+            damage.append(Damage(None, "table", f"{name(row)}{context(row)} has no {action} event: it was added "
+                                 "to the table directly"))
             continue
-        changed = [f for f in _REVIEW_FIELDS if review[f] != payload.get(f)]
-        for name, stored, key in (("before", review["before"], "before_sha256"), ("after", review["after"], "after_sha256")):
-            value = json.loads(stored) if isinstance(stored, (str, bytes)) else stored
-            if (None if value is None else messages_sha256(value)) != payload.get(key):
-                changed.append(name)
+        changed = changed_fields(row, payload)
         if changed:
-            damage.append(Damage(event_id, "table", f"review row {review['id']} no longer matches its event: "
+            damage.append(Damage(event_id, "table", f"{name(row)} no longer matches its event: "
                                  f"{', '.join(changed)} changed in the table"))
     return damage
