@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..errors import NotFoundError, TunewrightError
+from ..models.generation import generate_ids, pad_id
 from .metrics import normalise_answer
 
 PROMPTS_FILE = "general_prompts.jsonl"
@@ -211,12 +212,6 @@ def _render(tokenizer, prompt: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]  # as generation.py encodes prompts
 
 
-def _pad_id(tokenizer) -> int:
-    from ..models.generation import pad_id
-
-    return pad_id(tokenizer)
-
-
 @torch.inference_mode()
 def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
                          on_batch: Callable[[int], None] | None = None) -> list[tuple[list[int], list[int]]]:
@@ -225,11 +220,9 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
     Token ids rather than decoded text, so the sequence teacher-forced later is exactly what the
     model produced, end-of-turn included (decoding drops it, and re-encoding need not round-trip).
     """
-    from ..models.generation import generate_ids
-
     encoded = [_render(tokenizer, p) for p in prompts]
     new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=[tokenizer.eos_token_id],
-                       pad=_pad_id(tokenizer), batch_size=batch_size, on_batch=on_batch)
+                       pad=pad_id(tokenizer), batch_size=batch_size, on_batch=on_batch)
     return list(zip(encoded, new))
 
 
@@ -366,7 +359,7 @@ class ForgettingCheck:
         started = time.perf_counter()
         self._phase("KL on general prompts", len(self._sequences))
         self._scores = continuation_kl(tuned, self._sequences, base_context=base_context,
-                                       pad_id=_pad_id(self._tokenizer), batch_size=self.batch_size,
+                                       pad_id=pad_id(self._tokenizer), batch_size=self.batch_size,
                                        on_batch=self._on_batch)
         self._seconds += time.perf_counter() - started
 

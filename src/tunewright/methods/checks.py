@@ -120,7 +120,6 @@ def adapter_shares_lane(adapter_config: dict) -> bool:
 def vllm_refusal(adapter_config: dict) -> str | None:
     """Why vLLM cannot serve this saved adapter; None when every method saving its type allows it."""
     owners = methods_saving(str(adapter_config.get("peft_type")))
-    if not owners:
-        return (f"vLLM serves LoRA adapters only (multi-LoRA); this adapter is {adapter_config.get('peft_type')}; "
-                "export it as 'merged' or 'gguf' instead")
+    if not owners:  # no method of ours saves it: the default answer, as for any non-LoRA method
+        return PeftMethod.vllm_refusal(adapter_config)
     return next((reason for reason in (cls.vllm_refusal(adapter_config) for cls in owners) if reason), None)
