@@ -56,6 +56,9 @@ def main(model_dir: str, out: str) -> None:
         result["same_keys"] = sorted(gathered) == sorted(reference)
         result["max_abs_diff"] = max((gathered[k] - reference[k]).abs().max().item() for k in reference)
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    # Both ranks leave together: a rank tearing gloo down while its peer still holds the pair's
+    # connection was seen to abort the peer once under heavy CPU load.
+    dist.barrier()
     dist.destroy_process_group()
 
 

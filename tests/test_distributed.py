@@ -74,6 +74,13 @@ def test_fsdp2_on_cpu_gathers_the_adapter_a_naive_save_would_get_wrong(tiny_mode
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                str(tiny_model_dir), str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and "SIGABRT" in done.stderr:
+        # Once, under heavy load, a gloo worker aborted ("terminate called without an active
+        # exception"; not reproduced in 8 loaded runs since). A fault in the code under test repeats,
+        # so one fresh launch tells the two apart.
+        for stale in tmp_path.glob("rank*.json"):
+            stale.unlink()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank in ranks:

@@ -162,4 +162,5 @@ class DistContext:
 
     def close(self) -> None:
         if self.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank tears gloo down while a peer still talks to it
             torch.distributed.destroy_process_group()
