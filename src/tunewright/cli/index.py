@@ -14,9 +14,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("build")
 def build(name: Optional[str] = typer.Option(None, help="Index name (default: recipe retrieval.name or <name>-index).")) -> None:
     """Chunk the recipe's tables and documents, embed them, register the index."""
-    from ..retrieval.api import build_workspace_index
+    from ..synth.build import build_recipe_index
 
-    record = build_workspace_index(open_workspace(), name)
+    record = build_recipe_index(open_workspace(), name)
     sources = ", ".join(f"{s['path']} ({s['chunks']})" for s in record.source_files)
     console.print(f"index {record.name}@{record.version}: {record.n_chunks} chunks from {sources}",
                   highlight=False, markup=False)

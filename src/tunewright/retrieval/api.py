@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import TunewrightError
+from .chunks import Chunk
 from .index import Index, TextEmbedder, build_index, changed_sources
 
 INDEXES_DIR = "indexes"
@@ -47,12 +49,14 @@ def _check_name(name: str) -> str:
     return name
 
 
-def build_workspace_index(workspace, name: str | None = None, *, embedder: TextEmbedder | None = None):
+def build_workspace_index(workspace, name: str | None = None, *, embedder: TextEmbedder | None = None,
+                          derived: dict[str | Path, Sequence[Chunk]] | None = None):
     """Build the index over the recipe's sources, write it under ``indexes/<name>/<version>/`` and register
-    it; unchanged sources give the version already registered (an ``IndexRecord``)."""
+    it; unchanged sources give the version already registered (an ``IndexRecord``). ``derived``: see
+    :func:`build_index` (``synth.build.build_recipe_index`` adds the recipe's group summaries)."""
     name = _check_name(name or default_index_name(workspace))
     index = build_index(index_sources(workspace), root=workspace.root, embedder=embedder,
-                        stem=workspace.recipe.retrieval.stem)
+                        stem=workspace.recipe.retrieval.stem, derived=derived)
     folder = workspace.dir(INDEXES_DIR) / name / index.version
     if not _intact(folder, index):
         index.save(folder)

@@ -97,7 +97,8 @@ def _readme(config: RetrievalConfig) -> str:
             f"message. Ask it the same way: retrieve the top {config.k} chunks for the user's last message from "
             f"index `{config.index}` as built from the sources now (`tunewright index build` after an edit; "
             f"trained with version {config.trained_version}, "
-            f"sha256 `{config.index_sha256}`; hybrid BM25 + MiniLM fused by reciprocal rank) and put them first "
+            f"sha256 `{config.index_sha256}`; hybrid BM25 + MiniLM fused by reciprocal rank; an index with group "
+            f"summaries adds the best one after them when it ranks in the top {config.k}) and put them first "
             f"in the system message, exactly like this:\n\n```\n{example}\n```\n\nThen the conversation "
             f"follows as usual with the base model's chat template. Tunewright's eval, generate, serve and "
             f"export commands do this for you.\n")
@@ -200,14 +201,19 @@ def _normal(text: str) -> str:
 def oracle_ids(row, chunks: Sequence) -> set[str]:
     """The chunks that hold a built row's fact: the table row it came from (by file and line), or the
     document chunk of its file whose text contains the row's reference. Rows about things the sources
-    do not hold (absent items) have none, and neither do facts across rows (the cheapest tent, what a
-    category holds): no one chunk holds them, and putting the winning row in the prompt would teach
-    the shortcut "the answer is whichever record is shown", which fails as soon as retrieval shows
-    another member of the group. Those rows keep what retrieval returns and are answered from memory."""
+    do not hold (absent items) have none. A fact across rows (the cheapest tent, what a category
+    holds) has its group's summary passage when the index has one (``retrieval.group_summaries``),
+    else none: putting the winning row in the prompt would teach the shortcut "the answer is
+    whichever record is shown", which fails as soon as retrieval shows another member of the group.
+    Rows without an oracle keep what retrieval returns and are answered from memory."""
     source = (row.meta or {}).get("source") or {}
     file, line = source.get("file"), source.get("line")
-    if file is None or source.get("across_rows"):
+    if file is None:
         return set()
+    if source.get("across_rows"):
+        group = source.get("group")
+        return {c.id for c in chunks if group is not None and c.source.get("file") == file
+                and c.source.get("group") == group}
     same_file = [c for c in chunks if c.source.get("file") == file]
     if line is not None:
         return {c.id for c in same_file if c.source.get("line") == line}
@@ -218,13 +224,23 @@ def oracle_ids(row, chunks: Sequence) -> set[str]:
 def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate: float):
     """A built row with its records. ``rng`` None (eval rows): what retrieval returns, untouched.
     Otherwise (training, RAFT): with probability ``oracle_rate`` the oracle is among the k chunks (put
-    in at a random place when retrieval missed it), else it is taken out and the next hit fills in."""
+    in at a random place when retrieval missed it), else it is taken out and the next hit fills in.
+    A group summary oracle is put in or taken out at the summary's place, after the k chunks."""
     question = last_user_text([m.model_dump() for m in row.messages])
-    hits = [h.chunk for h in index.search(question, min(k + 4, len(index.chunks)))]
+    hits = [h.chunk for h in index.search(question, min(k + 4, len(index.chunks))) if not h.chunk.source.get("derived")]
+    summary = [h.chunk for h in index.search(question, k) if h.chunk.source.get("derived")]
     oracles = oracle_ids(row, index.chunks)
     chosen = hits[:k]
     placement = "retrieved"
-    if rng is not None and oracles:
+    if rng is not None and oracles and any(c.source.get("derived") for c in index.chunks if c.id in oracles):
+        # A group fact's oracle is its summary, which has its own place after the sources.
+        if rng.random() < oracle_rate:
+            if not any(c.id in oracles for c in summary):
+                summary = [c for c in index.chunks if c.id in oracles][:1]
+                placement = "oracle inserted"
+        else:
+            summary, placement = [], "oracle removed"
+    elif rng is not None and oracles:
         if rng.random() < oracle_rate:
             if not any(c.id in oracles for c in chosen):
                 oracle = next(c for c in index.chunks if c.id in oracles)
@@ -234,6 +250,7 @@ def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate:
         else:
             chosen = [c for c in hits if c.id not in oracles][:k]
             placement = "oracle removed"
+    chosen = chosen + summary
     messages = with_records([m.model_dump() for m in row.messages], [c.text for c in chosen])
     meta = {**row.meta, "retrieved": [c.id for c in chosen], "oracle": sorted(oracles), "placement": placement}
     return type(row)(messages=messages, reference=row.reference, meta=meta)

@@ -167,7 +167,13 @@ class Index:
         return [Hit(self.chunks[i], float(scores[i]), None, rank) for rank, i in enumerate(ranked, start=1)]
 
     def search(self, query: str, k: int) -> list[Hit]:
-        """The top ``k`` chunks by reciprocal-rank fusion of the BM25 and the dense ranking."""
+        """The top ``k`` source chunks by reciprocal-rank fusion of the BM25 and the dense ranking,
+        then at most one derived passage (a group summary), when one ranks in the fused top ``k``.
+
+        The summary comes after the sources and takes none of their places: it names every member
+        of its group, so it matches many questions about one member, and in the ranking it would
+        push out the very row those questions need (measured on lakeline: an accepted answer in
+        the top 3 fell from 10 to 9 of 10 policy questions when summaries competed for places)."""
         self._check(query, k)
         bm25 = self.bm25_scores(query)
         bm25_order, dense_order = _ranking(bm25, bm25 > 0), _ranking(self.dense_scores(query))
@@ -176,8 +182,10 @@ class Index:
         dense_rank = {i: r for r, i in enumerate(dense_order[:depth], start=1)}
         fused = {i: sum(1.0 / (RRF_K + ranks[i]) for ranks in (bm25_rank, dense_rank) if i in ranks)
                  for i in set(bm25_rank) | set(dense_rank)}
-        order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        return [Hit(self.chunks[i], fused[i], bm25_rank.get(i), dense_rank.get(i)) for i in order]
+        order = sorted(fused, key=lambda i: (-fused[i], i))
+        sources = [i for i in order if not self.chunks[i].source.get("derived")][:k]
+        summary = [i for i in order[:k] if self.chunks[i].source.get("derived")][:1]
+        return [Hit(self.chunks[i], fused[i], bm25_rank.get(i), dense_rank.get(i)) for i in sources + summary]
 
     # -- on disk -------------------------------------------------------------------------------
 
@@ -281,12 +289,15 @@ def _read_embeddings(path: Path) -> torch.Tensor:
 
 
 def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
-                embedder: TextEmbedder | None = None, stem: bool = False) -> Index:
+                embedder: TextEmbedder | None = None, stem: bool = False,
+                derived: dict[str | Path, Sequence[Chunk]] | None = None) -> Index:
     """Chunk each source by its suffix (.csv: table; .md/.markdown/.txt: document), embed, index.
 
     A relative path is read under ``root`` when given and recorded as written, so a workspace's index
     names its sources the way the recipe does. Two sources with the same file name are refused:
-    their chunk ids would collide."""
+    their chunk ids would collide. ``derived``: passages a caller composed (group summaries), keyed
+    by the file whose settings shaped them; that file is recorded as a source, so editing it makes
+    the index stale like editing a table."""
     if not paths:
         raise TunewrightError("no sources to index")
     chunks: list[Chunk] = []
@@ -302,6 +313,11 @@ def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
         found = chunk_file(path)
         chunks.extend(found)
         sources.append({"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": len(found)})
+    for given, passages in (derived or {}).items():
+        given = Path(given)
+        path = Path(root) / given if root is not None and not given.is_absolute() else given
+        chunks.extend(passages)
+        sources.append({"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": len(passages)})
     if embedder is None:
         from ..models.embeddings import default_embedder
 

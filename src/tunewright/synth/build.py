@@ -10,8 +10,12 @@ from ..data.prepare import prepare_rows
 from ..errors import TunewrightError
 from ..io import sha256_file
 from ..retrieval.api import build_workspace_index, load_workspace_index
+from ..retrieval.chunks import Chunk
 from ..retrieval.context import open_book_rows
-from .grounded import build_rows
+from .grounded import build_rows, read_table
+from .grounded_groups import group_summaries
+
+SUMMARIES_FIELD = "retrieval.group_summaries"
 
 
 def build_dataset(workspace):
@@ -37,10 +41,41 @@ def build_dataset(workspace):
 def _open_book(workspace, rows):
     """The rows with retrieved records, and what the dataset (then the adapter) must remember: the
     index version and k it was built with."""
-    record = build_workspace_index(workspace)
+    record = build_recipe_index(workspace)
     ref = f"{record.name}@{record.version}"
     index = load_workspace_index(workspace, ref)
     settings = workspace.recipe.build.open_book
     k = workspace.recipe.retrieval.k
     rows = open_book_rows(rows, index, k=k, oracle_rate=settings.oracle_rate, seed=settings.seed)
     return rows, {"index": ref, "index_sha256": index.sha256, "k": k, "oracle_rate": settings.oracle_rate}, record.id
+
+
+def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
+    """The workspace's index (``retrieval.api.build_workspace_index``), with one summary passage per
+    table group when the recipe sets ``retrieval.group_summaries``: those come from the build
+    section's group patterns, which the retrieval layer does not read, so `index build` and the
+    dataset build both come here."""
+    derived = None
+    if workspace.recipe.retrieval.group_summaries:
+        derived = {workspace.recipe_path.name: summary_chunks(workspace)}
+    return build_workspace_index(workspace, name, embedder=embedder, derived=derived)
+
+
+def summary_chunks(workspace) -> list[Chunk]:
+    build = workspace.recipe.build
+    tables = [(i, t) for i, t in enumerate(build.tables)] if build is not None else []
+    chunks = []
+    for t_index, table in tables:
+        if table.groups is None:
+            continue
+        path = workspace.path(table.path)
+        header, records = read_table(path)
+        field = f"build.tables.{t_index}.groups"
+        for group, text in group_summaries(table.groups, records, header, field, path.name).items():
+            # A chunk id names a place in its file; a summary has none, so its group stands in.
+            chunks.append(Chunk(f"{path.name}:{table.groups.by}={group}", text,
+                                {"file": path.name, "group": group, "derived": "group summary"}))
+    if not chunks:
+        raise TunewrightError("is set, but no build table has 'groups' to summarise", file=workspace.recipe_path,
+                              field=SUMMARIES_FIELD)
+    return chunks

@@ -76,6 +76,16 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower()).strip()
 
 
+def read_table(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
+    """The header and (source line, stripped cells) of each row; the header is line 1."""
+    reader = csv.DictReader(_read_text(path).splitlines())
+    header = set(reader.fieldnames or [])
+    records = [(line_no, {k: (v or "").strip() for k, v in record.items()}) for line_no, record in enumerate(reader, start=2)]
+    if not records:
+        raise TunewrightError("table has no rows", file=path)
+    return header, records
+
+
 @register_generator
 class GroundedQA:
     name = "grounded-qa"
@@ -110,9 +120,7 @@ class GroundedQA:
         self, spec: BuildSpec, table: TableSource, t_index: int, resolve: Resolve
     ) -> Iterable[GeneratedRow]:
         path = resolve(table.path)
-        text = _read_text(path)
-        reader = csv.DictReader(text.splitlines())
-        header = set(reader.fieldnames or [])
+        header, records = read_table(path)
         prefix = f"build.tables.{t_index}"
         for column, patterns in table.columns.items():
             field = f"{prefix}.columns.{column}"
@@ -121,9 +129,6 @@ class GroundedQA:
             _check_patterns(patterns, header, field)
         for r_index, patterns in enumerate(table.records):
             _check_patterns(patterns, header, f"{prefix}.records.{r_index}")
-        records = [(line_no, {k: (v or "").strip() for k, v in record.items()}) for line_no, record in enumerate(reader, start=2)]
-        if not records:
-            raise TunewrightError("table has no rows", file=path)
         for column, patterns in table.columns.items():
             split = _split_phrasings(patterns.questions, spec, f"{prefix}.columns.{column}.questions")
             for line_no, values in records:
@@ -154,7 +159,10 @@ class GroundedQA:
             if fact.questions_field not in splits:
                 splits[fact.questions_field] = _split_phrasings(fact.questions, spec, fact.questions_field)
             # across_rows: the fact needs the whole group; the row named by ``line`` is only where its answer is.
-            meta = {"generator": self.name, "source": {"file": path.name, "line": fact.line, "across_rows": True}}
+            source = {"file": path.name, "line": fact.line, "across_rows": True}
+            if fact.group is not None:
+                source["group"] = fact.group  # what a group summary passage in the index states
+            meta = {"generator": self.name, "source": source}
             yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
                                   fact.reference or fact.answer, meta, number, (str(path),))
 

@@ -28,6 +28,7 @@ class GroupFact:
     reference: str | None
     values: dict[str, str]  # placeholder values for the patterns
     line: int  # source line of the row the fact is about (the winner); first member for membership
+    group: str | None = None  # the group a members/lowest/highest fact states; None for a compared pair
 
 
 def _join(names: list[str]) -> str:
@@ -65,7 +66,7 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
         if groups.members is not None:
             yield GroupFact(f"group@{group}:members", f"{field}.members.questions", groups.members.questions,
                             groups.members.answer, groups.members.reference, {**base, "names": _join(names)},
-                            members[0][0])
+                            members[0][0], group)
         if len(members) < 2:
             continue  # the cheapest of one is no question a customer needs answered
         for direction, sets in (("lowest", groups.lowest), ("highest", groups.highest)):
@@ -76,7 +77,7 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
                 _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
                 yield GroupFact(f"group@{group}:{direction}:{column}", f"{field}.{direction}.{column}.questions",
                                 patterns.questions, patterns.answer, patterns.reference,
-                                {**winner, **base, "names": _join(names)}, line)
+                                {**winner, **base, "names": _join(names)}, line, group)
         for c_index, compare in enumerate(groups.compare):
             ordered = _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
             for i in range(len(ordered)):
@@ -127,3 +128,16 @@ def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_
                 fact = _compared(groups, compare, c_index, field, a, b, "table", None)
                 if fact is not None:
                     yield fact
+
+
+def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
+                    path_name: str) -> dict[str, str]:
+    """One passage per group stating what its facts say (members, lowest, highest), in the recipe's
+    own answer patterns: what an open-book prompt can quote for "which is your cheapest tent?", which
+    no single row answers. Compared pairs are left out: a table's pairs grow with its square."""
+    passages: dict[str, list[str]] = defaultdict(list)
+    for fact in group_facts(groups, records, header, field, path_name):
+        if fact.group is not None:
+            passages[fact.group].append(fact.answer.format(**fact.values))
+    return {group: f"{groups.labels.get(group, group)} ({groups.by}: {group}): {' '.join(texts)}"
+            for group, texts in passages.items()}

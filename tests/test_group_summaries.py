@@ -1,0 +1,162 @@
+"""Group summaries (``retrieval.group_summaries``): one passage per table group stating its members,
+lowest and highest in the recipe's own answer patterns, so an open-book adapter has a record to read
+for "which is your cheapest kettle?". They never take a source chunk's place in a search, they are
+the oracle of group facts in RAFT rows, and they follow the table on a rebuild."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from tunewright.data.schema import ChatRow
+from tunewright.errors import TunewrightError
+from tunewright.retrieval import Chunk, Index
+from tunewright.retrieval.context import open_book_row, oracle_ids
+
+SHOP = ("sku,label,kind,price,weight\n"
+        "A-1,Blue Kettle,kettles,20,1.2 kg\n"
+        "B-2,Red Kettle,kettles,35,480 g\n"
+        "C-3,Iron Pan,pans,30,2 kg\n"
+        "D-4,Steel Kettle,kettles,35,900 g\n")
+GROUPS = {"by": "kind", "name": "label", "labels": {"kettles": "kettle", "pans": "pan"},
+          "members": {"questions": ["What {group} do you sell?", "Any {group}?", "Which {group} are there?"],
+                      "answer": "Our {group}: {names}."},
+          "lowest": {"price": {"questions": ["Cheapest {item}?", "Least expensive {item}?", "Most affordable {item}?"],
+                               "answer": "The {label} is our cheapest {item} at ${price}.", "reference": "{label}"}},
+          "highest": {"weight": {"questions": ["Heaviest {item}?", "Which {item} weighs most?", "Most heavy {item}?"],
+                                 "answer": "The {label} is our heaviest {item}.", "reference": "{label}"}},
+          "compare": [{"column": "weight", "prefer": "lowest",
+                       "questions": ["Lighter: {a} or {b}?", "Which weighs less, {a} or {b}?", "{a} vs {b}?"],
+                       "answer": "The {label} is lighter than the {other_label}."}]}
+KETTLES = ("kettle (kind: kettles): Our kettles: Blue Kettle, Red Kettle and Steel Kettle. "
+           "The Blue Kettle is our cheapest kettle at $20. The Blue Kettle is our heaviest kettle.")
+
+
+def _workspace(tmp_path, base_model, *, summaries=True, groups=GROUPS):
+    from tunewright.config import BuildSpec, Recipe
+    from tunewright.workspace import Workspace
+
+    build = BuildSpec(tables=[{"path": "shop.csv", "columns": {"price": {
+        "questions": ["Price of {label}?", "Cost of {label}?", "What is {label} priced at?"],
+        "answer": "{label} costs ${price}."}}, **({"groups": groups} if groups else {})}], open_book={"oracle_rate": 1.0})
+    recipe = Recipe(name="shop", base_model=str(base_model), build=build, retrieval={"k": 2, "group_summaries": summaries})
+    workspace = Workspace.init(tmp_path / "ws", recipe)
+    (workspace.root / "shop.csv").write_text(SHOP)
+    return workspace
+
+
+def test_summaries_state_each_group_in_the_recipes_answers_and_follow_the_table(tmp_path, tiny_model_dir):
+    from tunewright.retrieval.api import load_workspace_index, stale_sources
+    from tunewright.synth.build import build_recipe_index
+
+    workspace = _workspace(tmp_path, tiny_model_dir)
+    record = build_recipe_index(workspace)
+    index = load_workspace_index(workspace, f"{record.name}@{record.version}")
+    derived = {c.id: c for c in index.chunks if c.source.get("derived")}
+    # A group of one has members but no cheapest; compared pairs are not summarised.
+    assert {i: c.text for i, c in derived.items()} == {
+        "shop.csv:kind=kettles": KETTLES, "shop.csv:kind=pans": "pan (kind: pans): Our pans: Iron Pan."}
+    assert derived["shop.csv:kind=kettles"].source == {"file": "shop.csv", "group": "kettles", "derived": "group summary"}
+    assert [(s["file"], s["chunks"]) for s in record.source_files] == [("shop.csv", 4), ("tunewright.yaml", 2)]
+
+    hits = index.search("cheapest kettle", 2)
+    assert [h.chunk.id for h in hits][-1] == "shop.csv:kind=kettles" and len(hits) == 3
+    assert not any(h.chunk.source.get("derived") for h in hits[:2])
+
+    # A price edit reaches the summary with one rebuild, as it reaches the row.
+    (workspace.root / "shop.csv").write_text(SHOP.replace("Steel Kettle,kettles,35", "Steel Kettle,kettles,15"))
+    again = build_recipe_index(workspace)
+    rebuilt = load_workspace_index(workspace, f"{again.name}@{again.version}")
+    assert "The Steel Kettle is our cheapest kettle at $15." in {c.id: c.text for c in rebuilt.chunks}["shop.csv:kind=kettles"]
+    # The summaries are written in the recipe's patterns: editing the recipe makes the index stale.
+    recipe = workspace.recipe_path
+    recipe.write_text(recipe.read_text().replace("is our cheapest", "is the cheapest"))
+    assert stale_sources(workspace, rebuilt) == ["tunewright.yaml"]
+
+
+def test_without_the_setting_the_index_is_the_sources_alone(tmp_path, tiny_model_dir):
+    from tunewright.retrieval.api import build_workspace_index
+    from tunewright.synth.build import build_recipe_index
+
+    off = _workspace(tmp_path / "off", tiny_model_dir, summaries=False)
+    record = build_recipe_index(off)
+    assert record.version == build_workspace_index(off).version and record.n_chunks == 4
+
+
+def test_the_setting_without_groups_is_one_error_and_registers_nothing(tmp_path, tiny_model_dir):
+    from tunewright.synth.build import build_recipe_index
+
+    workspace = _workspace(tmp_path, tiny_model_dir, groups=None)
+    with pytest.raises(TunewrightError, match=r"tunewright.yaml: field 'retrieval.group_summaries': is set, but no "
+                                              r"build table has 'groups'"):
+        build_recipe_index(workspace)
+    assert workspace.registry.list_indexes() == []
+
+
+class _SameEmbedder:
+    """Every text the same vector: the dense ranking ties everywhere and keeps chunk order."""
+    name = "same"
+
+    def encode(self, texts):
+        return torch.nn.functional.normalize(torch.ones(len(texts), 8), dim=-1)
+
+
+def test_search_keeps_the_sources_ranking_and_adds_one_summary_ranked_in_the_top_k():
+    chunks = [Chunk("a.csv:2", "tent green", {"file": "a.csv", "line": 2}),
+              Chunk("a.csv:3", "tent blue", {"file": "a.csv", "line": 3}),
+              Chunk("a.csv:4", "stove", {"file": "a.csv", "line": 4}),
+              Chunk("a.csv:kind=tents", "tents: tent green, tent blue, tent tent cheapest", {"file": "a.csv", "derived": "g"}),
+              Chunk("a.csv:kind=more", "tent tent tent cheapest tents again", {"file": "a.csv", "derived": "g"})]
+    embedder = _SameEmbedder()
+    index = Index(chunks, embedder.encode([c.text for c in chunks]), embedder_name="same", sources=[], embedder=embedder)
+    fused = [h.chunk.id for h in Index(chunks[:3], embedder.encode(["x"] * 3), embedder_name="same", sources=[],
+                                       embedder=embedder).search("cheapest tent", 2)]
+    found = [h.chunk.id for h in index.search("cheapest tent", 2)]
+    # The two summaries outrank every row; the rows keep their places and one summary follows them.
+    assert found[:2] == fused and len(found) == 3 and found[2] in {"a.csv:kind=tents", "a.csv:kind=more"}
+    # A summary ranked below the top k is left out.
+    assert [h.chunk.id for h in index.search("stove", 1)] == ["a.csv:4"]
+
+
+@dataclass
+class _Hit:
+    chunk: Chunk
+
+
+SUMMARY = Chunk("shop.csv:kind=kettles", KETTLES, {"file": "shop.csv", "group": "kettles", "derived": "group summary"})
+ROWS = [Chunk(f"shop.csv:{n}", text, {"file": "shop.csv", "line": n}) for n, text in
+        [(2, "sku: A-1; label: Blue Kettle"), (3, "sku: B-2; label: Red Kettle"), (5, "sku: D-4; label: Steel Kettle")]]
+
+
+class _Summarising:
+    """Search as ``Index.search`` shapes it: k rows, then the summary when it ranks in the top k."""
+
+    def __init__(self, summary_in_top_k):
+        self.chunks, self.summary_in_top_k = [*ROWS, SUMMARY], summary_in_top_k
+
+    def search(self, query, k):
+        return [_Hit(c) for c in ROWS[:k]] + ([_Hit(SUMMARY)] if self.summary_in_top_k else [])
+
+
+def _row(source):
+    return ChatRow(messages=[{"role": "user", "content": "Cheapest kettle?"},
+                             {"role": "assistant", "content": "The Blue Kettle is our cheapest kettle at $20."}],
+                   reference="Blue Kettle", meta={"source": source, "split": "train"})
+
+
+def test_a_group_facts_oracle_is_its_summary_put_in_or_taken_out_after_the_rows():
+    cheapest = _row({"file": "shop.csv", "line": 2, "across_rows": True, "group": "kettles"})
+    pair = _row({"file": "shop.csv", "line": 3, "across_rows": True})  # a compared pair: no group, no oracle
+    assert oracle_ids(cheapest, [*ROWS, SUMMARY]) == {SUMMARY.id} and oracle_ids(pair, [*ROWS, SUMMARY]) == set()
+    put_in = open_book_row(cheapest, _Summarising(False), k=2, rng=random.Random(0), oracle_rate=1.0)
+    assert put_in.meta["retrieved"] == ["shop.csv:2", "shop.csv:3", SUMMARY.id]
+    assert put_in.meta["placement"] == "oracle inserted" and put_in.messages[0].content.endswith(f"[3] {KETTLES}")
+    taken_out = open_book_row(cheapest, _Summarising(True), k=2, rng=random.Random(0), oracle_rate=0.0)
+    assert taken_out.meta["retrieved"] == ["shop.csv:2", "shop.csv:3"] and taken_out.meta["placement"] == "oracle removed"
+    # Other rows see the summary wherever retrieval gives it, as a question at answer time would.
+    price = _row({"file": "shop.csv", "line": 5})
+    seen = open_book_row(price, _Summarising(True), k=2, rng=random.Random(0), oracle_rate=1.0)
+    assert seen.meta["retrieved"][-1] == SUMMARY.id and "shop.csv:5" in seen.meta["retrieved"]
