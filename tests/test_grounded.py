@@ -265,3 +265,22 @@ def test_mention_errors_name_the_field(tmp_path):
         build_rows(_spec(tmp_path, mentions={**bad_column, "table": "other.csv"}), lambda p: tmp_path / p)
     with pytest.raises(ValueError, match="needs {mention}"):
         BuildSpec(mentions={"table": "t.csv", "column": "c", "wrappers": ["{q} please"]})
+
+
+def test_a_compare_reference_that_the_wrong_answer_also_contains_is_refused(tmp_path):
+    # "{label}" is in both "The Red Kettle is lighter than the Blue Kettle" and its reverse, so the
+    # held-out "answer contained" score would count a wrong winner as right.
+    compare = {"column": "weight", "prefer": "lowest",
+               "questions": ["Lighter: {a} or {b}?", "Which weighs less, {a} or {b}?", "{a} vs {b}, lighter?"],
+               "answer": "The {label} is lighter than the {other_label}.", "reference": "{label}"}
+    group = {"by": "kind", "name": "label", "compare": [compare]}
+    with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups.compare.0.reference': reference 'Red Kettle' "
+                                              r"is also found in the answer that names the other item the winner"):
+        build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    claim = {**compare, "reference": "{label} is lighter"}
+    rows = build_rows(_shop_spec(tmp_path, groups={**group, "compare": [claim]}), lambda p: tmp_path / p)
+    pair = next(r.row for r in rows if r.row.meta["fact"] == "group@kettles:compare0:2-3")
+    assert pair.reference == "Red Kettle is lighter"
+    from tunewright.evaluate.metrics import Contains
+    assert Contains().score(pair.answer, pair.reference) == 1.0
+    assert Contains().score("The Blue Kettle is lighter than the Red Kettle.", pair.reference) == 0.0

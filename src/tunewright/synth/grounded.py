@@ -86,6 +86,22 @@ def read_table(path: Path) -> tuple[set[str], list[tuple[int, dict[str, str]]]]:
     return header, records
 
 
+def _check_tells_apart(fact, field: str) -> None:
+    """A compared pair's reference must not be found in the answer that names the wrong winner:
+    with reference "{name}" and an answer naming both items, held-out scoring counted every
+    comparison right (lakeline: 22 of 22 by that reference, 15 of 22 by who was named the winner)."""
+    from ..evaluate.metrics import Contains
+
+    reference = (fact.reference or fact.answer).format(**fact.values)
+    wrong = fact.answer.format(**fact.wrong_values)
+    if wrong != fact.answer.format(**fact.values) and Contains().score(wrong, reference):
+        c_index = fact.questions_field.rsplit(".", 2)[-2]
+        raise TunewrightError(
+            f"reference '{reference}' is also found in the answer that names the other item the winner "
+            f"('{wrong}'), so held-out scoring could not tell a wrong comparison from a right one; make the "
+            "reference the claim, for example '{name} is lighter'", field=f"{field}.compare.{c_index}.reference")
+
+
 @register_generator
 class GroundedQA:
     name = "grounded-qa"
@@ -156,6 +172,8 @@ class GroundedQA:
             _check_patterns(compare, header | named | {"a", "b"} | {f"other_{h}" for h in header}, f"{field}.compare.{c_index}")
         splits: dict[str, tuple[list[str], list[str]]] = {}
         for number, fact in enumerate(group_facts(groups, records, header, field, path.name)):
+            if fact.wrong_values is not None:
+                _check_tells_apart(fact, field)
             if fact.questions_field not in splits:
                 splits[fact.questions_field] = _split_phrasings(fact.questions, spec, fact.questions_field)
             # across_rows: the fact needs the whole group; the row named by ``line`` is only where its answer is.

@@ -29,6 +29,7 @@ class GroupFact:
     values: dict[str, str]  # placeholder values for the patterns
     line: int  # source line of the row the fact is about (the winner); first member for membership
     group: str | None = None  # the group a members/lowest/highest fact states; None for a compared pair
+    wrong_values: dict[str, str] | None = None  # a compared pair's values with the loser as the winner
 
 
 def _join(names: list[str]) -> str:
@@ -103,10 +104,11 @@ def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b:
     if base is None:
         group = win[2][groups.by]
         base = {"group": group, "item": groups.labels.get(group, group)}
-    values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base,
-              "a": a[2][groups.name], "b": b[2][groups.name]}
+    asked = {"a": a[2][groups.name], "b": b[2][groups.name]}
+    values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base, **asked}
+    wrong = {**{f"other_{k}": v for k, v in win[2].items()}, **lose[2], **base, **asked}
     return GroupFact(f"{scope}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
-                     compare.questions, compare.answer, compare.reference, values, win[1])
+                     compare.questions, compare.answer, compare.reference, values, win[1], wrong_values=wrong)
 
 
 def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_name: str,
