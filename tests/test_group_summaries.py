@@ -152,8 +152,11 @@ def test_a_group_facts_oracle_is_its_summary_put_in_or_taken_out_after_the_rows(
     pair = _row({"file": "shop.csv", "line": 3, "across_rows": True})  # a compared pair: no group, no oracle
     assert oracle_ids(cheapest, [*ROWS, SUMMARY]) == {SUMMARY.id} and oracle_ids(pair, [*ROWS, SUMMARY]) == set()
     put_in = open_book_row(cheapest, _Summarising(False), k=2, rng=random.Random(0), oracle_rate=1.0)
-    assert put_in.meta["retrieved"] == ["shop.csv:2", "shop.csv:3", SUMMARY.id]
+    # The winner's row (line 2) is left out beside its summary: the answer must come from the summary.
+    assert put_in.meta["retrieved"] == ["shop.csv:3", "shop.csv:5", SUMMARY.id]
     assert put_in.meta["placement"] == "oracle inserted" and put_in.messages[0].content.endswith(f"[3] {KETTLES}")
+    kept = open_book_row(cheapest, _Summarising(True), k=2, rng=random.Random(0), oracle_rate=1.0)
+    assert kept.meta["retrieved"] == ["shop.csv:3", "shop.csv:5", SUMMARY.id] and kept.meta["placement"] == "retrieved"
     taken_out = open_book_row(cheapest, _Summarising(True), k=2, rng=random.Random(0), oracle_rate=0.0)
     assert taken_out.meta["retrieved"] == ["shop.csv:2", "shop.csv:3"] and taken_out.meta["placement"] == "oracle removed"
     # Other rows see the summary wherever retrieval gives it, as a question at answer time would.

@@ -225,7 +225,8 @@ def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate:
     """A built row with its records. ``rng`` None (eval rows): what retrieval returns, untouched.
     Otherwise (training, RAFT): with probability ``oracle_rate`` the oracle is among the k chunks (put
     in at a random place when retrieval missed it), else it is taken out and the next hit fills in.
-    A group summary oracle is put in or taken out at the summary's place, after the k chunks."""
+    A group summary oracle is put in or taken out at the summary's place, after the k chunks; when put
+    in, the row the fact names is not among the k."""
     question = last_user_text([m.model_dump() for m in row.messages])
     hits = [h.chunk for h in index.search(question, min(k + 4, len(index.chunks))) if not h.chunk.source.get("derived")]
     summary = [h.chunk for h in index.search(question, k) if h.chunk.source.get("derived")]
@@ -233,11 +234,16 @@ def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate:
     chosen = hits[:k]
     placement = "retrieved"
     if rng is not None and oracles and any(c.source.get("derived") for c in index.chunks if c.id in oracles):
-        # A group fact's oracle is its summary, which has its own place after the sources.
+        # A group fact's oracle is its summary, which has its own place after the sources. Its
+        # winning row is left out beside it: retrieval often shows that row, and an answer copied
+        # from it would teach "name a row shown" instead of reading the summary (on lakeline the
+        # model then named whichever single plan was shown for "cheapest fiber plan").
         if rng.random() < oracle_rate:
             if not any(c.id in oracles for c in summary):
                 summary = [c for c in index.chunks if c.id in oracles][:1]
                 placement = "oracle inserted"
+            source = row.meta["source"]
+            chosen = [c for c in hits if (c.source.get("file"), c.source.get("line")) != (source["file"], source.get("line"))][:k]
         else:
             summary, placement = [], "oracle removed"
     elif rng is not None and oracles:
