@@ -141,6 +141,17 @@ def test_tokens_keep_codes_whole_and_by_number():
     assert stems == [["cancel"]] * 4
     assert tokenize("return the modem", stem=True) == tokenize("returned modems", stem=True)
     assert tokenize("LB-863 costs 45", stem=True) == ["lb863", "863", "cost", "45"]  # codes and numbers never
+    # Pronouns, auxiliaries and question words are in every question and no source is about them.
+    assert tokenize("Can I call you on a Sunday?") == ["call", "sunday"]
+    assert tokenize("Items can be returned") == ["item", "returned"]
+
+
+def test_a_question_word_alone_does_not_put_a_chunk_in_the_bm25_ranking(tmp_path):
+    doc = tmp_path / "rules.md"
+    doc.write_text("## Returns\n- Most items can be returned within 45 days.\n\n## Contact\n- Support is open Monday to Saturday.\n")
+    built = build_index([doc])
+    assert [h.chunk.id for h in built.search_bm25("Can I call you on a Sunday?", 2)] == []
+    assert [h.chunk.id for h in built.search_bm25("Can I return it?", 2)] == ["rules.md:2"]
 
 
 @pytest.mark.parametrize("spelling", ["{code}", "{lower}", "{prefix} {number}", "{prefix}{number}"])
