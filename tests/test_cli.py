@@ -151,3 +151,12 @@ def test_data_stats_and_list(workspace, tmp_path, capsys):
     assert "rows" in out and "p95" in out.lower()
     code, out, err = run(["-w", workspace, "data", "list"], capsys)
     assert code == 0 and "rows" in out
+
+
+@pytest.mark.parametrize("args, message", [(["eval", "--model", "x"], "No such option: --model"),
+                                           (["evall"], "No such command 'evall'"),
+                                           (["eval", "--limit", "abc"], "Invalid value for '--limit'")])
+def test_command_line_mistakes_are_one_usage_error_not_a_traceback(args, message, capsys):
+    # Typer 0.29 carries its own copy of click, whose errors are not click.ClickException.
+    code, out, err = run(args, capsys)
+    assert code == 2 and message in err and "Traceback" not in err + out

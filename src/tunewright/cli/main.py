@@ -100,15 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; 'tunewright train --resume' continues from the last checkpoint")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
+    except Exception as exc:  # the command line parser's own usage errors
+        import typer
 
-        if isinstance(exc, click.exceptions.Exit):
+        # Typer 0.29 carries its own copy of click: its usage errors are not click.ClickException
+        # (an unknown option printed a traceback), so they are recognised by typer's public bases.
+        if isinstance(exc, typer.Exit):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, typer.TyperException) and callable(getattr(exc, "show", None)):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, typer.Abort):
             sys.exit(1)
         raise
 
