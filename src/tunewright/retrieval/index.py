@@ -303,21 +303,24 @@ def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
     chunks: list[Chunk] = []
     sources: list[dict[str, Any]] = []
     names: dict[str, Path] = {}
-    for given in paths:
+    def resolve(given: str | Path) -> tuple[Path, Path]:
         given = Path(given)
-        path = Path(root) / given if root is not None and not given.is_absolute() else given
+        return given, Path(root) / given if root is not None and not given.is_absolute() else given
+
+    def source(given: Path, path: Path, count: int) -> dict[str, Any]:
+        return {"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": count}
+
+    for given, path in map(resolve, paths):
         if path.name in names:
             raise TunewrightError(f"two sources are named '{path.name}' (also {names[path.name]}); chunk ids would "
                                   "collide: rename one", file=path)
         names[path.name] = path
         found = chunk_file(path)
         chunks.extend(found)
-        sources.append({"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": len(found)})
-    for given, passages in (derived or {}).items():
-        given = Path(given)
-        path = Path(root) / given if root is not None and not given.is_absolute() else given
+        sources.append(source(given, path, len(found)))
+    for (given, path), passages in ((resolve(g), p) for g, p in (derived or {}).items()):
         chunks.extend(passages)
-        sources.append({"file": path.name, "path": str(given), "sha256": sha256_file(path), "chunks": len(passages)})
+        sources.append(source(given, path, len(passages)))
     if embedder is None:
         from ..models.embeddings import default_embedder
 

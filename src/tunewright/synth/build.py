@@ -63,9 +63,8 @@ def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
 
 def summary_chunks(workspace) -> list[Chunk]:
     build = workspace.recipe.build
-    tables = [(i, t) for i, t in enumerate(build.tables)] if build is not None else []
     chunks = []
-    for t_index, table in tables:
+    for t_index, table in enumerate(build.tables if build is not None else []):
         if table.groups is None:
             continue
         path = workspace.path(table.path)

@@ -201,11 +201,11 @@ class GroundedQA:
         if mention.table not in {t.path for t in spec.tables}:
             raise TunewrightError(f"'{mention.table}' is not one of build.tables", field="build.mentions.table")
         path = resolve(mention.table)
-        reader = csv.DictReader(_read_text(path).splitlines())
-        if mention.column not in (reader.fieldnames or []):
+        header, records = read_table(path)
+        if mention.column not in header:
             raise TunewrightError(f"column '{mention.column}' is not in the table (has: "
-                                  f"{', '.join(sorted(reader.fieldnames or []))})", file=path, field="build.mentions.column")
-        return sorted({(row.get(mention.column) or "").strip() for row in reader} - {""})
+                                  f"{', '.join(sorted(header))})", file=path, field="build.mentions.column")
+        return sorted({record[mention.column] for _, record in records} - {""})
 
     def _mentioned(self, spec: BuildSpec, train_q: Sequence[str], mentions: Sequence[str], field: str,
                    answer: str, reference: str, meta: dict, path: Path) -> Iterable[GeneratedRow]:
