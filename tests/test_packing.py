@@ -7,7 +7,7 @@ import torch
 
 from tunewright.data.batching import shared_prefix_length
 from tunewright.train.loop import supervised_loss_sum, train_adapter
-from tunewright.train.packing import pack_after_prefix, packing_pays
+from tunewright.train.packing import pack_after_prefix, packing_pays, supports_packing
 from tunewright.data.tokenize import IGNORE_INDEX, collate, encode_chat
 
 from helpers import qa_rows
@@ -27,7 +27,9 @@ def test_mask_lets_each_row_see_only_the_prefix_and_itself(tiny):
     tokenizer, _model, rows = tiny
     prefix = shared_prefix_length(rows)
     packed = pack_after_prefix(collate(rows, tokenizer.pad_token_id), prefix)
-    mask, segments = packed.attention_mask[0, 0], packed.segments
+    mask, segments = packed.allowed, packed.segments
+    additive = packed.attention_mask[0, 0]  # what the model gets: 0 where allowed, the float minimum elsewhere
+    assert torch.equal(additive == 0, mask) and bool((additive[~mask] == torch.finfo(torch.float32).min).all())
     assert packed.input_ids.shape[1] == prefix + sum(len(r.input_ids) - prefix for r in rows)  # no padding
     for query in range(len(segments)):
         for key in range(len(segments)):
@@ -86,6 +88,60 @@ def test_packed_loss_and_gradients_equal_the_unpacked_ones(tiny_model_dir, tiny)
     assert packed_loss == pytest.approx(unpacked_loss, rel=1e-5)
     for name, grad in unpacked_grads.items():
         assert torch.allclose(packed_grads[name], grad, atol=1e-5), name
+
+
+def _tiny_family(family: str, attention: str):
+    """A tiny random model of a family whose attention treats a 4D mask its own way (Gemma 2: eager only,
+    softcapped logits, a sliding window on alternate layers)."""
+    from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig
+
+    shape = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
+    config = (Gemma2Config(**shape, sliding_window=64, final_logit_softcapping=5.0) if family == "gemma2"
+              else LlamaConfig(**shape))
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attention).eval()
+
+
+def _shared_prefix_rows(n_rows=3, prefix=6, seed=0):
+    from tunewright.data.tokenize import EncodedRow
+
+    g = torch.Generator().manual_seed(seed)
+    head = torch.randint(3, 97, (prefix,), generator=g).tolist()
+    rows = []
+    for n in range(n_rows):
+        tail = torch.randint(3, 97, (5 + 3 * n,), generator=g).tolist()
+        rows.append(EncodedRow(input_ids=head + tail, labels=[IGNORE_INDEX] * (prefix + 1) + tail[1:]))
+    return rows
+
+
+@pytest.mark.parametrize("family,attention", [("llama", "eager"), ("llama", "sdpa"), ("gemma2", "eager")])
+def test_packed_loss_is_the_models_own_loss_on_each_row_alone(family, attention):
+    model = _tiny_family(family, attention)
+    rows = _shared_prefix_rows()
+    # Reference: the model's own forward and loss (mean over labelled tokens, softcapping included),
+    # one row at a time, no padding and no packing.
+    expected = 0.0
+    for row in rows:
+        labels = torch.tensor([row.labels])
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([row.input_ids]), labels=labels)
+        expected += out.loss.item() * int((labels[:, 1:] != IGNORE_INDEX).sum())
+    batch = collate(rows, pad_token_id=0)
+    with torch.no_grad():
+        packed = supervised_loss_sum(model, batch, shared_prefix_length(rows), packing="on").item()
+        padded = supervised_loss_sum(model, batch, 0, packing="off").item()
+    assert packed == pytest.approx(expected, rel=1e-5)
+    assert padded == pytest.approx(expected, rel=1e-5)
+
+
+def test_rows_longer_than_the_sliding_window_are_not_packed():
+    from transformers import Gemma2Config
+
+    config = Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=64)
+    config._attn_implementation = "eager"
+    assert supports_packing(config, [40, 64]) and not supports_packing(config, [40, 65])
 
 
 def test_packing_is_chosen_only_while_attention_stays_cheap():

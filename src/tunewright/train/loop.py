@@ -89,9 +89,9 @@ def _decoder_hidden(base, batch: dict[str, torch.Tensor], prefix_len: int,
         hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
         return hidden[:, :-1], labels[:, 1:]
     lengths = attention.sum(dim=1).tolist()
-    if (packing == "on" and supports_packing(base.config)) or (
+    if (packing == "on" and supports_packing(base.config, lengths)) or (
             packing == "auto" and packing_pays(base.config, lengths, prefix_len)):
-        packed = pack_after_prefix(batch, prefix_len)
+        packed = pack_after_prefix(batch, prefix_len, dtype=base.get_input_embeddings().weight.dtype)
         hidden = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids,
                          attention_mask=packed.attention_mask, use_cache=False).last_hidden_state
         return hidden, packed.targets
@@ -132,9 +132,13 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor], prefix_len: int =
     mask = labels != IGNORE_INDEX
     targets = _targets(labels[mask], soft_ids)
     head = base.get_output_embeddings()
-    if type(head) is torch.nn.Linear and head.bias is None:
+    cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma 2: the model's own forward caps its logits
+    if type(head) is torch.nn.Linear and head.bias is None and not cap:
         return head_cross_entropy_sum(hidden[mask], head.weight, targets, probs=soft_probs)
-    return soft_cross_entropy_sum(head(hidden[mask]), targets, soft_probs)  # e.g. a LoRA on lm_head
+    logits = head(hidden[mask])  # e.g. a LoRA on lm_head, or capped logits
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return soft_cross_entropy_sum(logits, targets, soft_probs)
 
 
 def _targets(labels: torch.Tensor, soft_ids: torch.Tensor | None) -> torch.Tensor:

@@ -1,7 +1,11 @@
 """Packing a batch into one sequence: the shared prefix once, then every row's remainder.
 
-Each remainder sees the prefix and its own earlier tokens, nothing of the other rows (a 4D boolean
-mask), and keeps its own position ids, so every row's loss is the one it has on its own. Against
+Each remainder sees the prefix and its own earlier tokens, nothing of the other rows (a 4D additive
+mask: 0 where a query may attend, the dtype's minimum elsewhere), and keeps its own position ids, so
+every row's loss is the one it has on its own. The mask is additive, not boolean, because eager
+attention adds a 4D mask to the scores: a boolean one there is added as 0/1 and masks nothing
+(measured on tiny random models: a packed row's logits differed from the row alone by 0.19 on Llama
+and 0.32 on Gemma 2 under eager with a boolean mask, 1e-7 with the additive one; sdpa takes either). Against
 the padded batch with the prefix's key/value cache repeated per row (``loop._decoder_hidden``) this
 drops the separate prefix pass, the per-layer cache copies and any padding: measured 9% faster on
 the demo (``benchmarks/README.md``).
@@ -23,20 +27,22 @@ from ..data.tokenize import IGNORE_INDEX
 # Extra attention FLOPs packing may add, as a share of the batch's linear-layer FLOPs. The demo's
 # batches (8 rows, ~300 packed tokens) add about 8% and still train 9% faster packed.
 MAX_EXTRA_ATTENTION_SHARE = 0.15
-MASKED_ATTENTION = ("sdpa", "eager")  # kernels that honour an arbitrary 4D boolean mask
+MASKED_ATTENTION = ("sdpa", "eager")  # kernels that honour an arbitrary 4D additive mask
 
 
 @dataclass(frozen=True)
 class PackedBatch:
     input_ids: torch.Tensor  # (1, T)
     position_ids: torch.Tensor  # (1, T)
-    attention_mask: torch.Tensor  # (1, 1, T, T) bool: True where a query may attend to a key
+    attention_mask: torch.Tensor  # (1, 1, T, T) additive: 0 where a query may attend to a key, else the minimum
+    allowed: torch.Tensor  # (T, T) bool: True where a query may attend to a key
     targets: torch.Tensor  # (1, T) the next token's label within the same row, IGNORE_INDEX elsewhere
     segments: torch.Tensor  # (T,) -1 for the prefix, else the row index
 
 
-def pack_after_prefix(batch: dict[str, torch.Tensor], prefix_len: int) -> PackedBatch:
-    """Lay out a right-padded batch whose rows share their first ``prefix_len`` tokens.
+def pack_after_prefix(batch: dict[str, torch.Tensor], prefix_len: int, dtype: torch.dtype = torch.float32) -> PackedBatch:
+    """Lay out a right-padded batch whose rows share their first ``prefix_len`` tokens; the mask is
+    in ``dtype``, the model's (sdpa wants the query's dtype).
 
     The position right after the prefix carries no label (``shared_prefix_length`` guarantees it),
     so the prefix's own outputs need no target.
@@ -58,23 +64,33 @@ def pack_after_prefix(batch: dict[str, torch.Tensor], prefix_len: int) -> Packed
     order = torch.arange(len(segment), device=device)
     causal = order[None, :] <= order[:, None]
     same_row_or_prefix = (segment[None, :] == segment[:, None]) | (segment[None, :] == -1)
+    allowed = causal & same_row_or_prefix
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     return PackedBatch(
         input_ids=torch.cat(ids)[None],
         position_ids=torch.cat(positions)[None],
-        attention_mask=(causal & same_row_or_prefix)[None, None],
+        attention_mask=additive[None, None],
+        allowed=allowed,
         targets=torch.cat(targets)[None],
         segments=segment,
     )
 
 
-def supports_packing(config) -> bool:
-    return (getattr(config, "_attn_implementation", None) or "sdpa") in MASKED_ATTENTION  # unset: the sdpa default
+def supports_packing(config, lengths: list[int] | None = None) -> bool:
+    """Whether the packed mask gives every row exactly the attention it has alone. A custom 4D mask
+    replaces the model's own, sliding window included (Mistral, Gemma 2/3, Phi-3; Gemma 2 alternates
+    windowed and global layers, which one mask cannot express), so rows longer than the window are
+    not packed: shorter ones never reach it."""
+    if (getattr(config, "_attn_implementation", None) or "sdpa") not in MASKED_ATTENTION:  # unset: the sdpa default
+        return False
+    window = getattr(config, "sliding_window", None)
+    return not (window and lengths and max(lengths) > window)
 
 
 def packing_pays(config, lengths: list[int], prefix_len: int,
                  max_extra_share: float = MAX_EXTRA_ATTENTION_SHARE) -> bool:
     """Whether packing adds little enough attention work to beat the padded shared-prefix layout."""
-    if not supports_packing(config) or len(lengths) < 2:
+    if not supports_packing(config, lengths) or len(lengths) < 2:
         return False
     layers, hidden = config.num_hidden_layers, config.hidden_size
     heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
