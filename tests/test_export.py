@@ -87,7 +87,7 @@ def test_merged_folder_reloads_with_plain_transformers_and_matches_peft(tiny, ad
 def test_stop_ids_add_the_chat_end_of_turn_when_eos_differs(tiny):
     from transformers import AutoTokenizer, GenerationConfig
 
-    from tunewright.export.merged import stop_token_ids
+    from tunewright.models.stops import stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.folder)
     tokenizer.eos_token = "<|endoftext|>"  # a base whose eos is not the template's end of turn

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import NotFoundError, TunewrightError
 from ..models.generation import generate_ids, pad_id
+from ..models.stops import stop_token_ids
 from .metrics import normalise_answer
 
 PROMPTS_FILE = "general_prompts.jsonl"
@@ -221,7 +222,8 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_to
     model produced, end-of-turn included (decoding drops it, and re-encoding need not round-trip).
     """
     encoded = [_render(tokenizer, p) for p in prompts]
-    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=[tokenizer.eos_token_id],
+    stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=stops,
                        pad=pad_id(tokenizer), batch_size=batch_size, on_batch=on_batch)
     return list(zip(encoded, new))
 

@@ -87,7 +87,7 @@ def _logits(model, ids: list[int]) -> torch.Tensor:
 
 
 def _stop_ids(tokenizer, model) -> list[int]:
-    from .merged import stop_token_ids
+    from ..models.stops import stop_token_ids
 
     return stop_token_ids(tokenizer, getattr(model, "generation_config", None))
 

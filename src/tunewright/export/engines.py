@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import TunewrightError
 from ..io import atomic_write_text
 from ..models.adapters import ADAPTER_CONFIG, read_adapter_config
+from ..models.stops import added_tokens as _added_tokens
 
 # Marker strings the sample conversations carry, so they can be found again in the rendering.
 _USER, _REPLY, _SYSTEM = "PROBE-USER-1", "PROBE-REPLY-2", "PROBE-SYSTEM-3"
@@ -25,27 +26,6 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)
 
 def _render(tokenizer, messages, *, generation_prompt: bool = True) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def _added_tokens(tokenizer) -> list[str]:
-    # Longest first, so that "<|im_end|>" is not shadowed by a token that is a prefix of it.
-    return sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True)
-
-
-def end_of_turn_token(tokenizer) -> str | None:
-    """The added token the chat template writes right after an assistant reply (<|im_end|> in ChatML)."""
-    if not tokenizer.chat_template:
-        return None
-    try:
-        text = _render(tokenizer, [{"role": "user", "content": _USER}, {"role": "assistant", "content": _REPLY}],
-                       generation_prompt=False)
-    except Exception:  # a template may refuse this shape; then the tokenizer's eos is all we know
-        return None
-    at = text.rfind(_REPLY)
-    if at < 0:
-        return None
-    after = text[at + len(_REPLY):]
-    return next((token for token in _added_tokens(tokenizer) if after.startswith(token)), None)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import TunewrightError
 from ..models.loading import BaseModelInfo, load_model
-from .engines import end_of_turn_token
+from ..models.stops import stop_token_ids
 
 
 def merged_model(base: BaseModelInfo, adapter_path: Path | None):
@@ -24,24 +24,6 @@ def merged_model(base: BaseModelInfo, adapter_path: Path | None):
     model = attached.model
     model.eval()
     return model
-
-
-def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """Every id generation should stop at: the config's eos, the tokenizer's, and the chat end-of-turn.
-
-    A base whose eos is <|endoftext|> but whose template ends turns with <|im_end|> would otherwise
-    run on past the reply in plain ``generate``.
-    """
-    ids: list[int] = []
-    configured = getattr(generation_config, "eos_token_id", None)
-    for value in ([configured] if isinstance(configured, int) else list(configured or [])):
-        ids.append(int(value))
-    for token in (tokenizer.eos_token, end_of_turn_token(tokenizer)):
-        if token is not None:
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if token_id is not None and token_id not in ids:
-                ids.append(int(token_id))
-    return ids
 
 
 def save_merged(model, tokenizer, folder: Path) -> Path:

@@ -211,8 +211,9 @@ def _token_logprobs(scorer: _Scorer, prompt_ids: torch.Tensor, answer: torch.Ten
 def greedy_answer(model, tokenizer, prompt_ids: torch.Tensor, max_new_tokens: int) -> list[int]:
     """The model's greedy continuation up to (not including) its end-of-turn token."""
     from ..models.generation import generate_ids, pad_id
+    from ..models.stops import stop_token_ids
 
-    stops = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+    stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     new = generate_ids(model, [prompt_ids[0].tolist()], max_new_tokens=max_new_tokens, stop_ids=stops,
                        pad=pad_id(tokenizer))[0]
     end = next((i for i, t in enumerate(new) if t in stops), len(new))

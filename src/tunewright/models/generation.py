@@ -1,4 +1,4 @@
-"""Batched greedy generation with the model's own chat template and end-of-turn token: the one
+"""Batched greedy generation with the model's own chat template and end-of-turn tokens (``stops``): the one
 decoding loop evaluation, forgetting, explanations, the export check, replay rows and the local
 teacher share (the server streams and batches its own way, in ``serve.engine``)."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+
+from .stops import stop_token_ids
 
 
 @torch.inference_mode()
@@ -84,6 +86,7 @@ def continue_texts(
 ) -> list[str]:
     """Continue already-rendered prompts exactly as given (no template, no added special tokens)."""
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=[tokenizer.eos_token_id],
+    stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+    new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=stops,
                        pad=pad_id(tokenizer), batch_size=batch_size, temperature=temperature, on_batch=on_batch)
     return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in new]

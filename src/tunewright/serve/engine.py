@@ -165,13 +165,9 @@ class Engine:
 
     @staticmethod
     def _eos_ids(pool: AdapterPool, tokenizer) -> set[int]:
-        ids = {tokenizer.eos_token_id}
-        config_eos = getattr(getattr(pool.shared.model, "generation_config", None), "eos_token_id", None)
-        ids.update(config_eos if isinstance(config_eos, list) else [config_eos])
-        end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-            ids.add(end_of_turn)
-        return {i for i in ids if i is not None}
+        from ..models.stops import stop_token_ids
+
+        return set(stop_token_ids(tokenizer, getattr(pool.shared.model, "generation_config", None)))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
