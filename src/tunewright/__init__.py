@@ -3,7 +3,9 @@
 import os as _os
 import warnings as _warnings
 
-# Nothing in Tunewright may reach a model hub: weights and data come from local files only.
+# Nothing in Tunewright may reach a model hub: weights and data come from local files only. The
+# environment only reaches a huggingface_hub imported after this package, so every from_pretrained
+# call also passes local_files_only=True (tests/test_offline.py checks each call).
 _os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 _os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

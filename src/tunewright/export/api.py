@@ -102,7 +102,7 @@ def export_adapter(base: BaseModelInfo, adapter_path: Path | None, out_dir: Path
     adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
     job = ExportJob(base=base, adapter_path=adapter_path, out_dir=out_dir, tmp=out_dir, name=name,
                     tokenizer=None, base_config={}, gguf_dtype=gguf_dtype)
-    exporters = _validate(job, formats, check, load_tokenizer=lambda: AutoTokenizer.from_pretrained(base.folder))
+    exporters = _validate(job, formats, check, load_tokenizer=lambda: AutoTokenizer.from_pretrained(base.folder, local_files_only=True))
     report = None
 
     with atomic_dir(out_dir) as tmp:

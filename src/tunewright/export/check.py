@@ -42,25 +42,27 @@ CHECK_REPORT_FORMAT = 1
 def _load_reference(base: BaseModelInfo, adapter_path: Path | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base.folder, dtype=torch.float32, local_files_only=True)
     if adapter_path is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)
-    return model.eval(), AutoTokenizer.from_pretrained(base.folder)
+    return model.eval(), AutoTokenizer.from_pretrained(base.folder, local_files_only=True)
 
 
 def _load_merged(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval(), \
+        AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def _load_gguf(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                 local_files_only=True)
+    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
 
 
 def _prompt_ids(tokenizer, messages) -> list[int]:

@@ -64,7 +64,7 @@ class QLora(LoraFamily):
         )
         return AutoModelForCausalLM.from_pretrained(
             base_info.folder, quantization_config=quantization, dtype=torch.bfloat16,
-            device_map={"": torch.cuda.current_device()},
+            device_map={"": torch.cuda.current_device()}, local_files_only=True,
         )
 
     def wrap(self, model, spec):

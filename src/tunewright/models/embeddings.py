@@ -38,8 +38,8 @@ class Embedder:
         # What an index records next to its vectors: vectors from another model are not comparable.
         self.name = EMBEDDING_MODEL_NAME if folder is None else Path(folder).name
         folder = folder or embedding_model_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.batch_size = batch_size
 
     @torch.inference_mode()

@@ -51,8 +51,9 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     folder, name = source.path.parent, source.path.name
     log.info("converting %s to safetensors once (about a minute); later loads take seconds", name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                     local_files_only=True)
     except Exception as exc:  # the GGUF reader raises many types for a corrupt file
         raise TunewrightError(f"cannot read GGUF model: {exc}", file=source.path) from None
     # A GGUF-loaded model refuses save_pretrained while it remembers its quantizer; the weights are
@@ -78,7 +79,7 @@ def prepare_base_model(ref: str) -> BaseModelInfo:
 def load_tokenizer(info: BaseModelInfo, *, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(info.folder)
+    tokenizer = AutoTokenizer.from_pretrained(info.folder, local_files_only=True)
     if tokenizer.chat_template is None:
         raise TunewrightError("model has no chat template; Tunewright needs the model's own template", file=info.folder)
     if tokenizer.pad_token is None:
@@ -91,6 +92,6 @@ def load_model(info: BaseModelInfo, *, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
     # fp32 on CPU: without bf16 hardware, bf16 matmuls here run hundreds of times slower.
-    model = AutoModelForCausalLM.from_pretrained(info.folder, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(info.folder, dtype=dtype, local_files_only=True)
     model.eval()
     return model

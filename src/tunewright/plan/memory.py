@@ -221,7 +221,7 @@ def trainable_params(folder: Path, shape: ModelShape, spec: TrainSpec) -> tuple[
         from transformers import AutoConfig, AutoModelForCausalLM
 
         with torch.device("meta"):
-            wrapped = method.wrap(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)), spec)
+            wrapped = method.wrap(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, local_files_only=True)), spec)
         count = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     except Exception:  # noqa: BLE001 - any failure to build on meta falls back to the closed form
         pass
