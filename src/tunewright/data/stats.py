@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..models.chat import render
 from .schema import ChatRow
 
 N_BUCKETS = 10
@@ -35,11 +35,7 @@ class DatasetStats:
 
 def token_length(row: ChatRow, tokenizer) -> int:
     messages = [m.model_dump() for m in row.messages]
-    ids = tokenizer.apply_chat_template(messages, tokenize=True)
-    # transformers 5 returns a BatchEncoding here; older versions returned the id list itself.
-    if isinstance(ids, Mapping):
-        ids = ids["input_ids"]
-    return len(ids)
+    return len(tokenizer(render(tokenizer, messages, generation_prompt=False), add_special_tokens=False)["input_ids"])
 
 
 def percentile(sorted_values: list[int], pct: float) -> int:

@@ -8,6 +8,8 @@ from typing import Sequence
 import torch
 
 from ..errors import TunewrightError
+from ..models.chat import fit_conversation, render
+from ..models.stops import end_of_turn_token
 
 IGNORE_INDEX = -100
 
@@ -23,7 +25,34 @@ class EncodedRow:
 
 
 def _render(tokenizer, messages: Sequence[dict], *, generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    return render(tokenizer, messages, generation_prompt=generation_prompt)
+
+
+def _spans_by_content(tokenizer, full: str, messages: Sequence[dict]) -> list[tuple[int, int]] | None:
+    """Assistant spans found by reading the rendering in order: each message's text where it next
+    occurs, an assistant's span running through the end-of-turn token right after it. For templates
+    that render an earlier turn differently once a later one follows (Phi-3 ends the last turn with
+    its eos, Qwen3 drops the thinking block of earlier turns, Mistral v0.3 moves the system prompt
+    into the last user turn), where growing prefixes cannot work. None where a text is not found."""
+    end_of_turn = end_of_turn_token(tokenizer)
+    cursor, spans = 0, []
+    for message in messages:
+        if message["role"] == "system":
+            continue  # a template may move it (Mistral v0.3 puts it in the last user turn)
+        content = message["content"]
+        at = full.find(content, cursor)
+        if at < 0:
+            content = content.strip()  # Mistral and Llama 3 trim turns
+            at = full.find(content, cursor) if content else -1
+        if at < 0:
+            return None
+        end = at + len(content)
+        if message["role"] == "assistant":
+            if end_of_turn and full.startswith(end_of_turn, end):
+                end += len(end_of_turn)
+            spans.append((at, end))
+        cursor = end
+    return spans
 
 
 def assistant_char_spans(tokenizer, messages: Sequence[dict], *,
@@ -33,11 +62,14 @@ def assistant_char_spans(tokenizer, messages: Sequence[dict], *,
     Each turn's span runs from the end of the template's generation prompt to the end of that turn,
     so it includes the end-of-turn token: the model must learn to stop, not only what to say.
     Templates rarely mark assistant text (SmolLM2's has no {% generation %} block), so spans come
-    from rendering growing prefixes of the conversation.
+    from rendering growing prefixes of the conversation, or, for templates where a prefix renders
+    differently from the same turns inside the whole, from finding each turn's text in order
+    (``_spans_by_content``). The conversation is first fitted to the template (``models.chat``).
 
     ``open_end``: the last assistant turn is text cut off mid-answer (a replay answer that ran out of
     tokens), so its span stops at the end of its text: the model learns the words, not to stop there.
     """
+    messages = fit_conversation(tokenizer, messages)
     full = _render(tokenizer, messages, generation_prompt=False)
     spans = []
     for index, message in enumerate(messages):
@@ -46,7 +78,14 @@ def assistant_char_spans(tokenizer, messages: Sequence[dict], *,
         prompt = _render(tokenizer, messages[:index], generation_prompt=True)
         upto = _render(tokenizer, messages[: index + 1], generation_prompt=False)
         if not (full.startswith(prompt) and full.startswith(upto) and len(upto) > len(prompt)):
-            raise TunewrightError("the model's chat template does not render conversations prefix by prefix")
+            spans = _spans_by_content(tokenizer, full, messages)
+            if spans is None:
+                raise TunewrightError(
+                    "the model's chat template renders a turn differently once later turns follow, and an "
+                    "assistant's text is not found as written in the rendering, so the tokens to train on cannot "
+                    "be told apart; use single-turn rows (one user and one assistant message) or a chat template "
+                    "that renders each turn the same way", field="chat_template")
+            break
         spans.append((len(prompt), len(upto)))
     if open_end and spans:
         content = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import NotFoundError, TunewrightError
 from ..models.generation import generate_ids, pad_id
+from ..models.chat import encode_prompt
 from ..models.stops import stop_token_ids
 from .metrics import normalise_answer
 
@@ -208,9 +209,7 @@ def score_retention(probes: Sequence[RetentionProbe], base_answers: Sequence[str
 # --- drift -----------------------------------------------------------------------------------
 
 def _render(tokenizer, prompt: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]  # as generation.py encodes prompts
+    return encode_prompt(tokenizer, [{"role": "user", "content": prompt}])  # as generation.py encodes prompts
 
 
 @torch.inference_mode()

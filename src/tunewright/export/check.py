@@ -67,8 +67,9 @@ def _load_gguf(path: Path):
 
 def _prompt_ids(tokenizer, messages) -> list[int]:
     # Rendered then encoded without added specials, as evaluation does (generation.py).
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    from ..models.chat import encode_prompt
+
+    return encode_prompt(tokenizer, messages)
 
 
 @torch.inference_mode()

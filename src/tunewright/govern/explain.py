@@ -128,7 +128,9 @@ def split_prompt(text: str, max_segments: int = MAX_SEGMENTS) -> list[str]:
 
 
 def _render(tokenizer, messages: Sequence[dict]) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    from ..models.chat import render
+
+    return render(tokenizer, messages)
 
 
 def _encode(tokenizer, text: str) -> torch.Tensor:

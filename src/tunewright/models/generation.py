@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .chat import render
 from .stops import stop_token_ids
 
 
@@ -23,9 +24,7 @@ def generate_responses(
     temperature: float = 0.0,
 ) -> list[str]:
     """Answer each conversation (greedy unless ``temperature`` > 0); responses come in input order."""
-    prompts = [
-        tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations
-    ]
+    prompts = [render(tokenizer, c) for c in conversations]
     return continue_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                           on_batch=on_batch, temperature=temperature)
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import TunewrightError
+from ..models.chat import render
 from .engine import Completion, Draining, GenRequest, QueueFull
 from ..webguard import BodyLimit
 from .guards import HostAllowlist, InternalErrors, openai_error
@@ -167,7 +168,7 @@ def _encode(state: ServeState, served, prompt: str | None, messages: list[dict] 
     if messages is not None:
         # Rendered once the serving adapter is known: an open-book adapter gets its records first.
         messages = state.with_records(served, messages)
-        prompt = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt = render(state.tokenizer, messages)
     return state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...models.chat import render
 from ...models.generation import continue_texts, generate_responses
 from ...models import load_model, load_tokenizer, prepare_base_model
 from .base import CachingTeacher, Completion, TeacherError, TeacherRequest, Usage, register_teacher
@@ -77,8 +78,7 @@ class LocalTransformersTeacher(CachingTeacher):
         if not text.strip():
             self.usage.count(failed=1)
             return TeacherError("empty", "the local teacher produced no text")
-        prompt = request.prompt if request.prompt is not None else tokenizer.apply_chat_template(
-            request.message_dicts(), tokenize=False, add_generation_prompt=True)
+        prompt = request.prompt if request.prompt is not None else render(tokenizer, request.message_dicts())
         completion = Completion(
             text=text, model=self.model,
             prompt_tokens=len(tokenizer(prompt, add_special_tokens=False)["input_ids"]),
