@@ -382,3 +382,48 @@ def test_trainable_parameter_count_matches_the_wrapped_model(tiny_base, method):
     wrapper = get_method(method)
     model = wrapper.wrap(wrapper.load_base(tiny_base, spec), spec)
     assert counted == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _config_folder(tmp_path, family: str):
+    """A config.json of a tiny model of ``family`` (no weights: the planner reads shapes only)."""
+    from transformers import Gemma3Config, LlamaConfig, Phi3Config
+
+    shape = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=256)
+    if family == "phi3":
+        config = Phi3Config(**shape, pad_token_id=0)
+    elif family == "gemma3":  # multimodal: the language model's shape nests under text_config
+        config = Gemma3Config(text_config={**shape, "head_dim": 8, "model_type": "gemma3_text"},
+                              vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                             "num_attention_heads": 2, "image_size": 28, "patch_size": 14})
+    else:
+        config = LlamaConfig(**shape)
+    folder = tmp_path / family
+    config.save_pretrained(folder)
+    return folder, config
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3", "gemma3"])
+def test_closed_form_lora_count_and_shape_follow_the_family_layers(tmp_path, family):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunewright.plan.memory import lora_params
+
+    folder, config = _config_folder(tmp_path, family)
+    shape = model_shape(folder)
+    assert (shape.n_layers, shape.hidden, shape.n_heads, shape.n_kv_heads) == (3, 32, 4, 2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    if family == "phi3":  # fused projections: Llama's names would count nothing
+        assert {"self_attn.qkv_proj", "mlp.gate_up_proj"} <= set(shape.linears())
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    peft_count = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    closed, linears = lora_params(shape, 4, "all-linear")
+    if family == "gemma3":  # peft's all-linear also adapts the vision tower's linears; the planner counts the decoder's
+        language = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "language_model" in n)
+        assert closed == language
+    else:
+        assert closed == peft_count
+    assert linears == len(shape.linears())

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..config import TrainSpec
 from ..errors import TunewrightError
 from ..data.batching import LOSS_CHUNK
+from ..models.layers import decoder_linears, text_config
 
 MIB = 2**20
 CPU_RUNTIME_BYTES = 400 * MIB
@@ -44,7 +45,6 @@ CPU_ALLOCATOR_FACTOR = 2.0
 CUDA_ALLOCATOR_FACTOR = 1.2
 LOGIT_COPIES = 2
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class ModelShape:
     head_dim: int
     vocab: int
     tied: bool
+    # (path, in, out) of each linear in one decoder layer, read from the model (``models.layers``);
+    # empty: unknown, Llama's seven projections are assumed.
+    layer_linears: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def q_dim(self) -> int:
@@ -69,6 +72,8 @@ class ModelShape:
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each linear in one decoder layer."""
+        if self.layer_linears:
+            return {name: (a, b) for name, a, b in self.layer_linears}
         h, i = self.hidden, self.intermediate
         return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
                 "o_proj": (self.q_dim, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
@@ -83,8 +88,8 @@ def model_shape(folder: str | Path) -> ModelShape:
     """Shape of a Llama-style decoder from its config.json; parameter count from the safetensors headers."""
     folder = Path(folder)
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+        config = text_config(json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError) as exc:
         raise TunewrightError(f"cannot read the model config: {exc}", file=folder / "config.json") from None
 
     def get(*names, default=None):
@@ -104,6 +109,9 @@ def model_shape(folder: str | Path) -> ModelShape:
         n_kv_heads=get("num_key_value_heads", default=heads), head_dim=get("head_dim", default=hidden // heads),
         vocab=get("vocab_size"), tied=bool(config.get("tie_word_embeddings", True)),
     )
+    linears = decoder_linears(folder)
+    if linears:
+        shape = ModelShape(**{**asdict(shape), "layer_linears": tuple((n, a, b) for n, (a, b) in linears.items())})
     counted = _count_params(folder)
     estimate = shape.linear_params + shape.vocab * hidden * (1 if shape.tied else 2) + (2 * shape.n_layers + 1) * hidden
     return ModelShape(**{**asdict(shape), "n_params": counted or estimate})
@@ -122,8 +130,12 @@ def _count_params(folder: Path) -> int:
 
 def lora_params(shape: ModelShape, r: int, target_modules) -> tuple[int, int]:
     """(trainable parameters, adapted linears per layer) of LoRA on ``target_modules``."""
-    wanted = LLAMA_LINEARS if target_modules == "all-linear" else [m.rsplit(".", 1)[-1] for m in target_modules]
-    chosen = {name: dims for name, dims in shape.linears().items() if name in wanted}
+    linears = shape.linears()
+    if target_modules == "all-linear":  # peft: every linear in the decoder layers (the output head is not)
+        chosen = linears
+    else:
+        wanted = [m.rsplit(".", 1)[-1] for m in target_modules]
+        chosen = {name: dims for name, dims in linears.items() if name.rsplit(".", 1)[-1] in wanted}
     return shape.n_layers * sum(r * (a + b) for a, b in chosen.values()), len(chosen)
 
 
