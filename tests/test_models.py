@@ -140,3 +140,19 @@ def test_every_command_reads_adapter_config_through_the_one_reader():
             if isinstance(node, ast.Constant) and node.value == "adapter_config.json":
                 readers.append(path.relative_to(Path(tunewright.__file__).parent).as_posix())
     assert readers == ["models/adapters.py"], readers
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"model_type": "made_up_lm", "hidden_size": 8}, "model_type 'made_up_lm' is not an architecture transformers"),
+    ({"model_type": "t5"}, "not a text-generation"),
+    ({"hidden_size": 8}, "names no model_type"),
+])
+def test_a_folder_transformers_cannot_build_as_a_text_generator_is_refused_first(tmp_path, config, message):
+    import json
+
+    from tunewright.models import prepare_base_model
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TunewrightError, match=message) as caught:
+        prepare_base_model(str(tmp_path))
+    assert caught.value.field == "model_type" and str(tmp_path / "config.json") in str(caught.value)

@@ -68,11 +68,37 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     return BaseModelInfo(ref=source.ref, folder=target, sha256=gguf_sha)
 
 
+def check_architecture(config_path: Path) -> None:
+    """Refuse, before any heavy work, a folder whose model transformers cannot build as a text
+    generator: one line naming config.json's model_type and what to do."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    import transformers
+
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TunewrightError(f"cannot read the model config: {exc}", file=config_path) from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not model_type:
+        raise TunewrightError("config.json names no model_type, so no architecture can be built from it",
+                              file=config_path, field="model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise TunewrightError(f"model_type '{model_type}' is not an architecture transformers "
+                              f"{transformers.__version__} knows; use a model transformers supports "
+                              "(custom modelling code is not run)", file=config_path, field="model_type")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise TunewrightError(f"model_type '{model_type}' is not a text-generation (causal LM) architecture; "
+                              "Tunewright fine-tunes decoder models such as Llama, Qwen, Mistral, Gemma or Phi",
+                              file=config_path, field="model_type")
+
+
 def prepare_base_model(ref: str) -> BaseModelInfo:
     """Resolve ``ref`` to a loadable folder, converting a GGUF file on first use."""
     source = resolve_model(ref)
     if source.kind == "gguf":
         return _convert_gguf(source)
+    check_architecture(source.path / "config.json")
     return BaseModelInfo(ref=source.ref, folder=source.path, sha256=_weights_sha256(source.path))
 
 
