@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -12,7 +13,7 @@ from tunewright.data.schema import ChatRow
 from tunewright.errors import TunewrightError
 from tunewright.retrieval.chunks import Chunk
 from tunewright.retrieval.context import (CONFIG_FILE, INSTRUCTION, RetrievalConfig, StaleIndexWarning, open_book_row,
-                                          oracle_ids, retriever_for, with_records)
+                                          open_book_rows, oracle_ids, retriever_for, with_records)
 
 CHUNKS = [Chunk("shop.csv:2", "sku: A-1; label: Blue Kettle; price: 20", {"file": "shop.csv", "line": 2}),
           Chunk("shop.csv:3", "sku: B-2; label: Red Pan; price: 35", {"file": "shop.csv", "line": 3}),
@@ -86,6 +87,25 @@ def test_rate_of_oracle_rows_follows_oracle_rate():
     rows = [open_book_row(PRICE, index, k=3, rng=rng, oracle_rate=0.7) for _ in range(400)]
     share = sum("shop.csv:3" in r.meta["retrieved"] for r in rows) / len(rows)
     assert 0.62 < share < 0.78
+
+
+def test_shuffled_training_rows_show_the_oracle_in_every_place_and_eval_rows_keep_retrieval_order():
+    found = FixedIndex([1, 0, 2, 3, 4])  # the Red Pan row ranks first, as a template question's would
+    rng = random.Random(5)
+    rows = [open_book_row(PRICE, found, k=3, rng=rng, oracle_rate=1.0, shuffle=True) for _ in range(300)]
+    places = Counter(r.meta["retrieved"].index("shop.csv:3") for r in rows)
+    assert set(places) == {0, 1, 2} and min(places.values()) > 70  # about 100 each
+    assert all(sorted(r.meta["retrieved"]) == ["rules.md:3", "shop.csv:2", "shop.csv:3"] for r in rows)
+    # The order in the prompt is the order recorded.
+    text = {c.id: c.text for c in CHUNKS}
+    for row in rows[:10]:
+        listed = "\n".join(f"[{n}] {text[cid]}" for n, cid in enumerate(row.meta["retrieved"], start=1))
+        assert listed in row.messages[0].content
+    unshuffled = open_book_row(PRICE, found, k=3, rng=random.Random(5), oracle_rate=1.0)
+    assert unshuffled.meta["retrieved"] == ["shop.csv:3", "shop.csv:2", "rules.md:3"]
+    held = _row("Price of Red Pan?", "Red Pan costs $35.", "$35", PRICE.meta["source"], "eval")
+    assert open_book_rows([held], found, k=3, oracle_rate=1.0, seed=0, shuffle=True)[0].meta["retrieved"] == \
+        ["shop.csv:3", "shop.csv:2", "rules.md:3"]
 
 
 def test_records_go_before_a_callers_own_system_message():

@@ -13,6 +13,7 @@ from helpers import init_cli_workspace, run_cli
 from tunewright.errors import NotFoundError, TunewrightError
 from tunewright.retrieval import (Chunk, Index, build_index, changed_sources, chunk_document, chunk_file, chunk_table,
                                   tokenize)
+from tunewright.retrieval.tokens import identifiers
 from tunewright.retrieval.index import RRF_K
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "peachtree"
@@ -144,6 +145,7 @@ def test_tokens_keep_codes_whole_and_by_number():
     # Pronouns, auxiliaries and question words are in every question and no source is about them.
     assert tokenize("Can I call you on a Sunday?") == ["call", "sunday"]
     assert tokenize("Items can be returned") == ["item", "returned"]
+    assert identifiers("PT-7716 or pt7716, the 40L pack, 404-555-0142 and 2.1 kg") == {"pt7716", "40l"}
 
 
 def test_a_question_word_alone_does_not_put_a_chunk_in_the_bm25_ranking(tmp_path):
@@ -177,12 +179,28 @@ def test_search_is_reciprocal_rank_fusion_of_the_two_rankings(index):
         assert sorted(dense.values()) == list(range(1, n + 1))  # dense ranks every chunk
         order = [c.id for c in index.chunks]
         fused = {cid: (1 / (RRF_K + bm25[cid]) if cid in bm25 else 0) + 1 / (RRF_K + dense[cid]) for cid in order}
-        expected = sorted(order, key=lambda cid: (-fused[cid], order.index(cid)))
+        # A chunk holding the code the query names goes first (the only query here with a code).
+        names_it = {cid: int("PT-7716" in query and cid == catalog_codes()["PT-7716"]) for cid in order}
+        expected = sorted(order, key=lambda cid: (-names_it[cid], -fused[cid], order.index(cid)))
         hits = index.search(query, n)
         assert [h.chunk.id for h in hits] == expected
         for hit in hits:
             assert hit.score == pytest.approx(fused[hit.chunk.id], abs=1e-12)
             assert (hit.bm25_rank, hit.dense_rank) == (bm25.get(hit.chunk.id), dense[hit.chunk.id])
+
+
+@pytest.mark.parametrize("query", ["what does PT-4415 cost", "pt-4415 price?", "is the PT4415 waterproof"])
+def test_the_row_a_query_names_by_code_comes_first_even_where_the_fusion_ranks_it_lower(index, query):
+    row = catalog_codes()["PT-4415"]
+    hits = index.search(query, 2)
+    assert hits[0].chunk.id == row and hits[0].bm25_rank == 1
+    if query == "what does PT-4415 cost":
+        # The fusion alone puts two shipping policies ("costs") above it: at k=2 the row was not shown.
+        fused = sorted(index.search(query, len(index)), key=lambda h: -h.score)
+        assert [h.chunk.id for h in fused[:3]].index(row) == 2
+    # A query that names no code is ranked by the fusion alone.
+    plain = index.search("how much does the backpack cost", len(index))
+    assert [h.score for h in plain] == sorted((h.score for h in plain), reverse=True)
 
 
 def test_k_and_empty_queries(index):

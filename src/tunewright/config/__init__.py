@@ -112,9 +112,15 @@ class DocumentSource(_Strict):
 class OpenBookSpec(_Strict):
     """Open-book rows (retrieval-augmented fine-tuning): every built row carries the top
     ``retrieval.k`` chunks of the workspace's index in its system message. In training rows the chunk
-    holding the answer is among them with probability ``oracle_rate`` and left out otherwise (RAFT)."""
+    holding the answer is among them with probability ``oracle_rate`` and left out otherwise (RAFT).
+    With ``shuffle`` a training row's records are in random order rather than retrieval's (a
+    template question retrieves its own record first, in 88% of the demo's rows, while customers'
+    questions often rank it second). Off by default: the demo trained with it scored 83.3% on its
+    36 customer questions and 70.3% on 37 later ones, retention 88.5%, against 86.1%, 78.4% and
+    93.8% without; one run each, so within the spread of runs, but no gain to show for it."""
 
     oracle_rate: float = Field(0.8, ge=0.0, le=1.0)
+    shuffle: bool = False
     seed: int = 0
 
 

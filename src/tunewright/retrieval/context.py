@@ -221,12 +221,13 @@ def oracle_ids(row, chunks: Sequence) -> set[str]:
     return {c.id for c in same_file if reference and reference in _normal(c.text)}
 
 
-def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate: float):
+def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate: float, shuffle: bool = False):
     """A built row with its records. ``rng`` None (eval rows): what retrieval returns, untouched.
     Otherwise (training, RAFT): with probability ``oracle_rate`` the oracle is among the k chunks (put
     in at a random place when retrieval missed it), else it is taken out and the next hit fills in.
     A group summary oracle is put in or taken out at the summary's place, after the k chunks; when put
-    in, the row the fact names is not among the k."""
+    in, the row the fact names is not among the k. ``shuffle`` (training rows only) puts the k source
+    chunks in random order, so the oracle is as often last as first (a summary keeps its place)."""
     question = last_user_text([m.model_dump() for m in row.messages])
     hits = [h.chunk for h in index.search(question, min(k + 4, len(index.chunks))) if not h.chunk.source.get("derived")]
     summary = [h.chunk for h in index.search(question, k) if h.chunk.source.get("derived")]
@@ -256,15 +257,17 @@ def open_book_row(row, index, *, k: int, rng: random.Random | None, oracle_rate:
         else:
             chosen = [c for c in hits if c.id not in oracles][:k]
             placement = "oracle removed"
+    if rng is not None and shuffle:
+        chosen = rng.sample(chosen, len(chosen))
     chosen = chosen + summary
     messages = with_records([m.model_dump() for m in row.messages], [c.text for c in chosen])
     meta = {**row.meta, "retrieved": [c.id for c in chosen], "oracle": sorted(oracles), "placement": placement}
     return type(row)(messages=messages, reference=row.reference, meta=meta)
 
 
-def open_book_rows(rows: Sequence, index, *, k: int, oracle_rate: float, seed: int) -> list:
+def open_book_rows(rows: Sequence, index, *, k: int, oracle_rate: float, seed: int, shuffle: bool = False) -> list:
     """Every row with its records; training rows (``meta["split"] == "train"``) get the RAFT treatment,
     held-out rows what retrieval returns. Seeded, so a rebuild gives the same dataset version."""
     rng = random.Random(seed)
-    return [open_book_row(row, index, k=k, oracle_rate=oracle_rate,
+    return [open_book_row(row, index, k=k, oracle_rate=oracle_rate, shuffle=shuffle,
                           rng=rng if row.meta.get("split") == "train" else None) for row in rows]

@@ -63,6 +63,17 @@ def _fold(token: str, stem: bool) -> str:
     return token
 
 
+def identifiers(text: str) -> set[str]:
+    """The identifiers in a text (words mixing letters and digits: "PT-7716", "pt7716", "40L"), each
+    in its joined, lower-case form, so "PT-7716" and "pt-7716" give the same "pt7716"."""
+    out = set()
+    for word in _WORD.findall(text.casefold()):
+        pieces = _PIECE.findall(word)
+        if any(p[0].isdigit() for p in pieces) and any(not p[0].isdigit() for p in pieces):
+            out.add("".join(pieces))
+    return out
+
+
 def tokenize(text: str, *, stem: bool = False) -> list[str]:
     """The bag of BM25 terms of a chunk or a query (order is not meaningful)."""
     text = text.casefold()

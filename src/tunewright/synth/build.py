@@ -46,8 +46,11 @@ def _open_book(workspace, rows):
     index = load_workspace_index(workspace, ref)
     settings = workspace.recipe.build.open_book
     k = workspace.recipe.retrieval.k
-    rows = open_book_rows(rows, index, k=k, oracle_rate=settings.oracle_rate, seed=settings.seed)
-    return rows, {"index": ref, "index_sha256": index.sha256, "k": k, "oracle_rate": settings.oracle_rate}, record.id
+    rows = open_book_rows(rows, index, k=k, oracle_rate=settings.oracle_rate, seed=settings.seed,
+                          shuffle=settings.shuffle)
+    spec = {"index": ref, "index_sha256": index.sha256, "k": k, "oracle_rate": settings.oracle_rate,
+            "shuffle": settings.shuffle}
+    return rows, spec, record.id
 
 
 def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
