@@ -33,7 +33,8 @@ MISTRAL3 = ("{% if messages[0]['role'] == 'system' %}{% set system = messages[0]
             "{% else %} {{ m['content'] | trim }}{{ eos_token }}{% endif %}{% endfor %}")
 SPECIALS = ["<s>", "</s>", "<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>",
             "<think>", "</think>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>",
-            "[INST]", "[/INST]"]
+            "[INST]", "[/INST]", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
+            "<|end_header_id|>"]
 FAMILIES = {  # template, bos, eos, the token that ends an assistant turn
     "gemma2": (GEMMA2, "<bos>", "<eos>", "<end_of_turn>"),
     "qwen3": (QWEN3, None, "<|im_end|>", "<|im_end|>"),
