@@ -383,11 +383,11 @@ def test_methods_that_cannot_merge_or_be_served_are_refused(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_non_llama_base_and_non_chatml_template_are_refused(tiny, tmp_path):
+def test_an_unsupported_architecture_and_a_non_chatml_template_are_refused(tiny, tmp_path):
     folder = tmp_path / "gpt2"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(TunewrightError, match="Llama-architecture models only; this base is 'gpt2'"):
+    with pytest.raises(TunewrightError, match="supports llama, mistral, qwen2 models; this base is 'gpt2'"):
         export_adapter(BaseModelInfo("gpt2", folder, "0"), None, tmp_path / "out", name="x", formats=["gguf"])
     odd = tmp_path / "odd"
     shutil.copytree(tiny.folder, odd)

@@ -1,4 +1,5 @@
-"""A Llama-family model as one GGUF file (F32 or F16) that llama.cpp, Ollama and transformers load.
+"""A Llama, Mistral or Qwen2 model as one GGUF file (F32 or F16) that llama.cpp, Ollama and
+transformers load (``GGUF_ARCHS``: one entry per architecture).
 
 What the readers expect, and why each step here exists:
 
@@ -18,6 +19,7 @@ What the readers expect, and why each step here exists:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +30,47 @@ from ..errors import TunewrightError
 GGUF_DTYPES = ("f32", "f16")
 
 
-def check_gguf_supported(config: dict) -> None:
+@dataclass(frozen=True)
+class GgufArch:
+    """How one Hugging Face architecture is written: llama.cpp's architecture name, whether q/k rows
+    are reordered for its rotary layout, and the config switches the writer cannot carry."""
+
+    gguf_arch: str  # a gguf.MODEL_ARCH member name
+    permute_qk: bool  # HF rotate-half rope to llama.cpp's interleaved pairs (llama.cpp's "norm" rope)
+    refused_flags: tuple[str, ...] = ()  # config keys that must be falsy
+
+    def check(self, config: dict) -> None:
+        for flag in self.refused_flags:
+            if config.get(flag):
+                raise TunewrightError(f"GGUF export does not handle {config.get('model_type')} models with {flag} "
+                                      f"set ({config.get(flag)!r})", field="formats")
+
+
+# Mistral is Llama's layout (llama.cpp's converter writes it as "llama"); a sliding window would be
+# dropped, so it is refused. Qwen2 keeps HF's rotate-half rope (llama.cpp's NEOX style: no reorder)
+# and biases on q, k and v, which the name map carries.
+GGUF_ARCHS = {
+    "llama": GgufArch("LLAMA", True, ("attention_bias", "mlp_bias")),
+    "mistral": GgufArch("LLAMA", True, ("sliding_window",)),
+    "qwen2": GgufArch("QWEN2", False, ("use_sliding_window",)),
+}
+
+
+def check_gguf_supported(config: dict) -> GgufArch:
     """Refuse, before any work, a model this writer (or transformers' reader) would get wrong."""
     model_type = config.get("model_type")
-    if model_type != "llama":
-        raise TunewrightError(f"GGUF export supports Llama-architecture models only; this base is '{model_type}' "
-                              "(export 'merged' and convert it with llama.cpp's convert_hf_to_gguf.py)",
-                              field="formats")
+    if model_type not in GGUF_ARCHS:
+        raise TunewrightError(f"GGUF export supports {', '.join(sorted(GGUF_ARCHS))} models; this base is "
+                              f"'{model_type}' (export 'merged' and convert it with llama.cpp's "
+                              "convert_hf_to_gguf.py)", field="formats")
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     rope_type = rope.get("rope_type") or rope.get("type") or "default"
     if rope_type != "default":
         raise TunewrightError(f"GGUF export supports plain RoPE only; this base uses '{rope_type}' rope scaling, "
                               "which transformers' GGUF reader would drop", field="formats")
-    for flag in ("attention_bias", "mlp_bias"):
-        if config.get(flag):
-            raise TunewrightError(f"GGUF export does not handle Llama models with {flag}", field="formats")
+    arch = GGUF_ARCHS[model_type]
+    arch.check(config)
+    return arch
 
 
 def _backend(tokenizer) -> dict:
@@ -149,7 +177,7 @@ def _head_is_tied(model) -> bool:
 
 def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
                _permute_qk: bool = True) -> Path:
-    """Write ``model`` (a loaded, merged Llama) and ``tokenizer`` to ``path``.
+    """Write ``model`` (a loaded, merged model of a ``GGUF_ARCHS`` architecture) and ``tokenizer`` to ``path``.
 
     ``_permute_qk`` exists so tests can write the broken file a naive converter would, and prove
     the parity check catches it.
@@ -159,7 +187,8 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     if dtype not in GGUF_DTYPES:
         raise TunewrightError(f"unknown GGUF dtype '{dtype}' (known: {', '.join(GGUF_DTYPES)})", field="gguf_dtype")
     config = model.config
-    check_gguf_supported(config.to_dict())
+    arch = check_gguf_supported(config.to_dict())
+    model_arch = getattr(gguf.MODEL_ARCH, arch.gguf_arch)
     n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -168,7 +197,7 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     n_vocab = model.get_input_embeddings().weight.shape[0]
     vocab = tokenizer_fields(tokenizer, n_vocab)
 
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[model_arch])
     writer.add_name(name)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_context_length(int(config.max_position_embeddings))
@@ -203,16 +232,17 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
 
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    name_map = gguf.get_tensor_name_map(model_arch, n_layers)
+    permute = _permute_qk and arch.permute_qk
     tied = _head_is_tied(model)
     with torch.no_grad():
         for hf_name, tensor in model.state_dict().items():
             if hf_name == "lm_head.weight" and tied:
                 continue
             tensor = tensor.detach().to(torch.float32).cpu()
-            if _permute_qk and hf_name.endswith("self_attn.q_proj.weight"):
+            if permute and hf_name.endswith("self_attn.q_proj.weight"):
                 tensor = permute_for_llama_cpp(tensor, n_heads)
-            elif _permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
+            elif permute and hf_name.endswith("self_attn.k_proj.weight"):
                 tensor = permute_for_llama_cpp(tensor, n_kv)
             array = tensor.numpy()
             if dtype == "f16" and array.ndim > 1:
