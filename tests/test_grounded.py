@@ -284,3 +284,29 @@ def test_a_compare_reference_that_the_wrong_answer_also_contains_is_refused(tmp_
     from tunewright.evaluate.metrics import Contains
     assert Contains().score(pair.answer, pair.reference) == 1.0
     assert Contains().score("The Blue Kettle is lighter than the Red Kettle.", pair.reference) == 0.0
+
+
+def test_overall_extremes_span_the_whole_table(tmp_path):
+    group = {"by": "kind", "name": "label", "labels": {"kettles": "kettle", "pans": "pan"},
+             "overall_lowest": {"price": {"questions": ["Cheapest thing you sell?", "Least expensive item?",
+                                                         "What costs least in the shop?"],
+                                          "answer": "The {label} ({item}) at ${price}.", "reference": "{label}"},
+                                "weight": {"questions": ["Lightest thing?", "What weighs least?", "Lightest item?"],
+                                           "answer": "The {label}, {weight}."}},
+             "overall_highest": {"weight": {"questions": ["Heaviest thing?", "What weighs most?", "Heaviest item?"],
+                                            "answer": "The {label}, {weight}, of {names}."}}}
+    rows = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    answers = _answers(rows, "all:")
+    # Read straight from SHOP: $20 is the lowest price; 480 g < 900 g < 1.2 kg < 2 kg by value.
+    assert answers == {"all:lowest:price": "The Blue Kettle (kettle) at $20.",
+                       "all:lowest:weight": "The Red Kettle, 480 g.",
+                       "all:highest:weight": "The Iron Pan, 2 kg, of Blue Kettle, Red Kettle, Iron Pan and Steel Kettle."}
+    assert {r.row.meta["source"]["line"] for r in rows if r.row.meta["fact"] == "all:highest:weight"} == {4}
+    assert all(r.row.meta["source"]["across_rows"] and "group" not in r.row.meta["source"]
+               for r in rows if r.row.meta["fact"].startswith("all:"))
+    bad = {"by": "kind", "name": "label", "overall_lowest": {"price": {"questions": ["a?", "b {shelf}?"], "answer": "x"}}}
+    with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups.overall_lowest.price'.*unknown columns: shelf"):
+        build_rows(_shop_spec(tmp_path, groups=bad), lambda p: tmp_path / p)
+    missing = {"by": "kind", "name": "label", "overall_highest": {"colour": {"questions": ["a?", "b?"], "answer": "x"}}}
+    with pytest.raises(TunewrightError, match=r"column 'colour' is not in the table"):
+        build_rows(_shop_spec(tmp_path, groups=missing), lambda p: tmp_path / p)

@@ -75,6 +75,10 @@ class GroupSpec(_Strict):
     lowest: dict[str, QuestionSet] = Field(default_factory=dict)
     highest: dict[str, QuestionSet] = Field(default_factory=dict)
     compare: list[CompareSet] = Field(default_factory=list)
+    # The same across the whole table ("the cheapest thing you sell"): patterns see the winning row's
+    # columns, {group} and {item} of its group, and {names} (every row's name).
+    overall_lowest: dict[str, QuestionSet] = Field(default_factory=dict)
+    overall_highest: dict[str, QuestionSet] = Field(default_factory=dict)
 
 
 class TableSource(_Strict):

@@ -165,7 +165,9 @@ class GroundedQA:
     def _group_rows(self, spec: BuildSpec, groups, records, header: set[str], field: str, path: Path) -> Iterable[GeneratedRow]:
         named = {"group", "item", "names"}
         for name, patterns in [("members", groups.members), *[(f"lowest.{c}", q) for c, q in groups.lowest.items()],
-                               *[(f"highest.{c}", q) for c, q in groups.highest.items()]]:
+                               *[(f"highest.{c}", q) for c, q in groups.highest.items()],
+                               *[(f"overall_lowest.{c}", q) for c, q in groups.overall_lowest.items()],
+                               *[(f"overall_highest.{c}", q) for c, q in groups.overall_highest.items()]]:
             if patterns is not None:
                 _check_patterns(patterns, header | named, f"{field}.{name}")
         for c_index, compare in enumerate(groups.compare):

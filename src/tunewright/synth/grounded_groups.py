@@ -53,7 +53,8 @@ def _ordered(members: list[tuple[int, dict]], column: str, field: str, path_name
 def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
                 path_name: str) -> Iterator[GroupFact]:
     """``records``: (source line, cleaned row) pairs of the table."""
-    for column in [groups.by, groups.name, *groups.lowest, *groups.highest, *(c.column for c in groups.compare)]:
+    for column in [groups.by, groups.name, *groups.lowest, *groups.highest, *(c.column for c in groups.compare),
+                   *groups.overall_lowest, *groups.overall_highest]:
         if column not in header:
             raise TunewrightError(f"column '{column}' is not in the table (has: {', '.join(sorted(header))})",
                                   file=path_name, field=field)
@@ -91,6 +92,23 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
     for c_index, compare in enumerate(groups.compare):
         if compare.across_groups:
             yield from _compared_across(groups, compare, c_index, field, path_name, by_group)
+    yield from _overall(groups, records, field, path_name)
+
+
+def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, path_name: str) -> Iterator[GroupFact]:
+    """The lowest and highest of the whole table by a column (no group: no one summary states it)."""
+    names = _join([record[groups.name] for _, record in records])
+    for direction, sets in (("lowest", groups.overall_lowest), ("highest", groups.overall_highest)):
+        for column, patterns in sets.items():
+            where = f"{field}.overall_{direction}.{column}"
+            ordered = _ordered(records, column, where, path_name)
+            if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+                continue
+            _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
+            group = winner.get(groups.by, "")
+            base = {"group": group, "item": groups.labels.get(group, group), "names": names}
+            yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns.questions, patterns.answer,
+                            patterns.reference, {**winner, **base}, line)
 
 
 def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b: tuple, scope: str,
