@@ -355,3 +355,23 @@ def test_a_failing_body_keeps_the_old_folder_and_leaves_nothing_behind(tmp_path)
             (tmp / "half").write_text("x")
             raise RuntimeError("training diverged")
     assert _content(final) == _expected(tmp_path, "old") and _leftovers(final) == []
+
+
+def test_readers_of_replaced_folders_recover_a_swap_cut_short(tmp_path):
+    """A crash between atomic_dir's two renames leaves no folder, only '.<name>.old': the adapter
+    reader and the index loader put it back instead of calling the folder missing."""
+    from tunewright.models.adapters import read_adapter_config
+    from tunewright.retrieval import Index, build_index
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    adapter.rename(tmp_path / ".adapter.old")
+    assert read_adapter_config(adapter)["r"] == 4 and adapter.is_dir()
+    assert not (tmp_path / ".adapter.old").exists()
+
+    doc = tmp_path / "rules.md"
+    doc.write_text("## Returns\n- Items can be returned within 45 days.\n")
+    index_dir = build_index([doc]).save(tmp_path / "index")
+    index_dir.rename(tmp_path / ".index.old")
+    assert len(Index.load(tmp_path / "index")) == 1 and (tmp_path / "index").is_dir()

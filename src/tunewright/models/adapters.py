@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotFoundError, TunewrightError
+from ..io import recover_dir
 from .loading import BaseModelInfo, prepare_base_model
 
 BASE_REF = "base"
@@ -19,6 +20,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 def read_adapter_config(folder: Path) -> dict:
     """The adapter folder's ``adapter_config.json``: the one reader, so every command refuses a
     missing or damaged one with the same line."""
+    recover_dir(folder)  # a replacement cut short by a crash leaves the previous folder beside it
     config_file = Path(folder) / ADAPTER_CONFIG
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TunewrightError
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir, recover_dir, sha256_file
 from .resolve import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_sha = sha256_file(source.path)
-    target = cache_root() / "models" / f"{source.path.stem}-{gguf_sha[:12]}"
+    target = recover_dir(cache_root() / "models" / f"{source.path.stem}-{gguf_sha[:12]}")
     if (target / _META).is_file():
         return BaseModelInfo(ref=source.ref, folder=target, sha256=gguf_sha)
     folder, name = source.path.parent, source.path.name

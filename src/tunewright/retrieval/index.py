@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import NotFoundError, TunewrightError
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir, recover_dir, sha256_file
 from .chunks import CHUNKING, Chunk, chunk_file
 from .tokens import TOKENIZER_VERSION, identifiers, tokenize
 
@@ -225,7 +225,7 @@ class Index:
     @classmethod
     def load(cls, folder: str | Path, *, embedder: TextEmbedder | None = None) -> "Index":
         """Read a saved index, checking every file against the manifest; one error names the first bad file."""
-        folder = Path(folder)
+        folder = recover_dir(folder)  # a replacement cut short by a crash leaves the previous folder beside it
         if not folder.is_dir():
             raise NotFoundError("index folder not found", file=folder)
         manifest = _read_manifest(folder / MANIFEST_FILE)
