@@ -9,7 +9,6 @@ weights) and listing its ``nn.Linear`` modules is right for every architecture t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -32,7 +31,7 @@ def decoder_linears(folder: str | Path) -> dict[str, tuple[int, int]] | None:
             model = AutoModelForCausalLM.from_config(config)
     except Exception:  # noqa: BLE001 - an architecture transformers does not know: the caller falls back
         return None
-    n_layers = text_config(json.loads((Path(folder) / "config.json").read_text())).get("num_hidden_layers")
+    n_layers = config.get_text_config().num_hidden_layers
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and len(module) > 0:
             first = module[0]

@@ -9,6 +9,8 @@ template (what it writes right after an assistant reply), not from a list of kno
 
 from __future__ import annotations
 
+from ..errors import TunewrightError
+
 # Marker strings the sample conversation carries, so the reply can be found again in the rendering.
 _USER, _REPLY = "PROBE-USER-1", "PROBE-REPLY-2"
 
@@ -49,8 +51,6 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
         if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id not in ids:
             ids.append(token_id)
     if not ids:
-        from ..errors import TunewrightError
-
         raise TunewrightError("the tokenizer has no eos token and its chat template no end-of-turn token, so "
                               "generation would never stop; set eos_token in tokenizer_config.json",
                               field="eos_token")

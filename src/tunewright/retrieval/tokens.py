@@ -63,15 +63,16 @@ def _fold(token: str, stem: bool) -> str:
     return token
 
 
+def _is_identifier(pieces: list[str]) -> bool:
+    """A word mixing letters and digits ("PT-7716", "pt7716", "40L")."""
+    return any(p[0].isdigit() for p in pieces) and any(not p[0].isdigit() for p in pieces)
+
+
 def identifiers(text: str) -> set[str]:
-    """The identifiers in a text (words mixing letters and digits: "PT-7716", "pt7716", "40L"), each
-    in its joined, lower-case form, so "PT-7716" and "pt-7716" give the same "pt7716"."""
-    out = set()
-    for word in _WORD.findall(text.casefold()):
-        pieces = _PIECE.findall(word)
-        if any(p[0].isdigit() for p in pieces) and any(not p[0].isdigit() for p in pieces):
-            out.add("".join(pieces))
-    return out
+    """The identifiers in a text, each in its joined, lower-case form, so "PT-7716" and "pt-7716"
+    give the same "pt7716"."""
+    pieces = (_PIECE.findall(word) for word in _WORD.findall(text.casefold()))
+    return {"".join(p) for p in pieces if _is_identifier(p)}
 
 
 def tokenize(text: str, *, stem: bool = False) -> list[str]:
@@ -81,7 +82,7 @@ def tokenize(text: str, *, stem: bool = False) -> list[str]:
     for word in _WORD.findall(text):
         pieces = _PIECE.findall(word)
         joined = "".join(pieces)
-        if any(p[0].isdigit() for p in pieces) and any(not p[0].isdigit() for p in pieces):
+        if _is_identifier(pieces):
             out.append(joined)  # an identifier: whole and by its numbers
             out.extend(p for p in pieces if p[0].isdigit())
             continue

@@ -50,6 +50,17 @@ def _ordered(members: list[tuple[int, dict]], column: str, field: str, path_name
     return sorted(((q[1], line, record) for q, line, record in parsed), key=lambda t: (t[0], t[1]))
 
 
+def _extreme(members: list[tuple[int, dict]], column: str, direction: str, field: str,
+             path_name: str) -> tuple[int, dict] | None:
+    """(line, row) of the lowest or highest value in ``column``; None when fewer than two rows have a
+    value or all values are equal (no question a customer needs answered)."""
+    ordered = _ordered(members, column, field, path_name)
+    if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+        return None
+    _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
+    return line, winner
+
+
 def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
                 path_name: str) -> Iterator[GroupFact]:
     """``records``: (source line, cleaned row) pairs of the table."""
@@ -73,10 +84,10 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
             continue  # the cheapest of one is no question a customer needs answered
         for direction, sets in (("lowest", groups.lowest), ("highest", groups.highest)):
             for column, patterns in sets.items():
-                ordered = _ordered(members, column, f"{field}.{direction}.{column}", path_name)
-                if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+                extreme = _extreme(members, column, direction, f"{field}.{direction}.{column}", path_name)
+                if extreme is None:
                     continue
-                _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
+                line, winner = extreme
                 yield GroupFact(f"group@{group}:{direction}:{column}", f"{field}.{direction}.{column}.questions",
                                 patterns.questions, patterns.answer, patterns.reference,
                                 {**winner, **base, "names": _join(names)}, line, group)
@@ -101,10 +112,10 @@ def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, pat
     for direction, sets in (("lowest", groups.overall_lowest), ("highest", groups.overall_highest)):
         for column, patterns in sets.items():
             where = f"{field}.overall_{direction}.{column}"
-            ordered = _ordered(records, column, where, path_name)
-            if len(ordered) < 2 or ordered[0][0] == ordered[-1][0]:
+            extreme = _extreme(records, column, direction, where, path_name)
+            if extreme is None:
                 continue
-            _, line, winner = ordered[0] if direction == "lowest" else ordered[-1]
+            line, winner = extreme
             group = winner.get(groups.by, "")
             base = {"group": group, "item": groups.labels.get(group, group), "names": names}
             yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns.questions, patterns.answer,
