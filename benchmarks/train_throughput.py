@@ -16,7 +16,9 @@ Contenders, each in its own subprocess so their peak memory does not mix:
                extrapolated like the others.
   b-fp32       TRL SFTTrainer with bf16=False (gradient checkpointing still on, its default).
   b-fp32-nogc  TRL SFTTrainer with bf16=False and gradient_checkpointing=False.
-  c            Tunewright's ``train_adapter`` with the demo recipe's train section.
+  c            Tunewright's ``train_adapter`` with the demo recipe's train section, in the precision
+               ``tunewright train`` plans (the measured-fastest: bf16 on CPUs with AVX512-BF16 or AMX).
+  c-fp32       the same in fp32: the speed-up bf16 buys, in the same run.
 
 TRL is fed the pre-tokenized rows (``input_ids`` + ``labels``), so it trains on identical tokens;
 everything else (collator, fused LM head, loss, optimizer, scheduler) is its own default.
@@ -103,7 +105,7 @@ MAIN = {
         ("b-fp32", "TRL SFTTrainer bf16=False"),
         ("b-fp32-nogc", "TRL SFTTrainer bf16=False, no grad ckpt"),
     ],
-    "c": [("c", "Tunewright train_adapter")],
+    "c": [("c", "Tunewright train_adapter (planned precision)"), ("c-fp32", "Tunewright train_adapter, fp32")],
 }
 ABLATIONS = [
     ("c-noprefix", "train_adapter, share_prefix=False"),
@@ -194,12 +196,14 @@ class FlopModel:
         return len(lengths) * (self.tokens(width) + 3 * self.attention(width)) + self.head(n_labels)
 
 
-def matmul_rate(n: int = 1024, seconds: float = 2.0, shape: tuple[int, int, int] | None = None) -> float:
-    """fp32 matmul FLOP/s on all threads: square n x n, or an (m, k) @ (k, n) shape."""
+def matmul_rate(n: int = 1024, seconds: float = 2.0, shape: tuple[int, int, int] | None = None,
+                dtype: str = "fp32") -> float:
+    """Matmul FLOP/s on all threads in ``dtype``: square n x n, or an (m, k) @ (k, n) shape."""
     import torch
 
     m, k, n2 = shape or (n, n, n)
-    a, b = torch.randn(m, k), torch.randn(k, n2)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.randn(m, k).to(torch_dtype), torch.randn(k, n2).to(torch_dtype)
     for _ in range(3):
         a @ b
     count, started = 0, time.perf_counter()
@@ -375,6 +379,12 @@ def child_loop(args, spec, base, rows, out: Path, variant: str) -> dict:
 
     loop.collate = recording_collate  # only records: the batches are the loop's own
     update = {"max_steps": args.steps, "checkpoint_every": 10**9}
+    if variant == "c-fp32":
+        update["precision"] = "fp32"
+    elif spec.precision == "auto":  # what `tunewright train` runs: the planner's measured-fastest precision
+        from tunewright.plan.hardware import detect_hardware, fastest_dtype
+
+        update["precision"] = fastest_dtype(detect_hardware())
     if variant == "c-noprefix":
         update["share_prefix"] = False
     if variant == "c-nopack":
@@ -399,6 +409,7 @@ def child_loop(args, spec, base, rows, out: Path, variant: str) -> dict:
     if recorder.cpu0 is None:
         recorder.cpu_ends = []
     data = recorder.result(
+        settings={"precision": result.extra.get("precision", update.get("precision", spec.precision))},
         prefix_len=result.extra.get("shared_prefix_tokens", 0),
         loop_tokens_seen=result.tokens_seen,
         losses=result.losses,
@@ -609,9 +620,20 @@ def spawn(name: str, workspace: Path, args, scratch: Path) -> dict:
     return data
 
 
-def summarise(data: dict, flops: FlopModel, peak: float, demo_tokens: int, demo_steps: int) -> dict:
+def ran_in(data: dict) -> str:
+    """The precision a contender's matmuls ran in: Tunewright's recorded one, TRL's bf16 flag."""
+    settings = data.get("settings") or {}
+    if settings.get("precision") in ("bf16", "fp32"):
+        return settings["precision"]
+    return "bf16" if settings.get("bf16") else "fp32"
+
+
+def summarise(data: dict, flops: FlopModel, peaks: dict[str, float], demo_tokens: int, demo_steps: int) -> dict:
+    """``peaks``: matmul FLOP/s per precision; each contender is held to the rate of the precision
+    it ran in, so a bf16 run is not flattered by an fp32 ceiling."""
     if "error" in data:
         return data
+    peak = peaks[ran_in(data)]
     tps = data["tokens"] / data["seconds"]
     useful = sum(flops.row(length, n) for batch in data["batches"] for length, n in batch)
     steady = data["step_seconds"][1:]
@@ -626,6 +648,7 @@ def summarise(data: dict, flops: FlopModel, peak: float, demo_tokens: int, demo_
         "demo_wall_from_steps_s": data["seconds"] / data["steps"] * demo_steps,
         "useful_gflops_per_s": useful / data["seconds"] / 1e9,
         "pct_of_ceiling": 100 * useful / data["seconds"] / peak,
+        "precision": ran_in(data),
     }
     if data["name"].startswith("c") and data["batches"]:
         prefix = data.get("prefix_len", 0)
@@ -702,12 +725,13 @@ def main() -> None:
         epoch_flops = sum(flops.row(len(e.input_ids), label_positions(e.labels)) for e in encoded)
         flops_per_token = epoch_flops / epoch_tokens
 
-        print(f"measuring fp32 matmul rate on {torch.get_num_threads()} threads ...", flush=True)
+        print(f"measuring fp32 and bf16 matmul rates on {torch.get_num_threads()} threads ...", flush=True)
         peak = matmul_rate(1024)
+        peak_bf16 = matmul_rate(1024, dtype="bf16")
         tokens_per_batch = round(spec.batch_size * epoch_tokens / len(encoded))
         shaped = matmul_rate(shape=(tokens_per_batch, flops.d_model, config["intermediate_size"]))
         ceiling = peak / flops_per_token
-        print(f"  1024x1024: {peak / 1e9:.1f} GFLOP/s; ({tokens_per_batch}x{flops.d_model})@"
+        print(f"  1024x1024: {peak / 1e9:.1f} GFLOP/s fp32, {peak_bf16 / 1e9:.1f} bf16; ({tokens_per_batch}x{flops.d_model})@"
               f"({flops.d_model}x{config['intermediate_size']}): {shaped / 1e9:.1f} GFLOP/s", flush=True)
         print(f"demo: {len(encoded)} rows, {epoch_tokens} tokens/epoch "
               f"({sum(label_positions(e.labels) for e in encoded)} labelled), {spec.epochs:g} epochs = {demo_tokens} tokens, "
@@ -717,7 +741,7 @@ def main() -> None:
         # a and c alternate --repeat times: this VM's speed drifts by 10-20% over minutes, and a
         # ratio taken from one run of each would mostly measure the drift. Each keeps its best run.
         runs: dict[str, list[dict]] = {}
-        repeated = [n for n in names if n in ("a", "c")]
+        repeated = [n for n in names if n in ("a", "c", "c-fp32")]
         for name in names:
             if name not in repeated:
                 runs[name] = [spawn(name, workspace.root, args, tmp)]
@@ -731,7 +755,8 @@ def main() -> None:
         if peak_after > peak:
             peak, ceiling = peak_after, peak_after / flops_per_token
         print(f"fp32 matmul rate after the runs: {peak_after / 1e9:.1f} GFLOP/s; ceiling uses {peak / 1e9:.1f}", flush=True)
-        results = {name: summarise(data, flops, peak, demo_tokens, demo_steps) for name, data in raw.items()}
+        peaks = {"fp32": peak, "bf16": max(peak_bf16, matmul_rate(1024, dtype="bf16"))}
+        results = {name: summarise(data, flops, peaks, demo_tokens, demo_steps) for name, data in raw.items()}
 
     if args.merge and args.output.exists():
         previous = json.loads(args.output.read_text()).get("results", {})
@@ -747,7 +772,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"demo = {len(encoded)} rows x {spec.epochs:g} epochs = {demo_tokens} useful tokens, {demo_steps} steps; "
           f"ceiling {ceiling:.0f} tokens/s ({flops_per_token / 1e6:.0f} MFLOP/token at {peak / 1e9:.1f} GFLOP/s)")
-    header = (f"{'contender':46s} {'steps':>5s} {'tok/s':>7s} {'steady':>7s} {'vs a':>6s} {'demo wall':>10s} "
+    header = (f"{'contender':46s} {'prec':>4s} {'steps':>5s} {'tok/s':>7s} {'steady':>7s} {'vs a':>6s} {'demo wall':>10s} "
               f"{'peak RSS':>9s} {'% ceil':>7s} {'tok/CPU-s':>9s} {'others':>6s}")
     print(header)
     print("-" * len(header))
@@ -764,7 +789,7 @@ def main() -> None:
         per_cpu_text = f"{per_cpu:9.1f}" if per_cpu else "        -"
         others = data.get("other_cores_busy")
         others_text = f"{others:6.2f}" if others is not None else "     -"
-        print(f"{label:46s} {data['steps']:5d} {data['tokens_per_s']:7.1f} {steady} {vs} {wall_text:>10s} "
+        print(f"{label:46s} {data['precision']:>4s} {data['steps']:5d} {data['tokens_per_s']:7.1f} {steady} {vs} {wall_text:>10s} "
               f"{data['peak_rss_mb']:6.0f} MB {data['pct_of_ceiling']:6.1f}% {per_cpu_text} {others_text}")
     if "c" in results and "executed_pct_of_peak" in results["c"]:
         c = results["c"]
@@ -772,6 +797,11 @@ def main() -> None:
               f"executed (prefix once per batch, padding) {c['executed_gflops_per_s']:.1f} GFLOP/s = "
               f"{c['executed_pct_of_peak']:.1f}% of the 1024x1024 matmul rate, "
               f"{100 * c['executed_gflops_per_s'] * 1e9 / shaped:.1f}% of the model-shaped GEMM rate")
+    if "c" in results and "c-fp32" in results and "error" not in results["c"] and "error" not in results["c-fp32"]:
+        print(f"Tunewright in {results['c']['precision']} against its own fp32: "
+              f"{results['c']['tokens_per_s'] / results['c-fp32']['tokens_per_s']:.2f}x tokens/s "
+              f"(% ceil: each against its precision's matmul rate, fp32 {peaks['fp32'] / 1e9:.0f}, "
+              f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s)")
     if "b-defaults" in results and "error" not in results["b-defaults"]:
         print(f"TRL at defaults ran {results['b-defaults']['steps']} steps; its demo wall is extrapolated from them.")
     check = next((d["equivalence"] for d in results.values() if "equivalence" in d), None)
@@ -789,7 +819,8 @@ def main() -> None:
                   "learning_rate": spec.learning_rate, "steps": args.steps, "trl_default_steps": args.trl_default_steps,
                   "rows": len(encoded), "epoch_tokens": epoch_tokens, "epochs": spec.epochs,
                   "demo_tokens": demo_tokens, "demo_steps": demo_steps},
-        "flops": {"matmul_1024_flops_per_s": peak, "matmul_model_shape_flops_per_s": shaped,
+        "flops": {"matmul_1024_flops_per_s": peak, "matmul_1024_bf16_flops_per_s": peaks["bf16"],
+                  "matmul_model_shape_flops_per_s": shaped,
                   "flops_per_useful_token": flops_per_token, "ceiling_tokens_per_s": ceiling,
                   "n_linear_params": flops.n_lin, "n_lora_params": flops.n_lora},
         "results": {name: {k: v for k, v in data.items() if k not in ("batches",)} for name, data in results.items()},

@@ -31,6 +31,12 @@ MISTRAL3 = ("{% if messages[0]['role'] == 'system' %}{% set system = messages[0]
             "{% for m in turns %}{% if m['role'] == 'user' %}{% if m == last_user and system is defined %}"
             "[INST] {{ system }}\n\n{{ m['content'] }}[/INST]{% else %}[INST] {{ m['content'] }}[/INST]{% endif %}"
             "{% else %} {{ m['content'] | trim }}{{ eos_token }}{% endif %}{% endfor %}")
+LLAMA31 = ("{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] | trim %}"
+           "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+           "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+           "Today Date: 26 Jul 2024\n\n{{ system_message }}<|eot_id|>{%- for m in messages %}"
+           "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{%- endfor %}"
+           "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{%- endif %}")
 SPECIALS = ["<s>", "</s>", "<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>",
             "<think>", "</think>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>",
             "[INST]", "[/INST]", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
@@ -40,6 +46,7 @@ FAMILIES = {  # template, bos, eos, the token that ends an assistant turn
     "qwen3": (QWEN3, None, "<|im_end|>", "<|im_end|>"),
     "phi3": (PHI3, None, "<|endoftext|>", "<|end|>"),
     "mistral-v0.3": (MISTRAL3, "<s>", "</s>", "</s>"),
+    "llama3.1": (LLAMA31, "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"),
 }
 SYSTEM = "Answer from the records."
 ONE_TURN = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What does the tent cost?"},

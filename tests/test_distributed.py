@@ -188,7 +188,7 @@ def test_dry_run_launches_workers_on_the_replay_rows_too(cli_workspace, monkeypa
     from tunewright.config import ReplaySpec
     from tunewright.train.api import plan_launch
 
-    monkeypatch.setattr("tunewright.train.replay._answer", lambda base, prompts, n: [
+    monkeypatch.setattr("tunewright.train.replay._answer", lambda base, prompts, n, **kw: [
         {"id": p.id, "prompt": p.prompt, "answer": f"general answer {i}", "finished": True} for i, p in enumerate(prompts)])
     workspace = Workspace.open(cli_workspace)
     workspace.recipe = workspace.recipe.model_copy(update={"train": workspace.recipe.train.model_copy(

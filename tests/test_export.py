@@ -173,11 +173,12 @@ def _modelfile_instructions(text: str) -> list[tuple[str, str]]:
 
 
 def _render_ollama_template(template: str, messages: list[dict], system: str | None) -> str:
-    """What Ollama renders from a TEMPLATE for the Go-template subset a ChatML template needs
-    (``range .Messages``, ``.Role``, ``.Content``, ``end`` and ``{{-``/``-}}`` trimming), with
-    Ollama's SYSTEM inserted when the conversation has no system turn. Any other action fails the
-    test instead of rendering wrongly."""
-    if system is not None and (not messages or messages[0]["role"] != "system"):
+    """What Ollama renders from a TEMPLATE, for the Go-template subset our templates use
+    (``range .Messages``, ``if eq .Role "x"``, ``if ne (index .Messages 0).Role "x"``, ``else``,
+    ``end``, ``.Role``, ``.Content``, ``{{-``/``-}}`` trimming), with Ollama's SYSTEM inserted
+    when the conversation has no system turn. Any other action fails the test instead of rendering
+    wrongly."""
+    if system and (not messages or messages[0]["role"] != "system"):
         messages = [{"role": "system", "content": system}, *messages]
     pieces = re.split(r"(\{\{.*?\}\})", template, flags=re.S)
     for i, piece in enumerate(pieces):
@@ -185,22 +186,54 @@ def _render_ollama_template(template: str, messages: list[dict], system: str | N
             pieces[i - 1] = pieces[i - 1].rstrip(" \t\r\n")
         if piece.endswith("-}}") and i + 1 < len(pieces):
             pieces[i + 1] = pieces[i + 1].lstrip(" \t\r\n")
-    actions = [piece.strip("{}").strip("-").strip() if piece.startswith("{{") else None for piece in pieces]
-    start, end = actions.index("range .Messages"), actions.index("end")
+    items = [("action", p.strip("{}").strip("-").strip()) if p.startswith("{{") else ("text", p) for p in pieces]
 
-    def text(span, message=None):
-        out = []
-        for piece, action in zip(pieces[span], actions[span]):
-            if action is None:
-                out.append(piece)
-            elif message is not None and action in (".Role", ".Content"):
-                out.append(message[action[1:].lower()])
+    def block(at: int) -> tuple[list, int, str | None]:
+        """Nodes up to the ``else`` or ``end`` that closes this block (or the end of the template)."""
+        nodes = []
+        while at < len(items):
+            kind, value = items[at]
+            if kind == "text" or value in (".Role", ".Content"):
+                nodes.append((kind, value))
+                at += 1
+            elif value in ("else", "end"):
+                return nodes, at + 1, value
+            elif value == "range .Messages" or value.startswith("if "):
+                body, at, closer = block(at + 1)
+                other = []
+                if closer == "else":
+                    other, at, closer = block(at)
+                assert closer == "end", f"unclosed {value!r}"
+                nodes.append(("block", (value, body, other)))
             else:
-                raise AssertionError(f"template action this test cannot render: {piece!r}")
+                raise AssertionError(f"template action this test cannot render: {value!r}")
+        return nodes, at, None
+
+    def test(condition: str, message: dict | None) -> bool:
+        found = re.fullmatch(r'if eq \.Role "(\w+)"', condition)
+        if found:
+            return message["role"] == found.group(1)
+        found = re.fullmatch(r'if ne \(index \.Messages 0\)\.Role "(\w+)"', condition)
+        assert found, f"condition this test cannot render: {condition!r}"
+        return messages[0]["role"] != found.group(1)
+
+    def run(nodes, message=None) -> str:
+        out = []
+        for kind, value in nodes:
+            if kind == "text":
+                out.append(value)
+            elif kind == "action":
+                assert message is not None, f"{value} outside range"
+                out.append(message[value[1:].lower()])
+            elif value[0] == "range .Messages":
+                out.extend(run(value[1], m) for m in messages)
+            else:
+                out.append(run(value[1] if test(value[0], message) else value[2], message))
         return "".join(out)
 
-    body = slice(start + 1, end)
-    return (text(slice(0, start)) + "".join(text(body, m) for m in messages) + text(slice(end + 1, None)))
+    nodes, _, closer = block(0)
+    assert closer is None, "an end without its block"
+    return run(nodes)
 
 
 def test_modelfile_is_chatml_with_default_system_and_stop(tiny, exported):
@@ -239,20 +272,67 @@ def test_modelfile_is_chatml_with_default_system_and_stop(tiny, exported):
     assert stops == [tokenizer.eos_token] and after_reply.startswith(tokenizer.eos_token)
 
 
-def test_modelfile_refuses_a_template_that_is_not_chatml(tiny):
+def _modelfile(text: str) -> dict[str, list[str]]:
+    by_name: dict[str, list[str]] = {}
+    for name, argument in _modelfile_instructions(text):
+        by_name.setdefault(name, []).append(argument)
+    return by_name
+
+
+@pytest.mark.parametrize("family", ["phi3", "qwen3", "llama3.1"])
+@pytest.mark.parametrize("bos_added", [False, True])
+def test_modelfile_template_prompts_each_family_as_training_did(family, bos_added):
+    from test_chat_families import FAMILIES, family_tokenizer
+
+    from tunewright.export.engines import modelfile_text
+    from tunewright.models.chat import render
+
+    tokenizer = family_tokenizer(family)
+    _template, bos, eos, end = FAMILIES[family]
+    if bos_added and not bos:
+        pytest.skip("the family has no bos token")
+    by_name = _modelfile(modelfile_text(tokenizer, "x.gguf", bos_added=bos_added))
+    (template,) = by_name["TEMPLATE"]
+    system = by_name.get("SYSTEM", [None])[0]
+    conversations = [[{"role": "user", "content": "What does the tent cost?"}],
+                     [{"role": "system", "content": "Answer from the records.\n[1] tent: $189"},
+                      {"role": "user", "content": "What does the tent cost?"}],
+                     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
+                      {"role": "user", "content": "How heavy is the tent?"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                      {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And the lamp?"}]]
+    for messages in conversations:
+        expected = render(tokenizer, messages)  # what the model is prompted with in training and eval
+        if bos_added and expected.startswith(bos):
+            expected = expected[len(bos):]  # llama.cpp puts it in front of the tokens itself
+        assert _render_ollama_template(template, messages, system) == expected, (family, messages)
+    stops = [json.loads(argument.split(None, 1)[1]) for argument in by_name["PARAMETER"]]
+    assert stops == list(dict.fromkeys([end, eos]))
+
+
+def test_modelfile_refuses_a_template_it_cannot_translate_and_says_why(tiny):
+    from test_chat_families import family_tokenizer
     from transformers import AutoTokenizer
 
     from tunewright.export.engines import modelfile_text
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.folder)
-    tokenizer.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
-    with pytest.raises(TunewrightError, match="not ChatML-style"):
-        modelfile_text(tokenizer, "x.gguf")
-    # ChatML tokens but a different layout (no newline after the role) is refused too, not mistranslated.
-    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}<|im_end|>\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    with pytest.raises(TunewrightError, match="not ChatML-style"):
-        modelfile_text(tokenizer, "x.gguf")
+    tokenizer.chat_template = "{% for m in messages %}{{ loop.index }}. {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(TunewrightError, match="not a fixed prefix and suffix per role") as caught:
+        modelfile_text(tokenizer, "x.gguf", bos_added=False)
+    assert caught.value.field == "chat_template"
+    with pytest.raises(TunewrightError, match="rejects a system message"):  # Gemma 2
+        modelfile_text(family_tokenizer("gemma2"), "x.gguf", bos_added=False)
+    with pytest.raises(TunewrightError, match="system message does not appear as its own turn"):  # Mistral v0.3
+        modelfile_text(family_tokenizer("mistral-v0.3"), "x.gguf", bos_added=False)
+    # A bos token that llama.cpp would add before every prompt, though training never saw one.
+    with pytest.raises(TunewrightError, match="puts <s> before every prompt"):
+        modelfile_text(_with_bos(family_tokenizer("qwen3")), "x.gguf", bos_added=True)
+
+
+def _with_bos(tokenizer):
+    tokenizer.bos_token = "<s>"
+    return tokenizer
 
 
 def _vllm_arguments(argv: list[str]) -> tuple[str, dict[str, str | bool]]:
@@ -383,7 +463,7 @@ def test_methods_that_cannot_merge_or_be_served_are_refused(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_an_unsupported_architecture_and_a_non_chatml_template_are_refused(tiny, tmp_path):
+def test_an_unsupported_architecture_and_an_untranslatable_template_are_refused(tiny, tmp_path):
     folder = tmp_path / "gpt2"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -391,8 +471,8 @@ def test_an_unsupported_architecture_and_a_non_chatml_template_are_refused(tiny,
         export_adapter(BaseModelInfo("gpt2", folder, "0"), None, tmp_path / "out", name="x", formats=["gguf"])
     odd = tmp_path / "odd"
     shutil.copytree(tiny.folder, odd)
-    (odd / "chat_template.jinja").write_text("{% for m in messages %}### {{ m['content'] }}\n{% endfor %}")
-    with pytest.raises(TunewrightError, match="not ChatML-style"):
+    (odd / "chat_template.jinja").write_text("{% for m in messages %}{{ loop.index }}. {{ m['content'] }}\n{% endfor %}")
+    with pytest.raises(TunewrightError, match="not a fixed prefix and suffix per role"):
         export_adapter(BaseModelInfo("odd", odd, "0"), None, tmp_path / "out", name="x", formats=["ollama"])
     assert not (tmp_path / "out").exists()
 

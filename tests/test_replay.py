@@ -76,6 +76,37 @@ def test_base_answers_are_cached_and_cut_off_answers_kept_open_ended(tmp_path, t
     assert calls == [3, 2]
 
 
+def test_bf16_answers_come_from_bf16_weights_and_are_their_own_cache_entry(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+
+    base = prepare_base_model(str(tiny_model_dir))
+    path = _prompts(tmp_path, ["Name a colour.", "Say hello."])
+    dtypes = []
+
+    def fake_generate(model, tokenizer, conversations, *, max_new_tokens, batch_size):
+        dtypes.append(next(model.parameters()).dtype)
+        return ["Blue." for _ in conversations]
+
+    monkeypatch.setattr("tunewright.models.generation.generate_responses", fake_generate)
+    spec = ReplaySpec(rows=2, max_new_tokens=8)
+    fp32 = replay_rows(base=base, spec=spec, prompts_path=path, measured=_measured(), cache_dir=tmp_path / "cache")
+    bf16 = replay_rows(base=base, spec=spec, prompts_path=path, measured=_measured(), cache_dir=tmp_path / "cache",
+                       precision="bf16")
+    assert dtypes == [torch.float32, torch.bfloat16]  # the second call did not read the fp32 answers
+    assert (fp32.record["precision"], bf16.record["precision"]) == ("fp32", "bf16")
+    assert len(list((tmp_path / "cache").glob("replay-*.jsonl"))) == 2
+
+
+@pytest.mark.parametrize("rates, expected", [({"bf16": 2315e9, "fp32": 355e9}, "bf16"),  # AMX
+                                             ({"bf16": 1.2e9, "fp32": 115e9}, "fp32"),  # bf16 emulated
+                                             ({"bf16": 120e9, "fp32": 111e9}, "fp32")])  # a near tie
+def test_cpu_generation_precision_follows_the_measured_rates(monkeypatch, rates, expected):
+    from tunewright.plan import hardware
+
+    monkeypatch.setattr(hardware, "measure_matmul", lambda dtype, device="cpu", threads=None: rates[dtype])
+    assert hardware.cpu_generation_dtype() == expected
+
+
 def test_training_mixes_in_replay_rows_and_records_them(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setattr("tunewright.models.generation.generate_responses",
                         lambda model, tokenizer, conversations, **kw: ["Fine, thanks." for _ in conversations])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -168,17 +169,25 @@ def _run() -> None:
 
     workspace = open_workspace()
     recipe = workspace.recipe
+    clock = [time.perf_counter()]
     if recipe.build is not None:
         record = build_dataset(workspace)
     else:
         record = import_files(workspace, [s.path for s in recipe.data.sources])
+    clock.append(time.perf_counter())
     print_dataset(record)
     with training_progress("training") as on_step:
         run, adapter, result = train(workspace, dataset=f"{record.name}@{record.version}", callbacks=[on_step])
+    clock.append(time.perf_counter())
     console.print(f"adapter {adapter.name} v{adapter.version}: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.0f} s")
     with count_progress("evaluating") as (on_phase, on_batch):
         report = evaluate(workspace, adapter=adapter.name, dataset=f"{record.name}@{record.version}", on_batch=on_batch, on_phase=on_phase)
+    clock.append(time.perf_counter())
     print_report(report)
+    dataset_s, train_s, eval_s = (b - a for a, b in zip(clock, clock[1:]))
+    # Where the minutes went: the training stage also answers the replay prompts and plans.
+    console.print(f"time: dataset {dataset_s:.0f} s, training {train_s:.0f} s (the loop {result.train_seconds:.0f} s), "
+                  f"evaluation {eval_s:.0f} s, total {clock[-1] - clock[0]:.0f} s")
     if report.get("questions"):
         # The recipe's row of `tunewright compare --strategies`, so runs compare with that table.
         from ..strategies import result_row, strategy_of

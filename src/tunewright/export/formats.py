@@ -104,15 +104,18 @@ class Ollama(ExportFormat):
     needs_tokenizer = True
 
     def validate(self, job: ExportJob) -> None:
-        from .engines import chatml_parts
+        from .engines import turn_template
 
-        chatml_parts(job.tokenizer)  # a non-ChatML template is refused before minutes of work
+        turn_template(job.tokenizer)  # a template we cannot translate is refused before minutes of work
 
     def write(self, job: ExportJob) -> None:
         from .engines import write_modelfile
+        from .gguf_writer import adds_token
 
         job.ensure_gguf()
-        write_modelfile(job.tmp / "Modelfile", job.tokenizer, job.gguf_name)
+        # The GGUF records whether its tokenizer adds bos (as the HF one does); then the TEMPLATE must not.
+        write_modelfile(job.tmp / "Modelfile", job.tokenizer, job.gguf_name,
+                        bos_added=adds_token(job.tokenizer, job.tokenizer.bos_token_id, first=True))
         job.files[self.name] = job.out_dir / "Modelfile"
         job.notes.append(f"ollama create {job.name} -f {job.out_dir / 'Modelfile'}")
 

@@ -137,7 +137,7 @@ def tokenizer_fields(tokenizer, n_vocab: int) -> dict:
     return {"tokens": tokens, "token_types": token_types, "merges": merges, "pre": pre}
 
 
-def _adds(tokenizer, token_id: int | None, first: bool) -> bool:
+def adds_token(tokenizer, token_id: int | None, first: bool) -> bool:
     """Whether encoding plain text adds ``token_id`` at the start (first) or end (not first)."""
     if token_id is None:
         return False
@@ -227,8 +227,8 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     for kind, token_id in specials.items():
         if token_id is not None:
             getattr(writer, f"add_{kind}_token_id")(int(token_id))
-    writer.add_add_bos_token(_adds(tokenizer, tokenizer.bos_token_id, first=True))
-    writer.add_add_eos_token(_adds(tokenizer, tokenizer.eos_token_id, first=False))
+    writer.add_add_bos_token(adds_token(tokenizer, tokenizer.bos_token_id, first=True))
+    writer.add_add_eos_token(adds_token(tokenizer, tokenizer.eos_token_id, first=False))
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
 

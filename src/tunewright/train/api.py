@@ -13,6 +13,7 @@ from ..data.pii_scan import require_resolved
 from ..io import atomic_write_jsonl, sha256_file
 from ..models import prepare_base_model
 from ..plan.api import measured_against_plan, planned_spec, spec_as_planned
+from ..plan.hardware import cpu_generation_dtype
 from .checkpoint import hold_lock
 from .launch import LaunchOptions, LaunchPlan, prepare_launch, run_workers
 from .loop import StepInfo, TrainResult, train_adapter
@@ -121,8 +122,11 @@ def with_replay(workspace, base, spec, rows: list) -> tuple[list, dict | None]:
             workspace.path(forgetting.probes) if forgetting.probes else None, field="govern.forgetting.probes")],
     }
     prompts = workspace.path(spec.replay.prompts) if spec.replay.prompts else shipped_prompts()
+    # An explicit fp32 run answers in fp32; otherwise the CPU's fastest precision (the answers are
+    # generated on the CPU whatever device trains).
+    precision = "fp32" if spec.precision == "fp32" else cpu_generation_dtype(spec.threads)
     replay = replay_rows(base=base, spec=spec.replay, prompts_path=prompts, measured=measured,
-                         cache_dir=workspace.dir("cache"))
+                         cache_dir=workspace.dir("cache"), precision=precision)
     return [*rows, *replay.rows], replay.record
 
 
