@@ -60,8 +60,11 @@ def _load_merged(folder: Path):
 def _load_gguf(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .gguf_writer import apply_rope_factors
+
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                  local_files_only=True)
+    apply_rope_factors(model, path)  # Llama 3.x scaling: read from the file as llama.cpp reads it
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
 
 

@@ -1,4 +1,4 @@
-"""A Llama, Mistral or Qwen2 model as one GGUF file (F32 or F16) that llama.cpp, Ollama and
+"""A Llama (3.x rope scaling included), Mistral or Qwen2 model as one GGUF file (F32 or F16) that llama.cpp, Ollama and
 transformers load (``GGUF_ARCHS``: one entry per architecture).
 
 What the readers expect, and why each step here exists:
@@ -63,14 +63,58 @@ def check_gguf_supported(config: dict) -> GgufArch:
         raise TunewrightError(f"GGUF export supports {', '.join(sorted(GGUF_ARCHS))} models; this base is "
                               f"'{model_type}' (export 'merged' and convert it with llama.cpp's "
                               "convert_hf_to_gguf.py)", field="formats")
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type") or rope.get("type") or "default"
-    if rope_type != "default":
-        raise TunewrightError(f"GGUF export supports plain RoPE only; this base uses '{rope_type}' rope scaling, "
-                              "which transformers' GGUF reader would drop", field="formats")
+    rope_type = _rope_type(config)
+    if rope_type not in ("default", "llama3") or (rope_type == "llama3" and model_type != "llama"):
+        raise TunewrightError(f"GGUF export supports plain RoPE and Llama 3.x's 'llama3' scaling; this base uses "
+                              f"'{rope_type}' rope scaling, which the file would not carry", field="formats")
     arch = GGUF_ARCHS[model_type]
     arch.check(config)
     return arch
+
+
+def _rope_type(config: dict) -> str:
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return rope.get("rope_type") or rope.get("type") or "default"
+
+
+# Llama 3.1/3.2 scale RoPE by frequency ('llama3': long wavelengths slowed by `factor`, short ones
+# kept, a smooth ramp between). llama.cpp reads that as a `rope_freqs` tensor, one divisor per
+# rotary frequency, as its own converter writes it. The divisors come from transformers' own
+# implementation of the scaling (default inverse frequencies over scaled ones), not from a copy of
+# its formula.
+def rope_factors(config) -> np.ndarray | None:
+    """Per-frequency divisors for a 'llama3'-scaled config (a transformers config object), or None."""
+    if _rope_type(config.to_dict()) != "llama3":
+        return None
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config)
+    return (_default_inv_freq(config) / scaled).numpy().astype(np.float32)
+
+
+def _default_inv_freq(config) -> torch.Tensor:
+    rope = getattr(config, "rope_parameters", None) or {}
+    base = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim))
+
+
+def apply_rope_factors(model, path: Path) -> bool:
+    """What llama.cpp does with a GGUF's `rope_freqs` tensor, done to ``model`` as transformers'
+    GGUF reader loaded it (that reader keeps plain RoPE and drops the tensor): each rotary
+    frequency divided by its factor. True when the file had factors."""
+    from gguf import GGUFReader
+
+    factors = next((t for t in GGUFReader(str(path)).tensors if t.name == "rope_freqs.weight"), None)
+    if factors is None:
+        return False
+    divisors = torch.from_numpy(np.array(factors.data, dtype=np.float32).reshape(-1))
+    for module in model.modules():
+        if hasattr(module, "inv_freq") and hasattr(module, "original_inv_freq"):
+            scaled = _default_inv_freq(model.config) / divisors
+            module.inv_freq = scaled.to(module.inv_freq.dtype)
+            module.original_inv_freq = scaled.clone()
+    return True
 
 
 def _backend(tokenizer) -> dict:
@@ -231,6 +275,10 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     writer.add_add_eos_token(adds_token(tokenizer, tokenizer.eos_token_id, first=False))
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
+
+    factors = rope_factors(config)
+    if factors is not None:
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors)
 
     name_map = gguf.get_tensor_name_map(model_arch, n_layers)
     permute = _permute_qk and arch.permute_qk
