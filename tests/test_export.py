@@ -467,7 +467,7 @@ def test_an_unsupported_architecture_and_an_untranslatable_template_are_refused(
     folder = tmp_path / "gpt2"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(TunewrightError, match="supports llama, mistral, qwen2 models; this base is 'gpt2'"):
+    with pytest.raises(TunewrightError, match="GGUF export supports .* models; this base is 'gpt2'"):
         export_adapter(BaseModelInfo("gpt2", folder, "0"), None, tmp_path / "out", name="x", formats=["gguf"])
     odd = tmp_path / "odd"
     shutil.copytree(tiny.folder, odd)

@@ -58,12 +58,14 @@ def _load_merged(folder: Path):
 
 
 def _load_gguf(path: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .gguf_writer import apply_rope_factors
+    from .gguf_writer import apply_rope_factors, llama_cpp_reading
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                 local_files_only=True)
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    llama_cpp_reading(config, path)  # Gemma: what llama.cpp reads from the file and transformers' reader drops
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config,
+                                                 dtype=torch.float32, local_files_only=True)
     apply_rope_factors(model, path)  # Llama 3.x scaling: read from the file as llama.cpp reads it
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
 

@@ -110,7 +110,7 @@ class Ollama(ExportFormat):
 
     def write(self, job: ExportJob) -> None:
         from .engines import write_modelfile
-        from .gguf_writer import adds_token
+        from .gguf_vocab import adds_token
 
         job.ensure_gguf()
         # The GGUF records whether its tokenizer adds bos (as the HF one does); then the TEMPLATE must not.

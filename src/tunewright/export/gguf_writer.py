@@ -1,5 +1,6 @@
-"""A Llama (3.x rope scaling included), Mistral or Qwen2 model as one GGUF file (F32 or F16) that llama.cpp, Ollama and
-transformers load (``GGUF_ARCHS``: one entry per architecture).
+"""A Llama (3.x rope scaling included), Mistral, Qwen2, Gemma 2 or Gemma 3 (text) model as one GGUF
+file (F32 or F16) that llama.cpp, Ollama and transformers load (``GGUF_ARCHS``: one entry per
+architecture).
 
 What the readers expect, and why each step here exists:
 
@@ -11,48 +12,128 @@ What the readers expect, and why each step here exists:
 - llama.cpp and transformers both treat a missing ``output.weight`` as tied embeddings, so a tied
   head is written once, as ``token_embd.weight``.
 - 1-D tensors (the RMSNorm weights) stay F32 in an F16 file, as llama.cpp's converter does.
-- The tokenizer goes in as llama.cpp's "gpt2" (byte-level BPE) vocabulary: tokens in id order,
-  merges, token types (added special tokens are CONTROL so they stay whole), the special ids, and
-  the chat template.
+- Gemma's RMSNorm scales by ``1 + weight`` where llama.cpp scales by the stored weight, so Gemma
+  norms are written plus one (transformers' reader subtracts it again).
+- llama.cpp does not read every Gemma setting from the file: it scales attention by
+  1/sqrt(head_dim) (hidden/heads for the 27B sizes, recognised by layer count), alternates sliding
+  and full layers in a fixed pattern (every 2nd layer full for Gemma 2, every 6th for Gemma 3) and
+  uses base 10000 for Gemma 3's sliding layers. A model that differs is refused rather than written
+  into a file that computes something else (``llama_cpp_reading`` is that rule, used by the check).
+- The tokenizer goes in as the vocabulary flavour it really is (``gguf_vocab``), with the special
+  ids and the chat template.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..errors import TunewrightError
+from .gguf_vocab import adds_token, tokenizer_fields
 
 GGUF_DTYPES = ("f32", "f16")
+
+
+def _refuse(config: dict, what: str) -> TunewrightError:
+    return TunewrightError(f"GGUF export cannot carry this {config.get('model_type')} model: {what}", field="formats")
+
+
+def _head_dim(config: dict) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+# llama.cpp recognises Gemma's 27B sizes by their layer count and scales their attention by
+# hidden/heads; every other size by head_dim (its gemma2/gemma3 hparams loading).
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62, "gemma3_text": 62}
+_GEMMA_FULL_EVERY = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6}  # llama.cpp's fixed sliding-window pattern
+
+
+def llama_cpp_attention_scalar(config: dict) -> int:
+    """The query_pre_attn_scalar llama.cpp uses for a Gemma model of this shape (its division is an
+    integer one)."""
+    if config["num_hidden_layers"] == _GEMMA_27B_LAYERS[config["model_type"]]:
+        return int(config["hidden_size"]) // int(config["num_attention_heads"])
+    return _head_dim(config)
+
+
+def _gemma_rope(config: dict) -> tuple[float, float, str]:
+    """(sliding layers' base, full layers' base, full layers' rope type) from either config layout."""
+    rope = config.get("rope_parameters") or {}
+    local = (rope.get("sliding_attention") or {}).get("rope_theta", config.get("rope_local_base_freq", 10000.0))
+    full = rope.get("full_attention") or {}
+    scaling = full.get("rope_type") or (config.get("rope_scaling") or {}).get("rope_type") or "default"
+    return float(local), float(full.get("rope_theta", config.get("rope_theta", 10000.0))), scaling
+
+
+def _check_gemma(config: dict) -> None:
+    model_type, layers = config["model_type"], config["num_hidden_layers"]
+    scalar = config.get("query_pre_attn_scalar")
+    if scalar is not None and scalar != llama_cpp_attention_scalar(config):
+        raise _refuse(config, f"query_pre_attn_scalar {scalar}, where llama.cpp uses "
+                              f"{llama_cpp_attention_scalar(config)} for this shape")
+    every = _GEMMA_FULL_EVERY[model_type]
+    expected = ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)]
+    if config.get("layer_types") and list(config["layer_types"]) != expected:
+        raise _refuse(config, f"layer_types differ from llama.cpp's fixed pattern (every {every}th layer full)")
+    if model_type == "gemma2":
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if config.get(key) is None:
+                raise _refuse(config, f"{key} is unset, and llama.cpp applies its default when the file has none")
+        return
+    local, _, scaling = _gemma_rope(config)
+    if local != 10000.0 or scaling != "default":
+        raise _refuse(config, f"rope (sliding layers' base {local:g}, full layers' scaling '{scaling}'); llama.cpp "
+                              "reads base 10000 for sliding layers and this writer carries no rope scaling")
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if config.get(key) is not None:
+            raise _refuse(config, f"{key} {config[key]}, which llama.cpp does not apply to Gemma 3")
+
+
+def _gemma_metadata(writer, config) -> None:
+    writer.add_sliding_window(int(config.sliding_window))
+    if config.model_type == "gemma2":
+        writer.add_attn_logit_softcapping(float(config.attn_logit_softcapping))
+        writer.add_final_logit_softcapping(float(config.final_logit_softcapping))
 
 
 @dataclass(frozen=True)
 class GgufArch:
     """How one Hugging Face architecture is written: llama.cpp's architecture name, whether q/k rows
-    are reordered for its rotary layout, and the config switches the writer cannot carry."""
+    are reordered for its rotary layout, the config switches the writer cannot carry, and a
+    family's own refusals, metadata and norm convention."""
 
     gguf_arch: str  # a gguf.MODEL_ARCH member name
     permute_qk: bool  # HF rotate-half rope to llama.cpp's interleaved pairs (llama.cpp's "norm" rope)
     refused_flags: tuple[str, ...] = ()  # config keys that must be falsy
+    norm_plus_one: bool = False  # HF norms scale by 1 + weight (Gemma); llama.cpp by the weight
+    family_check: Callable[[dict], None] | None = None
+    family_metadata: Callable[[Any, Any], None] | None = None  # (GGUFWriter, config)
+    states_head_dim: bool = False  # transformers reads head_dim from key_length only (Gemma)
 
     def check(self, config: dict) -> None:
         for flag in self.refused_flags:
             if config.get(flag):
                 raise TunewrightError(f"GGUF export does not handle {config.get('model_type')} models with {flag} "
                                       f"set ({config.get(flag)!r})", field="formats")
+        if self.family_check is not None:
+            self.family_check(config)
 
 
 # Mistral is Llama's layout (llama.cpp's converter writes it as "llama"); a sliding window would be
-# dropped, so it is refused. Qwen2 keeps HF's rotate-half rope (llama.cpp's NEOX style: no reorder)
-# and biases on q, k and v, which the name map carries.
+# dropped, so it is refused. Qwen2 and Gemma keep HF's rotate-half rope (llama.cpp's NEOX style: no
+# reorder); Qwen2's biases on q, k and v are carried by the name map.
+_GEMMA = dict(norm_plus_one=True, family_check=_check_gemma, family_metadata=_gemma_metadata, states_head_dim=True)
 GGUF_ARCHS = {
     "llama": GgufArch("LLAMA", True, ("attention_bias", "mlp_bias")),
     "mistral": GgufArch("LLAMA", True, ("sliding_window",)),
     "qwen2": GgufArch("QWEN2", False, ("use_sliding_window",)),
+    "gemma2": GgufArch("GEMMA2", False, ("attention_bias",), **_GEMMA),
+    "gemma3": GgufArch("GEMMA3", False, ("attention_bias",), **_GEMMA),  # Gemma3ForCausalLM's text config
+    "gemma3_text": GgufArch("GEMMA3", False, ("attention_bias",), **_GEMMA),
 }
 
 
@@ -70,6 +151,29 @@ def check_gguf_supported(config: dict) -> GgufArch:
     arch = GGUF_ARCHS[model_type]
     arch.check(config)
     return arch
+
+
+def llama_cpp_reading(config, path: Path) -> None:
+    """Set on ``config`` (transformers' reading of the GGUF at ``path``) what llama.cpp takes from the
+    same file but transformers' reader leaves at the class defaults: Gemma's attention scale and
+    logit soft-capping. The parity check loads the model with it, so it checks what llama.cpp runs."""
+    if config.model_type not in ("gemma2", "gemma3", "gemma3_text"):
+        return
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    arch = "gemma2" if config.model_type == "gemma2" else "gemma3"
+
+    def value(key: str, default):
+        field = fields.get(f"{arch}.{key}")
+        return default if field is None else float(field.parts[field.data[0]][0])
+
+    config.query_pre_attn_scalar = llama_cpp_attention_scalar(config.to_dict())
+    if arch == "gemma2":
+        config.attn_logit_softcapping = value("attn_logit_softcapping", 50.0)
+        config.final_logit_softcapping = value("final_logit_softcapping", 30.0)
+    else:
+        config.final_logit_softcapping = value("final_logit_softcapping", None)
 
 
 def _rope_type(config: dict) -> str:
@@ -115,79 +219,6 @@ def apply_rope_factors(model, path: Path) -> bool:
             module.inv_freq = scaled.to(module.inv_freq.dtype)
             module.original_inv_freq = scaled.clone()
     return True
-
-
-def _backend(tokenizer) -> dict:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise TunewrightError("GGUF export needs a fast (tokenizers) tokenizer")
-    return json.loads(backend.to_str())
-
-
-def _is_byte_level(node: dict | None, *, use_regex: bool | None = None) -> bool:
-    return bool(node) and node.get("type") == "ByteLevel" and (use_regex is None or node.get("use_regex", True) == use_regex)
-
-
-def pretokenizer_name(data: dict) -> str:
-    """llama.cpp's name (tokenizer.ggml.pre) for how this tokenizer splits text before BPE.
-
-    Inferred from the tokenizer actually used in training, not from where the base came from: the
-    exported model must split text the way the adapter saw it.
-    """
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
-    pre = data.get("pre_tokenizer") or {}
-    if _is_byte_level(pre, use_regex=True):
-        return "gpt-2"
-    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
-    if steps and len(steps) == 2:
-        first, second = steps
-        if first.get("type") == "Digits" and first.get("individual_digits") and _is_byte_level(second, use_regex=True):
-            return "smollm"
-        if first.get("type") == "Split" and _is_byte_level(second, use_regex=False):
-            pattern = (first.get("pattern") or {}).get("Regex")
-            for name, split in GGUF_PRE_TOKENIZER_SPLITS.items():
-                if split == pattern:
-                    return name
-    raise TunewrightError("GGUF export cannot name this tokenizer's pre-tokenizer for llama.cpp "
-                          f"({json.dumps(pre)[:120]}); it would split text differently from training")
-
-
-def tokenizer_fields(tokenizer, n_vocab: int) -> dict:
-    """The tokenizer as llama.cpp's "gpt2" vocabulary: tokens by id, types, merges, pre-tokenizer."""
-    from gguf import TokenType
-
-    data = _backend(tokenizer)
-    model = data.get("model") or {}
-    if model.get("type") != "BPE" or not _is_byte_level(data.get("decoder")):
-        raise TunewrightError(f"GGUF export supports byte-level BPE tokenizers only; this one is "
-                              f"{model.get('type')} with decoder {(data.get('decoder') or {}).get('type')}")
-    if (data.get("normalizer") or {}).get("type") not in (None, "NFC"):
-        raise TunewrightError(f"GGUF export cannot carry the tokenizer's {data['normalizer']['type']} normalizer")
-    pre = pretokenizer_name(data)
-    vocab: dict[int, str] = {int(i): token for token, i in model["vocab"].items()}
-    types: dict[int, int] = {}
-    for added in data.get("added_tokens") or []:
-        vocab[int(added["id"])] = added["content"]
-        types[int(added["id"])] = TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED
-    if max(vocab) >= n_vocab:
-        raise TunewrightError(f"the tokenizer has ids up to {max(vocab)} but the model only {n_vocab} embeddings")
-    tokens, token_types = [], []
-    for i in range(n_vocab):
-        # Embedding rows no token uses (padding to a round size) still need an entry.
-        tokens.append(vocab.get(i, f"[PAD{i}]"))
-        token_types.append(int(types.get(i, TokenType.NORMAL if i in vocab else TokenType.UNUSED)))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    return {"tokens": tokens, "token_types": token_types, "merges": merges, "pre": pre}
-
-
-def adds_token(tokenizer, token_id: int | None, first: bool) -> bool:
-    """Whether encoding plain text adds ``token_id`` at the start (first) or end (not first)."""
-    if token_id is None:
-        return False
-    ids = tokenizer("probe")["input_ids"]
-    bare = tokenizer("probe", add_special_tokens=False)["input_ids"]
-    return len(ids) > len(bare) and (ids[0] if first else ids[-1]) == token_id
 
 
 def permute_for_llama_cpp(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -237,6 +268,7 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
     rope = getattr(config, "rope_parameters", None) or {}
+    rope = rope.get("full_attention", rope)  # Gemma 3 keeps one rope per layer type; the file's base is the full layers'
     rope_theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
     n_vocab = model.get_input_embeddings().weight.shape[0]
     vocab = tokenizer_fields(tokenizer, n_vocab)
@@ -250,10 +282,10 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(n_heads))
     writer.add_head_count_kv(int(n_kv))
-    # transformers reads rope.dimension_count back as head_dim; llama.cpp wants key/value length
-    # only when they differ from hidden_size / heads.
+    # transformers reads rope.dimension_count back as head_dim (key_length for Gemma); llama.cpp
+    # wants key/value length only when they differ from hidden_size / heads.
     writer.add_rope_dimension_count(int(head_dim))
-    if head_dim * n_heads != config.hidden_size:
+    if head_dim * n_heads != config.hidden_size or arch.states_head_dim:
         writer.add_key_length(int(head_dim))
         writer.add_value_length(int(head_dim))
     writer.add_rope_freq_base(float(rope_theta))
@@ -261,11 +293,18 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     writer.add_vocab_size(int(n_vocab))
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
 
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab["pre"])
+    if arch.family_metadata is not None:
+        arch.family_metadata(writer, config)
+
+    writer.add_tokenizer_model(vocab["model"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["token_types"])
-    writer.add_token_merges(vocab["merges"])
+    if vocab["model"] == "gpt2":
+        writer.add_tokenizer_pre(vocab["pre"])
+        writer.add_token_merges(vocab["merges"])
+    else:
+        writer.add_token_scores(vocab["scores"])
+        writer.add_add_space_prefix(vocab["add_space_prefix"])
     specials = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id,
                 "unk": tokenizer.unk_token_id, "pad": tokenizer.pad_token_id}
     for kind, token_id in specials.items():
@@ -292,6 +331,8 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
                 tensor = permute_for_llama_cpp(tensor, n_heads)
             elif permute and hf_name.endswith("self_attn.k_proj.weight"):
                 tensor = permute_for_llama_cpp(tensor, n_kv)
+            if arch.norm_plus_one and tensor.ndim == 1 and hf_name.endswith("norm.weight"):
+                tensor = tensor + 1.0
             array = tensor.numpy()
             if dtype == "f16" and array.ndim > 1:
                 array = array.astype(np.float16)
