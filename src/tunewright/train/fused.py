@@ -32,8 +32,10 @@ from torch import nn
 SHARED_INPUT_GROUPS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"),)
 
 
-def _plain_lora(module: nn.Module) -> str | None:
-    """The active adapter's name when ``module`` is a LoRA linear layer this file can run, else None."""
+def _plain_lora(module: nn.Module, autocast: bool = False) -> str | None:
+    """The active adapter's name when ``module`` is a LoRA linear layer this file can run, else None.
+    ``autocast``: every forward runs under autocast, which brings a lower-precision frozen weight and
+    the fp32 LoRA factors to one dtype, so they may differ."""
     from peft.tuners.lora import Linear as LoraLinear
 
     if not isinstance(module, LoraLinear) or module.merged or module.disable_adapters:
@@ -52,7 +54,7 @@ def _plain_lora(module: nn.Module) -> str | None:
         and not base.weight.requires_grad
         and module.lora_A[name].bias is None
         and module.lora_B[name].bias is None
-        and module.lora_A[name].weight.dtype == base.weight.dtype
+        and (autocast or module.lora_A[name].weight.dtype == base.weight.dtype)
     )
     return name if plain else None
 
@@ -135,7 +137,8 @@ def _install(group: _Group) -> None:
         member.forward = forward  # instance attribute: shadows the class forward until remove()
 
 
-def fuse_lora_projections(model: nn.Module, groups: Sequence[Sequence[str]] = SHARED_INPUT_GROUPS) -> FusedProjections:
+def fuse_lora_projections(model: nn.Module, groups: Sequence[Sequence[str]] = SHARED_INPUT_GROUPS, *,
+                          autocast: bool = False) -> FusedProjections:
     """Run ``model``'s plain LoRA layers fused (see the module docstring); ``remove()`` undoes it."""
     result = FusedProjections([])
     claimed: set[int] = set()
@@ -145,7 +148,7 @@ def fuse_lora_projections(model: nn.Module, groups: Sequence[Sequence[str]] = SH
             if not all(name in children for name in names):
                 continue
             members = [children[name] for name in names]
-            adapters = [_plain_lora(m) for m in members]
+            adapters = [_plain_lora(m, autocast) for m in members]
             if None in adapters or len({(m.base_layer.in_features, m.base_layer.weight.device) for m in members}) != 1:
                 continue
             group = _make_group(members, adapters)
@@ -153,7 +156,7 @@ def fuse_lora_projections(model: nn.Module, groups: Sequence[Sequence[str]] = SH
             result.groups.append(group)
             claimed.update(id(m) for m in members)
     for module in model.modules():
-        adapter = _plain_lora(module)
+        adapter = _plain_lora(module, autocast)
         if adapter is not None and id(module) not in claimed:
             group = _make_group([module], [adapter])
             _install(group)

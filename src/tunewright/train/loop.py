@@ -268,7 +268,10 @@ def train_adapter(
         model.to(device)  # sharded: accelerate places each rank's shard, never the whole model
     model.train()
     # After placement: moving a model re-creates its tensors, which would undo the shared views.
-    fused = fuse_lora_projections(model) if spec.fuse_lora and not dist.sharded else None
+    # The sharded modes let accelerate run forwards outside our autocast region: weights stay fp32 there.
+    stored = 0 if dist.sharded else precision.store_frozen_weights(model)
+    fused = (fuse_lora_projections(model, autocast=precision.name != "fp32")
+             if spec.fuse_lora and not dist.sharded else None)
     # Taken before sharding leaves each rank holding pieces.
     counts = parameter_counts(model)
     adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
@@ -303,6 +306,8 @@ def train_adapter(
     model, optimizer = dist.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     extra: dict = {"precision": precision.name}
+    if stored:
+        extra["frozen_weights_stored_in"] = precision.name
     if soft:
         extra["replay_kl_rows"] = len(soft)
     if precision.reason:
