@@ -125,7 +125,7 @@ LABELS = dict([item for group in MAIN.values() for item in group] + ABLATIONS)
 
 def build_workspace(folder: Path):
     """The demo's training split, built the way `tunewright init --from examples/peachtree && data build` does."""
-    from tunewright.data.api import build_dataset
+    from tunewright.synth.build import build_dataset
     from tunewright.workspace import init_workspace
 
     workspace = init_workspace(folder, template=ROOT / "examples" / "peachtree")
