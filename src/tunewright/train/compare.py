@@ -56,9 +56,15 @@ def _keep_trained_model(method_name: str):
     """Hand back the model the loop trains; the reload check compares the saved adapter against it.
 
     The loop keeps its model to itself, so the method class's ``wrap`` is wrapped for the duration.
+    Its frozen weights stay fp32 meanwhile: stored in bf16 they would be rounded, and the check
+    generates outside autocast. Training's arithmetic is the same either way (bit for bit,
+    tests/test_precision.py); only the peak memory reported for the method is fp32 storage's.
     """
+    from .precision import TrainingPrecision
+
     cls = METHODS.get_class(method_name)
     own, inherited = cls.__dict__.get("wrap"), cls.wrap
+    store = TrainingPrecision.store_frozen_weights
     kept: list = []
 
     def wrap(self, model, spec):
@@ -66,9 +72,11 @@ def _keep_trained_model(method_name: str):
         return wrapped
 
     cls.wrap = wrap
+    TrainingPrecision.store_frozen_weights = lambda self, model: 0
     try:
         yield kept
     finally:
+        TrainingPrecision.store_frozen_weights = store
         if own is None:
             del cls.wrap
         else:
