@@ -70,7 +70,7 @@ def test_migrations_create_all_tables_and_stamp_head(reg):
     names = set(inspect(reg.engine).get_table_names())
     assert TABLES | {"alembic_version"} <= names
     with reg.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006_adapter_method"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007_postgres_guards"
     assert Path(reg.engine.url.database).is_file()  # the missing parent folder was created
 
 

@@ -103,14 +103,24 @@ _SQLITE_GUARDS = ("events_no_update", "events_no_delete", "alias_changes_no_upda
                   "adapters_no_rehash", "adapters_no_delete")
 
 
+# PostgreSQL also refuses TRUNCATE, which its row triggers would not see (migration 0007).
+_POSTGRES_GUARDS = _SQLITE_GUARDS + ("events_no_truncate", "alias_changes_no_truncate", "adapters_no_truncate")
+
+
 def _sqlite_state(registry) -> tuple[int | None, list[str]]:
-    """The highest event id SQLite ever handed out, and which append-only triggers are missing."""
-    if registry.engine.dialect.name != "sqlite":
-        return None, []
+    """The highest event id SQLite ever handed out (None elsewhere), and which append-only
+    triggers are missing: dropped, or on PostgreSQL disabled."""
+    dialect = registry.engine.dialect.name
     with registry.engine.connect() as conn:
-        highest = conn.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'events'")).scalar()
-        present = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
-    return highest, [name for name in _SQLITE_GUARDS if name not in present]
+        if dialect == "sqlite":
+            highest = conn.execute(text("SELECT seq FROM sqlite_sequence WHERE name = 'events'")).scalar()
+            present = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
+            return highest, [name for name in _SQLITE_GUARDS if name not in present]
+        if dialect == "postgresql":
+            present = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+                                            "AND tgenabled <> 'D'")).scalars())
+            return None, [name for name in _POSTGRES_GUARDS if name not in present]
+    return None, []
 
 
 def verify_log(registry, anchor: dict[str, Any] | None = None,
