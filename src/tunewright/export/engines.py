@@ -13,6 +13,7 @@ reject one are refused, naming that: a per-role TEMPLATE cannot express the fold
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -91,18 +92,8 @@ def _between(text: str, markers: list[str]) -> list[str] | None:
     return [*pieces, text[at:]]
 
 
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
 def _common_suffix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return a[len(a) - n:]
+    return os.path.commonprefix([a[::-1], b[::-1]])[::-1]  # commonprefix compares characters, not paths
 
 
 _SAMPLES = [
@@ -130,7 +121,7 @@ def turn_template(tokenizer) -> TurnTemplate:
         full = _render(tokenizer, _SAMPLES[3])
     except Exception as exc:
         raise _refuse(f"it rejects a system message ({exc})") from None
-    shared = len(_common_prefix(asked, plain))  # Phi-3 writes eos where the generation prompt would go
+    shared = len(os.path.commonprefix([asked, plain]))  # Phi-3 writes eos where the generation prompt would go
     gen = asked[shared:]  # may be empty: Mistral's prompt ends with the user turn's [/INST]
     pieces = _between(full, [_SYSTEM, _USER, _REPLY, _USER + "b"])
     if pieces is None:

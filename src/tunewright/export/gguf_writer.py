@@ -46,16 +46,20 @@ def _head_dim(config: dict) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
-# llama.cpp recognises Gemma's 27B sizes by their layer count and scales their attention by
-# hidden/heads; every other size by head_dim (its gemma2/gemma3 hparams loading).
-_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62, "gemma3_text": 62}
-_GEMMA_FULL_EVERY = {"gemma2": 2, "gemma3": 6, "gemma3_text": 6}  # llama.cpp's fixed sliding-window pattern
+# What llama.cpp fixes for each Gemma architecture instead of reading it (its gemma2/gemma3 hparams
+# loading): the layer count by which it recognises the 27B size, whose attention it scales by
+# hidden/heads (every other size by head_dim), and every how-many-th layer is full attention.
+_GEMMA_LLAMA_CPP = {"GEMMA2": (46, 2), "GEMMA3": (62, 6)}
+
+
+def _gemma_fixed(model_type: str) -> tuple[int, int]:
+    return _GEMMA_LLAMA_CPP[GGUF_ARCHS[model_type].gguf_arch]
 
 
 def llama_cpp_attention_scalar(config: dict) -> int:
     """The query_pre_attn_scalar llama.cpp uses for a Gemma model of this shape (its division is an
     integer one)."""
-    if config["num_hidden_layers"] == _GEMMA_27B_LAYERS[config["model_type"]]:
+    if config["num_hidden_layers"] == _gemma_fixed(config["model_type"])[0]:
         return int(config["hidden_size"]) // int(config["num_attention_heads"])
     return _head_dim(config)
 
@@ -75,11 +79,11 @@ def _check_gemma(config: dict) -> None:
     if scalar is not None and scalar != llama_cpp_attention_scalar(config):
         raise _refuse(config, f"query_pre_attn_scalar {scalar}, where llama.cpp uses "
                               f"{llama_cpp_attention_scalar(config)} for this shape")
-    every = _GEMMA_FULL_EVERY[model_type]
+    every = _gemma_fixed(model_type)[1]
     expected = ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)]
     if config.get("layer_types") and list(config["layer_types"]) != expected:
         raise _refuse(config, f"layer_types differ from llama.cpp's fixed pattern (every {every}th layer full)")
-    if model_type == "gemma2":
+    if GGUF_ARCHS[model_type].gguf_arch == "GEMMA2":
         for key in ("attn_logit_softcapping", "final_logit_softcapping"):
             if config.get(key) is None:
                 raise _refuse(config, f"{key} is unset, and llama.cpp applies its default when the file has none")
@@ -95,7 +99,7 @@ def _check_gemma(config: dict) -> None:
 
 def _gemma_metadata(writer, config) -> None:
     writer.add_sliding_window(int(config.sliding_window))
-    if config.model_type == "gemma2":
+    if GGUF_ARCHS[config.model_type].gguf_arch == "GEMMA2":
         writer.add_attn_logit_softcapping(float(config.attn_logit_softcapping))
         writer.add_final_logit_softcapping(float(config.final_logit_softcapping))
 
@@ -157,19 +161,20 @@ def llama_cpp_reading(config, path: Path) -> None:
     """Set on ``config`` (transformers' reading of the GGUF at ``path``) what llama.cpp takes from the
     same file but transformers' reader leaves at the class defaults: Gemma's attention scale and
     logit soft-capping. The parity check loads the model with it, so it checks what llama.cpp runs."""
-    if config.model_type not in ("gemma2", "gemma3", "gemma3_text"):
+    arch = GGUF_ARCHS.get(config.model_type)
+    if arch is None or arch.gguf_arch not in _GEMMA_LLAMA_CPP:
         return
-    from gguf import GGUFReader
+    import gguf
 
-    fields = GGUFReader(str(path)).fields
-    arch = "gemma2" if config.model_type == "gemma2" else "gemma3"
+    fields = gguf.GGUFReader(str(path)).fields
+    prefix = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, arch.gguf_arch)]  # the file's key prefix
 
     def value(key: str, default):
-        field = fields.get(f"{arch}.{key}")
+        field = fields.get(f"{prefix}.{key}")
         return default if field is None else float(field.parts[field.data[0]][0])
 
     config.query_pre_attn_scalar = llama_cpp_attention_scalar(config.to_dict())
-    if arch == "gemma2":
+    if arch.gguf_arch == "GEMMA2":
         config.attn_logit_softcapping = value("attn_logit_softcapping", 50.0)
         config.final_logit_softcapping = value("final_logit_softcapping", 30.0)
     else:
