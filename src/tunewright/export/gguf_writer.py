@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import TunewrightError
+from ..models.layers import head_dim_of, kv_heads_of
 from .gguf_vocab import adds_token, tokenizer_fields
 
 GGUF_DTYPES = ("f32", "f16")
@@ -40,10 +41,6 @@ GGUF_DTYPES = ("f32", "f16")
 
 def _refuse(config: dict, what: str) -> TunewrightError:
     return TunewrightError(f"GGUF export cannot carry this {config.get('model_type')} model: {what}", field="formats")
-
-
-def _head_dim(config: dict) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
 # What llama.cpp fixes for each Gemma architecture instead of reading it (its gemma2/gemma3 hparams
@@ -61,7 +58,7 @@ def llama_cpp_attention_scalar(config: dict) -> int:
     integer one)."""
     if config["num_hidden_layers"] == _gemma_fixed(config["model_type"])[0]:
         return int(config["hidden_size"]) // int(config["num_attention_heads"])
-    return _head_dim(config)
+    return head_dim_of(config)
 
 
 def _gemma_rope(config: dict) -> tuple[float, float, str]:
@@ -204,7 +201,7 @@ def rope_factors(config) -> np.ndarray | None:
 def _default_inv_freq(config) -> torch.Tensor:
     rope = getattr(config, "rope_parameters", None) or {}
     base = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
-    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = head_dim_of(config)
     return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim))
 
 
@@ -270,8 +267,7 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     arch = check_gguf_supported(config.to_dict())
     model_arch = getattr(gguf.MODEL_ARCH, arch.gguf_arch)
     n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    n_kv, head_dim = kv_heads_of(config), head_dim_of(config)
     rope = getattr(config, "rope_parameters", None) or {}
     rope = rope.get("full_attention", rope)  # Gemma 3 keeps one rope per layer type; the file's base is the full layers'
     rope_theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))

@@ -9,7 +9,38 @@ weights) and listing its ``nn.Linear`` modules is right for every architecture t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+# The names config.json gives the model width and the query head count under: GPT-2 writes n_embd
+# and n_head, some other families d_model, so the planner reads a config of any of them.
+HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
+HEAD_KEYS = ("num_attention_heads", "n_head")
+
+
+def _field(config: Any, name: str) -> Any:
+    return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+
+def _first(config: Any, names: tuple[str, ...]) -> int:
+    for name in names:
+        value = _field(config, name)
+        if value is not None:
+            return int(value)
+    raise KeyError(f"config has none of {', '.join(names)}")
+
+
+def head_dim_of(config: Any) -> int:
+    """Width of one attention head, from a transformers config or a config.json dict (its text part:
+    see ``text_config``). Gemma's stated head_dim differs from hidden/heads, so a stated one wins;
+    ``head_dim: null`` (and 0) in a config.json means unstated."""
+    return int(_field(config, "head_dim") or _first(config, HIDDEN_KEYS) // _first(config, HEAD_KEYS))
+
+
+def kv_heads_of(config: Any) -> int:
+    """Key/value head count: configs without grouped-query attention leave it unset (or null)."""
+    return int(_field(config, "num_key_value_heads") or _first(config, HEAD_KEYS))
 
 
 def text_config(config: dict) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 from ..config import TrainSpec
 from ..errors import TunewrightError
 from ..data.batching import LOSS_CHUNK
-from ..models.layers import decoder_linears, text_config
+from ..models.layers import HEAD_KEYS, HIDDEN_KEYS, decoder_linears, head_dim_of, kv_heads_of, text_config
 
 MIB = 2**20
 CPU_RUNTIME_BYTES = 400 * MIB
@@ -101,12 +101,12 @@ def model_shape(folder: str | Path) -> ModelShape:
                                   "transformer config", file=folder / "config.json")
         return default
 
-    hidden = get("hidden_size", "n_embd", "d_model")
-    heads = get("num_attention_heads", "n_head")
+    hidden = get(*HIDDEN_KEYS)
+    heads = get(*HEAD_KEYS)
     shape = ModelShape(
         n_params=0, n_layers=get("num_hidden_layers", "n_layer"), hidden=hidden,
         intermediate=get("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden), n_heads=heads,
-        n_kv_heads=get("num_key_value_heads", default=heads), head_dim=get("head_dim", default=hidden // heads),
+        n_kv_heads=kv_heads_of(config), head_dim=head_dim_of(config),
         vocab=get("vocab_size"), tied=bool(config.get("tie_word_embeddings", True)),
     )
     linears = decoder_linears(folder)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.tokenize import IGNORE_INDEX
+from ..models.layers import head_dim_of, kv_heads_of
 
 # Extra attention FLOPs packing may add, as a share of the batch's linear-layer FLOPs. The demo's
 # batches (8 rows, ~300 packed tokens) add about 8% and still train 9% faster packed.
@@ -93,8 +94,7 @@ def packing_pays(config, lengths: list[int], prefix_len: int,
     if not supports_packing(config, lengths) or len(lengths) < 2:
         return False
     layers, hidden = config.num_hidden_layers, config.hidden_size
-    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    heads, kv_heads, head_dim = config.num_attention_heads, kv_heads_of(config), head_dim_of(config)
     query_width = heads * head_dim
     linear_per_layer = (hidden * query_width * 2 + hidden * kv_heads * head_dim * 2
                         + 3 * hidden * config.intermediate_size)
