@@ -17,6 +17,7 @@ def _tiny(family: str, tokenizer, **overrides):
     import transformers
 
     config_class = {"mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config,
+                    "qwen3": transformers.Qwen3Config, "phi3": transformers.Phi3Config,
                     "llama": transformers.LlamaConfig}[family]
     shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -54,8 +55,11 @@ def test_the_gguf_reads_back_as_the_same_model(family, tiny_model_dir, tmp_path)
 
 
 @pytest.mark.parametrize("config,message", [
-    ({"model_type": "phi3"}, "GGUF export supports gemma2, gemma3, gemma3_text, llama, mistral, qwen2 models; "
-                             "this base is 'phi3'"),
+    ({"model_type": "phi"}, "GGUF export supports gemma2, gemma3, gemma3_text, llama, mistral, phi3, qwen2, qwen3 "
+                            "models; this base is 'phi'"),
+    ({"model_type": "phi3", "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]}},
+     "'longrope' rope scaling"),
+    ({"model_type": "qwen3", "use_sliding_window": True}, "qwen3 models with use_sliding_window"),
     ({**{"model_type": "gemma2", "hidden_size": 32, "num_attention_heads": 4, "head_dim": 8, "num_hidden_layers": 2},
       "query_pre_attn_scalar": 256}, "query_pre_attn_scalar 256, where llama.cpp uses 8"),
     ({"model_type": "gemma2", "hidden_size": 32, "num_attention_heads": 4, "head_dim": 8, "num_hidden_layers": 2,
@@ -75,6 +79,38 @@ def test_what_the_writer_would_get_wrong_is_refused_by_field(config, message):
     with pytest.raises(TunewrightError, match=message) as caught:
         check_gguf_supported(config)
     assert caught.value.field == "formats"
+
+
+@pytest.mark.parametrize("family,overrides", [
+    ("qwen3", {"head_dim": 16}),  # wider than hidden/heads, as every Qwen3 size is
+    ("qwen3", {"head_dim": 8}),  # equal to hidden/heads, so the file states no key_length
+    ("phi3", {"sliding_window": 64}),
+    ("phi3", {"partial_rotary_factor": 0.5}),  # Phi-4-mini rotates part of each head
+])
+def test_qwen3_and_phi3_read_back_as_llama_cpp_runs_them(family, overrides, tiny_model_dir, tmp_path):
+    """Qwen3 (q/k norms, its own head width) and Phi-3 (fused qkv and gate_up) read back by
+    transformers' reader plus the settings llama.cpp takes from the file and that reader drops
+    (key_length, rope.dimension_count): every tensor bit for bit and the same logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunewright.export.check import _load_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _tiny(family, tokenizer, **overrides)
+    path = write_gguf(model, tokenizer, tmp_path / f"{family}.gguf", dtype="f32", name=f"tiny-{family}")
+    loaded, _ = _load_gguf(path)
+    expected, got = model.state_dict(), loaded.state_dict()
+    assert any(k.endswith(("q_norm.weight", "qkv_proj.weight")) for k in expected)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    ids = torch.arange(3, 43).remainder(len(tokenizer)).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-5)
+    if "partial_rotary_factor" in overrides:  # transformers' reader alone rotates the whole head
+        alone = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32).eval()
+        with torch.no_grad():
+            assert not torch.allclose(model(input_ids=ids).logits, alone(input_ids=ids).logits, atol=1e-3)
 
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,

@@ -1,4 +1,4 @@
-"""A Llama (3.x rope scaling included), Mistral, Qwen2, Gemma 2 or Gemma 3 (text) model as one GGUF
+"""A Llama (3.x rope scaling included), Mistral, Qwen2, Qwen3, Phi-3, Gemma 2 or Gemma 3 (text) model as one GGUF
 file (F32 or F16) that llama.cpp, Ollama and transformers load (``GGUF_ARCHS``: one entry per
 architecture).
 
@@ -94,6 +94,38 @@ def _check_gemma(config: dict) -> None:
             raise _refuse(config, f"{key} {config[key]}, which llama.cpp does not apply to Gemma 3")
 
 
+def _gemma_reading(config, value: Callable[[str, Any], Any]) -> None:
+    config.query_pre_attn_scalar = llama_cpp_attention_scalar(config.to_dict())
+    if GGUF_ARCHS[config.model_type].gguf_arch == "GEMMA2":
+        config.attn_logit_softcapping = float(value("attn_logit_softcapping", 50.0))
+        config.final_logit_softcapping = float(value("final_logit_softcapping", 30.0))
+    else:
+        final = value("final_logit_softcapping", None)
+        config.final_logit_softcapping = None if final is None else float(final)
+
+
+def _qwen3_reading(config, value: Callable[[str, Any], Any]) -> None:
+    # transformers' qwen3 reader ignores key_length and keeps Qwen3Config's default head_dim of 128;
+    # llama.cpp takes key_length, or hidden/heads when the file has none.
+    config.head_dim = int(value("attention.key_length", config.hidden_size // config.num_attention_heads))
+
+
+def _phi3_reading(config, value: Callable[[str, Any], Any]) -> None:
+    # llama.cpp rotates rope.dimension_count dimensions of each head; transformers' phi3 reader drops
+    # the key and rotates them all (Phi-4-mini rotates three quarters).
+    dims = value("rope.dimension_count", None)
+    if dims is not None:
+        factor = int(dims) / head_dim_of(config)
+        config.partial_rotary_factor = factor
+        config.rope_parameters = {**(config.rope_parameters or {}), "partial_rotary_factor": factor}
+
+
+def _phi3_metadata(writer, config) -> None:
+    # As llama.cpp's converter writes it (0: none). llama.cpp currently runs Phi-3 with full attention
+    # whatever the window, which equals the window for prompts that fit in it (2047 tokens for Phi-3-mini).
+    writer.add_sliding_window(int(config.sliding_window or 0))
+
+
 def _gemma_metadata(writer, config) -> None:
     writer.add_sliding_window(int(config.sliding_window))
     if GGUF_ARCHS[config.model_type].gguf_arch == "GEMMA2":
@@ -114,6 +146,9 @@ class GgufArch:
     family_check: Callable[[dict], None] | None = None
     family_metadata: Callable[[Any, Any], None] | None = None  # (GGUFWriter, config)
     states_head_dim: bool = False  # transformers reads head_dim from key_length only (Gemma)
+    # What llama.cpp reads from the file but transformers' reader leaves at the class default, set on
+    # transformers' config (config, value(key, default)) so the parity check runs what llama.cpp runs.
+    reading: Callable[[Any, Callable[[str, Any], Any]], None] | None = None
 
     def check(self, config: dict) -> None:
         for flag in self.refused_flags:
@@ -127,11 +162,16 @@ class GgufArch:
 # Mistral is Llama's layout (llama.cpp's converter writes it as "llama"); a sliding window would be
 # dropped, so it is refused. Qwen2 and Gemma keep HF's rotate-half rope (llama.cpp's NEOX style: no
 # reorder); Qwen2's biases on q, k and v are carried by the name map.
-_GEMMA = dict(norm_plus_one=True, family_check=_check_gemma, family_metadata=_gemma_metadata, states_head_dim=True)
+_GEMMA = dict(norm_plus_one=True, family_check=_check_gemma, family_metadata=_gemma_metadata, states_head_dim=True,
+              reading=_gemma_reading)
 GGUF_ARCHS = {
     "llama": GgufArch("LLAMA", True, ("attention_bias", "mlp_bias")),
     "mistral": GgufArch("LLAMA", True, ("sliding_window",)),
     "qwen2": GgufArch("QWEN2", False, ("use_sliding_window",)),
+    # Qwen3: Qwen2 without the q/k/v biases, with per-head RMSNorm on q and k (mapped by name).
+    "qwen3": GgufArch("QWEN3", False, ("attention_bias", "use_sliding_window"), reading=_qwen3_reading),
+    # Phi-3: fused qkv_proj and gate_up_proj, which llama.cpp's phi3 graph splits in the same order.
+    "phi3": GgufArch("PHI3", False, family_metadata=_phi3_metadata, reading=_phi3_reading),
     "gemma2": GgufArch("GEMMA2", False, ("attention_bias",), **_GEMMA),
     "gemma3": GgufArch("GEMMA3", False, ("attention_bias",), **_GEMMA),  # Gemma3ForCausalLM's text config
     "gemma3_text": GgufArch("GEMMA3", False, ("attention_bias",), **_GEMMA),
@@ -156,10 +196,11 @@ def check_gguf_supported(config: dict) -> GgufArch:
 
 def llama_cpp_reading(config, path: Path) -> None:
     """Set on ``config`` (transformers' reading of the GGUF at ``path``) what llama.cpp takes from the
-    same file but transformers' reader leaves at the class defaults: Gemma's attention scale and
-    logit soft-capping. The parity check loads the model with it, so it checks what llama.cpp runs."""
+    same file but transformers' reader leaves at the class defaults (``GgufArch.reading``): Gemma's
+    attention scale and logit soft-capping, Qwen3's head width, Phi-3's rotary width. The parity
+    check loads the model with it, so it checks what llama.cpp runs."""
     arch = GGUF_ARCHS.get(config.model_type)
-    if arch is None or arch.gguf_arch not in _GEMMA_LLAMA_CPP:
+    if arch is None or arch.reading is None:
         return
     import gguf
 
@@ -168,14 +209,9 @@ def llama_cpp_reading(config, path: Path) -> None:
 
     def value(key: str, default):
         field = fields.get(f"{prefix}.{key}")
-        return default if field is None else float(field.parts[field.data[0]][0])
+        return default if field is None else field.parts[field.data[0]][0].item()
 
-    config.query_pre_attn_scalar = llama_cpp_attention_scalar(config.to_dict())
-    if arch.gguf_arch == "GEMMA2":
-        config.attn_logit_softcapping = value("attn_logit_softcapping", 50.0)
-        config.final_logit_softcapping = value("final_logit_softcapping", 30.0)
-    else:
-        config.final_logit_softcapping = value("final_logit_softcapping", None)
+    arch.reading(config, value)
 
 
 def _rope_type(config: dict) -> str:
@@ -285,7 +321,8 @@ def write_gguf(model, tokenizer, path: Path, *, dtype: str = "f32", name: str,
     writer.add_head_count_kv(int(n_kv))
     # transformers reads rope.dimension_count back as head_dim (key_length for Gemma); llama.cpp
     # wants key/value length only when they differ from hidden_size / heads.
-    writer.add_rope_dimension_count(int(head_dim))
+    rotary = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None)) or 1.0  # Phi-4-mini
+    writer.add_rope_dimension_count(int(head_dim * rotary))
     if head_dim * n_heads != config.hidden_size or arch.states_head_dim:
         writer.add_key_length(int(head_dim))
         writer.add_value_length(int(head_dim))
