@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from .config import OpenBookSpec, Recipe, ReplaySpec
 from .errors import TunewrightError
 from .io import atomic_write_json
+from .reports import EvalReport
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def overlay(recipe: Recipe, strategy: Strategy) -> Recipe:
     return recipe.model_copy(update={"build": build, "train": train})
 
 
-def result_row(strategy: str, dataset, result, report: dict) -> dict:
+def result_row(strategy: str, dataset, result, report: EvalReport) -> dict:
     """One strategy's line: what the comparison table, `run` and the README show."""
     questions = report.get("questions") or {}
     tuned = questions.get("tuned", {})

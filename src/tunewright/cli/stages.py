@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..reports import EvalReport
 from .context import console, open_workspace, workspace_dir
 
 
@@ -69,7 +70,7 @@ def _train(
     )
 
 
-def print_report(report: dict) -> None:
+def print_report(report: EvalReport) -> None:
     from ..evaluate.metrics import get_metric
 
     table = Table(title=f"{report['adapter']} on {report['dataset']['name']} ({report['split']}, {report['n_examples']} examples)")

@@ -13,6 +13,7 @@ from ..models import load_model, load_tokenizer
 from ..data.schema import ChatRow
 from ..methods.attach import load_adapter
 from ..models.adapters import resolve_ref
+from ..reports import EVAL_REPORT, DatasetRef, EvalReport, ScoreSummary
 from ..retrieval.context import retriever_for
 from . import questions as customer
 from .forgetting import ForgettingCheck, summary
@@ -21,9 +22,6 @@ from .scoring import ModelScores, score_model
 
 MAX_EXAMPLES = 300
 
-
-# report.json's layout: readers check it; bump when a key moves or changes meaning.
-EVAL_REPORT_FORMAT = 1
 
 def evaluate(
     workspace,
@@ -35,7 +33,7 @@ def evaluate(
     questions: str | Path | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
-) -> dict:
+) -> EvalReport:
     spec = workspace.recipe.eval
     adapter = adapter or workspace.recipe.train.adapter or workspace.recipe.name
     split = split or spec.split
@@ -95,19 +93,19 @@ def evaluate(
     training = {}
     if adapter_record is not None and adapter_record.run_id is not None:
         training = registry.get_run(adapter_record.run_id).metrics or {}
-    report = {
-        "format": EVAL_REPORT_FORMAT,
-        "adapter": adapter,
-        "base_model": resolved.base.ref,
-        "dataset": {"name": dataset_record.name, "version": dataset_record.version},
-        "split": split,
-        "n_examples": len(rows),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "before": {"metrics": before.metrics, "seconds": before.seconds},
-        "after": {"metrics": after.metrics, "seconds": after.seconds},
-        "training": training,
-        "examples": _interesting(results),
-    }
+    report = EvalReport(
+        format=EVAL_REPORT.version,
+        adapter=adapter,
+        base_model=resolved.base.ref,
+        dataset=DatasetRef(name=dataset_record.name, version=dataset_record.version),
+        split=split,
+        n_examples=len(rows),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        before=ScoreSummary(metrics=before.metrics, seconds=before.seconds),
+        after=ScoreSummary(metrics=after.metrics, seconds=after.seconds),
+        training=training,
+        examples=_interesting(results),
+    )
     if forgetting_details is not None:
         report["forgetting"] = forgetting_details
     if asked is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 
 from ..io import atomic_write_json, atomic_write_text
+from ..reports import EvalReport
 from .metrics import get_metric
 
 
@@ -43,7 +44,7 @@ def png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _charts(report: dict) -> dict[str, str]:
+def _charts(report: EvalReport) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on a server
@@ -73,6 +74,6 @@ def _charts(report: dict) -> dict[str, str]:
     return charts
 
 
-def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
+def write_report(folder: Path, report: EvalReport) -> tuple[Path, Path]:
     return write_json_and_html(folder, "report", report, "report.html", charts=_charts(report),
                                label=lambda n: get_metric(n).label)

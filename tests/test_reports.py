@@ -1,0 +1,59 @@
+"""Each JSON report is written through its type and read back through its layout: the same dict comes
+back, a file from before the ``format`` field reads as format 1, and a newer format is refused with the
+file and the field named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunewright.errors import TunewrightError
+from tunewright.reports import EVAL_REPORT, DatasetRef, EvalReport, ScoreSummary
+
+
+def _old_and_future(json_path, layout):
+    """Rewrite ``json_path`` as the previous release wrote it (no ``format``), read it; then as a future one."""
+    data = json.loads(json_path.read_text())
+    del data["format"]
+    json_path.write_text(json.dumps(data))
+    assert layout.read(json_path)["format"] == 1
+    json_path.write_text(json.dumps({**data, "format": layout.version + 1}))
+    with pytest.raises(TunewrightError) as caught:
+        layout.read(json_path)
+    assert caught.value.file == str(json_path) and caught.value.field == "format"
+    assert str(caught.value).startswith(f"{json_path}: field 'format': ") and "\n" not in str(caught.value)
+
+
+def test_evaluation_report_round_trip_old_file_and_future_format(tmp_path):
+    from tunewright.evaluate.report import write_report
+
+    report = EvalReport(
+        format=EVAL_REPORT.version, adapter="shop", base_model="tiny", dataset=DatasetRef(name="shop", version=1),
+        split="eval", n_examples=2, created_at="2025-01-01T00:00:00+00:00",
+        before=ScoreSummary(metrics={"contains": 0.5}, seconds=1.5),
+        after=ScoreSummary(metrics={"contains": 1.0}, seconds=1.25),
+        training={"losses": [2.0, 1.0], "steps": 2, "tokens_seen": 10, "tokens_per_second": 5.0,
+                  "train_seconds": 2.0, "final_loss": 1.0},
+        examples=[{"question": "q", "expected": "x", "base_response": "b", "tuned_response": "t",
+                   "before": {"contains": 0.0}, "after": {"contains": 1.0}, "verdict": "fixed"}],
+    )
+    json_path, _ = write_report(tmp_path, report)
+    assert EVAL_REPORT.read(json_path) == report
+    _old_and_future(json_path, EVAL_REPORT)
+
+
+def test_a_report_missing_what_readers_need_or_not_an_object_is_one_line(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"format": 1, "before": {}}))
+    with pytest.raises(TunewrightError, match="the evaluation report has no 'after'") as caught:
+        EVAL_REPORT.read(path)
+    assert caught.value.field == "after" and caught.value.file == str(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(TunewrightError, match="must be a JSON object, not list"):
+        EVAL_REPORT.read(path)
+    path.write_text("{not json")
+    with pytest.raises(TunewrightError, match="cannot read the evaluation report"):
+        EVAL_REPORT.read(path)
+    with pytest.raises(TunewrightError, match=r"format '1' is not one this version reads \(it reads format 1\)"):
+        EVAL_REPORT.from_json({"format": "1", "before": {}, "after": {}})
