@@ -2,7 +2,7 @@
 
 A question counts as covered at k when one of its accepted phrases occurs in one of the top-k chunk
 texts: case-insensitive, as whole words, each word allowed a plural "s" (``answer_matches`` of
-``tunewright.evaluate.questions``, the rule the customer-question evaluation scores answers with).
+``tunewright.evaluate.matching``, the rule the customer questions and retention probes are scored with).
 Some questions cannot be covered by any chunk (an accepted answer such as "yes" or "do not sell"
 appears in no source); the script counts those too, as the ceiling.
 
@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from tunewright.evaluate.questions import answer_matches, load_questions
+from tunewright.evaluate.matching import answer_matches
+from tunewright.evaluate.questions import load_questions
 from tunewright.retrieval import build_index
 
 METHODS = ("bm25", "dense", "hybrid")

@@ -15,13 +15,13 @@ from tunewright.evaluate.forgetting import (
     GeneralPrompt,
     RetentionProbe,
     _selected_log_probs,
-    answer_matches,
     continuation_kl,
     greedy_continuations,
     load_general_prompts,
     load_retention_probes,
     score_retention,
 )
+from tunewright.evaluate.matching import answer_matches
 from tunewright.models import load_model, load_tokenizer, prepare_base_model
 from tunewright.methods.attach import load_adapter
 from tunewright.methods import available_methods, get_method

@@ -11,8 +11,8 @@ import pytest
 
 from helpers import chat_records, qa_rows, run_cli, write_jsonl
 from tunewright.errors import TunewrightError
-from tunewright.evaluate.questions import (answer_matches, check_no_leak, conversations, load_questions,
-                                           questions_for, shared_system_prompt, tokens)
+from tunewright.evaluate.matching import answer_matches, tokens
+from tunewright.evaluate.questions import check_no_leak, conversations, load_questions, questions_for, shared_system_prompt
 
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "peachtree" / "customer-questions.jsonl"
 

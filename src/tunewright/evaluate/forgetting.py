@@ -20,18 +20,16 @@ model inside peft's ``disable_adapter()``, so only one copy of the weights is he
 batch of full-vocabulary distributions (log-softmaxed on the selected positions) lives at a time.
 
 **Retention.** Probe questions with known answers are asked as one user turn, answered greedily.
-A response counts as correct when any accepted answer, normalised like the ``contains`` metric
-(lower case, punctuation to spaces, articles dropped, thousands separators removed), appears as a
-contiguous run of whole words in the normalised response; whole words, so "7" is not found in
-"17". Whole numbers below 1000 match their English words both ways ("7" accepts "seven",
-"twenty-one" accepts "21"). Only the questions the base model gets right are kept, and only those
-are put to the tuned model; retention is the share it still gets right (None when the base got
-none right).
+A response counts as correct when any accepted answer occurs in it by the customer questions' rule
+(``matching.py``): contiguous whole words, case-insensitive, each allowed a plural "s", so "7" is
+not found in "17"; whole numbers below 1000 match their English words both ways ("7" accepts
+"seven", "twenty-one" accepts "21"). Only the questions the base model gets right are kept, and
+only those are put to the tuned model; retention is the share it still gets right (None when the
+base got none right).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -46,7 +44,7 @@ from ..errors import NotFoundError, TunewrightError
 from ..models.generation import generate_ids, pad_id
 from ..models.chat import encode_prompt
 from ..models.stops import stop_token_ids
-from .metrics import normalise_answer
+from .matching import ARTICLES, answer_matches, tokens
 
 PROMPTS_FILE = "general_prompts.jsonl"
 PROBES_FILE = "retention_probes.jsonl"
@@ -137,56 +135,12 @@ def load_retention_probes(path: Path | None = None, *, limit: int | None = None,
                                   file=path, line=line, field="answers")
         aliases = [str(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else a for a in answers]
         for alias in aliases:
-            # An alias that normalises to nothing ("the", "?") would be found in every response.
-            if not isinstance(alias, str) or not _normalise(alias):
-                raise TunewrightError(f"answer {alias!r} is not text with at least one word (after normalisation)",
+            # An alias with no word ("?"), or only an article ("the"), would be found in nearly every response.
+            if not isinstance(alias, str) or set(tokens(alias)) <= ARTICLES:
+                raise TunewrightError(f"answer {alias!r} is not text with at least one word besides an article",
                                       file=path, line=line, field="answers")
         probes.append(RetentionProbe(item_id, question, tuple(aliases)))
     return probes[:limit]
-
-
-# --- answer matching -------------------------------------------------------------------------
-
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-_THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}\b)")
-
-
-def _words(n: int) -> str:
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10 - 2] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    rest = n % 100
-    return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + _words(rest))
-
-
-_NUMBER_WORDS = {_words(n): str(n) for n in range(1000)}
-_DIGITS_TO_WORDS = {digits: words for words, digits in _NUMBER_WORDS.items()}
-
-
-def _normalise(text: str) -> list[str]:
-    return normalise_answer(_THOUSANDS_SEPARATOR.sub("", text)).split()
-
-
-def accepted_forms(answers: Sequence[str]) -> list[list[str]]:
-    """Each alias as normalised words, plus its number in digits or in words where it is one."""
-    forms = []
-    for alias in answers:
-        words = " ".join(_normalise(alias))
-        forms.append(words)
-        if words in _DIGITS_TO_WORDS:
-            forms.append(_DIGITS_TO_WORDS[words])
-        elif words in _NUMBER_WORDS:
-            forms.append(_NUMBER_WORDS[words])
-    return [form.split() for form in dict.fromkeys(forms) if form]
-
-
-def answer_matches(response: str, answers: Sequence[str]) -> bool:
-    words = _normalise(response)
-    return any(words[i : i + len(form)] == form for form in accepted_forms(answers)
-               for i in range(len(words) - len(form) + 1))
 
 
 def score_retention(probes: Sequence[RetentionProbe], base_answers: Sequence[str],

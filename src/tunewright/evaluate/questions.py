@@ -12,13 +12,13 @@ File format, one JSON object per line::
     {"question": "Quick one: Driftwood Hammock price?", "accept": ["59"], "kind": "price, terse"}
 
 ``question`` (non-empty), ``accept`` (non-empty list of non-empty strings: an answer is correct
-when any of them occurs in it), optional ``kind`` ("other" by default; results are grouped by the
-text before its first comma, so "price, terse" counts under "price"); other fields are kept.
+when any of them occurs in it, by the rule of ``matching.py``), optional ``kind`` ("other" by
+default; results are grouped by the text before its first comma, so "price, terse" counts under
+"price"); other fields are kept.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import NotFoundError, TunewrightError
 from ..io import sha256_file
+from .matching import answer_matches, tokens
 
 DEFAULT_KIND = "other"
 RECIPE_FIELD = "eval.questions"
@@ -138,78 +139,6 @@ def check_no_leak(questions: QuestionFile, train_rows: Sequence, *, dataset: str
         raise TunewrightError(f"question {how} training row {number} of dataset '{dataset}' ({shown!r}); "
                               "questions used for evaluation must never be trained on",
                               file=questions.path, line=q.line, field="question")
-
-
-# --- matching ----------------------------------------------------------------------------------
-
-_APOSTROPHE_IN_WORD = re.compile(r"(?<=[^\W\d_])['\u2019\u02bc](?=[^\W\d_])")
-_THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_TOKEN = re.compile(r"""
-      [\w.+-]+@[\w-]+(?:\.[\w-]+)+   # an e-mail address stays one token
-    | \d+(?:\.\d+)?                  # a number keeps its decimals: "1.4" is neither "1" nor "4"
-    | [^\W\d_]+                      # a run of letters
-    | [%$\u20ac\u00a3\u00a5]         # signs that change what a number means
-""", re.VERBOSE)
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-case tokens of an answer or an accepted phrase (both sides go through this).
-
-    Not the SQuAD normaliser of ``metrics.py``: it turns punctuation into spaces, so "10%" becomes
-    "10" and matches "10 days", "$6.95" becomes "6 95", an e-mail address falls apart into words
-    that match anywhere ("peachtree"), and only the straight apostrophe is punctuation to it, so
-    "don't" and "don’t" come out different. Here:
-
-    - numbers keep their decimal point ("1.4 kg" -> "1.4", "kg"; a sentence's final period is not
-      part of them), lose thousands separators and trailing decimal zeros ("$1,299.00" -> "$",
-      "1299"; "1.40" -> "1.4"); digits and letters split
-      ("88g" -> "88", "g"), as do hyphens ("PT-2210" -> "pt", "2210"; "2-year" -> "2", "year");
-    - "%" is its own token, spelled "percent" ("10%" = "10 percent" = "10 %", never "10 days");
-      "$", "€", "£", "¥" are their own tokens, so "$6.95" contains "6.95";
-    - a negation is spelled out ("don't" = "don’t" = "do not", "doesn't sell" contains "not sell",
-      "can't" = "cannot" = "can not", "won't" = "will not"); any other apostrophe inside a word,
-      straight or curly, is dropped ("Peachtree's" -> "peachtrees", which the plural rule then lets
-      match "peachtree");
-    - an e-mail address is one token: "help@peachtree-outfitters.example" matches only itself.
-    """
-    text = _NEGATION.sub(_spell_out, text.casefold())
-    text = _THOUSANDS_SEPARATOR.sub("", _APOSTROPHE_IN_WORD.sub("", text))
-    return [_canonical(t) for t in _TOKEN.findall(text)]
-
-
-# A negation is spelled out, so "doesn't sell" contains the accepted "not sell" and "don't" is
-# "do not" ("can't" is "can not": "cannot" is spelled apart too, so all three agree).
-_NEGATION = re.compile(r"\b(?:(can)['\u2019\u02bc]t|(won)['\u2019\u02bc]t|([^\W\d_]+)n['\u2019\u02bc]t|(can)(not))\b")
-_IRREGULAR = {"won": "will"}
-
-
-def _spell_out(match: re.Match) -> str:
-    stem = next(g for g in match.groups()[:4] if g)
-    return f"{_IRREGULAR.get(stem, stem)} not"
-
-
-def _canonical(token: str) -> str:
-    if token == "%":
-        return "percent"
-    if token[0].isdigit() and "." in token:
-        return token.rstrip("0").rstrip(".")  # "349.00" is "349", "1.40" is "1.4"
-    return token
-
-
-def _word_matches(said: str, wanted: str) -> bool:
-    return said == wanted or (wanted.isalpha() and said == wanted + "s")
-
-
-def answer_matches(answer: str, accept: Sequence[str]) -> bool:
-    """Any accepted phrase occurs in the answer as whole, contiguous words, each allowed a plural "s"
-    ("2 year" matches "2 years", "kayak" matches "no kayaks"; "7" never matches "17")."""
-    said = tokens(answer)
-    for phrase in accept:
-        wanted = tokens(phrase)
-        if wanted and any(all(_word_matches(s, w) for s, w in zip(said[i : i + len(wanted)], wanted))
-                          for i in range(len(said) - len(wanted) + 1)):
-            return True
-    return False
 
 
 # --- asking and scoring ------------------------------------------------------------------------
