@@ -345,14 +345,15 @@ def test_cli_bias_on_the_tiny_model_writes_and_registers_the_report(tmp_path, ti
 
 def test_the_bias_report_is_read_by_its_format_not_guessed():
     from tunewright.errors import TunewrightError
-    from tunewright.govern.bias import BIAS_REPORT_FORMAT, group_tables
+    from tunewright.govern.bias import group_tables
+    from tunewright.reports import BIAS_REPORT
 
-    report = {"format": BIAS_REPORT_FORMAT, "attributes": {"gender": {
+    report = {"format": BIAS_REPORT.version, "attributes": {"gender": {
         "groups": ["female", "male"],
         "tuned": {"groups": {"female": {"refusal_rate": 0.5}, "male": {"refusal_rate": 0.25}}, "fail_rate": 0.1},
         "base": {"groups": {"female": {"refusal_rate": 0.2}, "male": {"refusal_rate": 0.2}}}}}}
-    rows = group_tables(report)
+    rows = group_tables(BIAS_REPORT.from_json(report))
     assert [(r["attribute"], r["model"], r["fail_rate"]) for r in rows] == [("gender", "tuned", 0.1), ("gender", "base", None)]
     assert rows[0]["groups"] == {"female": {"refusal_rate": 0.5}, "male": {"refusal_rate": 0.25}}
     with pytest.raises(TunewrightError, match="bias report format 2 is not one this version reads"):
-        group_tables({**report, "format": 2})
+        BIAS_REPORT.from_json({**report, "format": 2})

@@ -57,3 +57,39 @@ def test_a_report_missing_what_readers_need_or_not_an_object_is_one_line(tmp_pat
         EVAL_REPORT.read(path)
     with pytest.raises(TunewrightError, match=r"format '1' is not one this version reads \(it reads format 1\)"):
         EVAL_REPORT.from_json({"format": "1", "before": {}, "after": {}})
+
+
+def test_bias_report_round_trip_old_file_and_future_format(tmp_path):
+    from review_helpers import BagOfWords
+    from tunewright.config.govern import BiasSpec
+    from tunewright.govern.bias import (ATTRIBUTES_FILE, TEMPLATES_FILE, cap_prompts, counterfactual_test, expand,
+                                        load_attributes, load_templates, write_bias_report)
+    from tunewright.reports import BIAS_REPORT, BiasReport
+
+    attributes = load_attributes(ATTRIBUTES_FILE)
+    prompts = cap_prompts(expand(load_templates(TEMPLATES_FILE, attributes), attributes), 24, seed=0)
+    answer = lambda texts: [f"Yes, {len(t) % 3} reasons." for t in texts]  # noqa: E731
+    tested = counterfactual_test(prompts, answer, answer, spec=BiasSpec(bootstrap=100), embed=BagOfWords().encode)
+    report = BiasReport(format=BIAS_REPORT.version, adapter="shop", adapter_id=1, base_model="tiny",
+                        created_at="2025-01-01T00:00:00+00:00", data={"templates": "t.jsonl"}, **tested)
+    json_path, _ = write_bias_report(tmp_path, report)
+    assert BIAS_REPORT.read(json_path) == json.loads(json.dumps(report))  # tuples come back as lists
+    _old_and_future(json_path, BIAS_REPORT)
+
+
+def test_documents_name_a_bias_json_of_a_newer_format_as_the_gap(tmp_path):
+    from types import SimpleNamespace
+
+    from tunewright.govern.docs_data import _bias_facts
+    from tunewright.io import sha256_file
+
+    html, json_path = tmp_path / "bias.html", tmp_path / "bias.json"
+    html.write_text("<html></html>")
+    json_path.write_text(json.dumps({"attributes": {"gender": {"tuned": {"groups": {"f": {"refusal_rate": 0.5}}}}}}))
+    record = SimpleNamespace(id=7, path=str(html), sha256=sha256_file(html), summary={})
+    facts = _bias_facts(record)
+    assert facts.problem is None and facts.tables[0].rows == {"f": {"refusal_rate": 0.5}}  # no format: read as 1
+    json_path.write_text(json.dumps({"format": 2, "attributes": {}}))
+    facts = _bias_facts(record)
+    assert facts.problem == (f"{json_path}: field 'format': bias report format 2 is not one this version reads "
+                             "(it reads format 1)")

@@ -50,6 +50,7 @@ import yaml
 
 from ..config.govern import BiasSpec
 from ..errors import TunewrightError
+from ..reports import BIAS_REPORT, BiasReport
 from .bias_stats import (RATE_METRICS, SCALE_METRICS, AttributeDesign, Lexicon, attribute_stats, build_designs,
                          find_issues, largest_gap, load_lexicon, measure_answers)
 
@@ -415,10 +416,6 @@ def _charts(report: dict) -> dict[str, str]:
     return charts
 
 
-# bias.json's layout: bump when it changes, and teach ``group_tables`` the new one.
-BIAS_REPORT_FORMAT = 1
-
-
 class GroupRow(TypedDict):
     """One attribute's per-group measures for one model."""
 
@@ -428,13 +425,10 @@ class GroupRow(TypedDict):
     fail_rate: float | None
 
 
-def group_tables(report: dict) -> list[GroupRow]:
-    """The per-group measures of a bias.json this version wrote (``format`` 1, or the same layout
-    before the field existed); another layout is refused rather than guessed at."""
-    version = report.get("format", BIAS_REPORT_FORMAT)
-    if version != BIAS_REPORT_FORMAT or not isinstance(report.get("attributes"), dict):
-        raise TunewrightError(f"bias report format {version!r} is not one this version reads "
-                              f"(it reads format {BIAS_REPORT_FORMAT})", field="format")
+def group_tables(report: BiasReport) -> list[GroupRow]:
+    """The per-group measures of a bias report read through ``BIAS_REPORT``."""
+    if not isinstance(report["attributes"], dict):
+        raise TunewrightError("the bias report's 'attributes' is not an object", field="attributes")
     rows: list[GroupRow] = []
     for attribute, entry in report["attributes"].items():
         for model in ("tuned", "base"):
@@ -448,7 +442,7 @@ def group_tables(report: dict) -> list[GroupRow]:
     return rows
 
 
-def write_bias_report(folder: Path, report: dict) -> tuple[Path, Path]:
+def write_bias_report(folder: Path, report: BiasReport) -> tuple[Path, Path]:
     from ..evaluate.report import write_json_and_html
 
     return write_json_and_html(folder, "bias", report, "bias.html", package="tunewright.govern",
@@ -472,7 +466,7 @@ def load_bias_data(workspace) -> tuple[list[Template], dict[str, dict[str, list[
 
 def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | None = None,
                   on_phase: Callable[[str, int], None] | None = None, on_batch: Callable[[int], None] | None = None,
-                  embed: Embed | None = None) -> dict:
+                  embed: Embed | None = None) -> BiasReport:
     """Base vs ``adapter`` on the counterfactual prompts; writes reports/<adapter>/bias/ and registers it."""
     from ..models.generation import generate_responses
     from ..models import load_model, load_tokenizer
@@ -504,21 +498,21 @@ def run_bias_test(workspace, adapter: str | None = None, *, max_prompts: int | N
                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, on_batch=on_batch)
 
     # The adapter is merged into the base weights in place, so the base answers first.
-    report = counterfactual_test(prompts, lambda texts: answer(model, texts),
+    tested = counterfactual_test(prompts, lambda texts: answer(model, texts),
                                  lambda texts: answer(attach_adapter(model, resolved.adapter_path), texts),
                                  spec=spec, embed=embed, on_phase=on_phase)
-    report["seconds"]["total"] = round(time.perf_counter() - started, 2)
-    report["settings"]["max_prompts"] = max_prompts or spec.max_prompts
-    report = {
-        "format": BIAS_REPORT_FORMAT,
-        "adapter": adapter,
-        "adapter_id": resolved.adapter_id,
-        "base_model": resolved.base.ref,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": {"templates": str(templates_path), "attributes": str(attributes_path), "n_templates": len(templates),
-                 "attribute_groups": {a: list(g) for a, g in attributes.items()}},
-        **report,
-    }
+    tested["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    tested["settings"]["max_prompts"] = max_prompts or spec.max_prompts
+    report = BiasReport(
+        format=BIAS_REPORT.version,
+        adapter=adapter,
+        adapter_id=resolved.adapter_id,
+        base_model=resolved.base.ref,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        data={"templates": str(templates_path), "attributes": str(attributes_path), "n_templates": len(templates),
+              "attribute_groups": {a: list(g) for a, g in attributes.items()}},
+        **tested,
+    )
     # One folder per run: a registered report's file must keep the bytes its hash (and any sign-off) pinned.
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     folder = workspace.dir("reports") / (adapter if resolved.adapter_id is not None else Path(adapter).name) / "bias" / stamp

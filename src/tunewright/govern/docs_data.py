@@ -6,7 +6,6 @@ in: a fact the registry does not hold stays ``None`` or empty, and the documents
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ..registry import tables as t
 from ..registry.events import EventRecord, to_record
 from ..registry.reports import ReportRecord, SignOffRecord, evaluation_sha256
 from ..registry.tables import AdapterRecord, EvaluationRecord, RunRecord, snapshot
+from ..reports import BIAS_REPORT, BiasReport
 from .docs_records import RecordIndex, build_index, wanted_ids
 from .lineage import Lineage, Node, base_evaluation_for, build_lineage
 
@@ -285,26 +285,21 @@ def _bias_facts(report: ReportRecord) -> BiasFacts:
         facts.problem = f"{json_path} does not match the sha256 recorded with report {report.id}"
         return facts
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        facts.problem = f"{json_path} cannot be read: {exc}"
+        facts.tables = _group_tables(BIAS_REPORT.read(json_path))
+    except TunewrightError as exc:
+        facts.problem = str(exc)  # names the file, and the field where one is at fault
         return facts
     facts.json_path = str(json_path)
-    try:
-        facts.tables = _group_tables(data) if isinstance(data, dict) else []
-    except TunewrightError as exc:
-        facts.problem = f"{json_path}: {exc.message}"
-        return facts
     if not facts.tables:
         facts.problem = f"{json_path} holds no per-group results"
     return facts
 
 
-def _group_tables(data: Any) -> list[GroupTable]:
+def _group_tables(report: BiasReport) -> list[GroupTable]:
     from .bias import group_tables
 
     tables = []
-    for row in group_tables(data):
+    for row in group_tables(report):
         metrics = tuple(dict.fromkeys(m for measures in row["groups"].values() for m in measures))
         tables.append(GroupTable(row["attribute"], row["model"], metrics, row["groups"], row["fail_rate"]))
     return tables
