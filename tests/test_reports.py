@@ -93,3 +93,19 @@ def test_documents_name_a_bias_json_of_a_newer_format_as_the_gap(tmp_path):
     facts = _bias_facts(record)
     assert facts.problem == (f"{json_path}: field 'format': bias report format 2 is not one this version reads "
                              "(it reads format 1)")
+
+
+def test_drift_report_round_trip_old_file_and_future_format(tmp_path):
+    from review_helpers import BagOfWords
+    from tunewright.reports import DRIFT_REPORT
+    from tunewright.serve.drift import build_drift_report, write_drift_report
+
+    train = [f"what does the {item} cost in {colour}" for item in ("kettle", "lamp", "chair", "desk")
+             for colour in ("red", "blue", "green")]
+    live = [{"ts": f"2026-01-01T00:00:{i:02d}+00:00", "model": "shop", "endpoint": "chat",
+             "messages": [{"role": "user", "content": f"how heavy is the {i} parcel to ship abroad"}]} for i in range(12)]
+    report = build_drift_report(train, live, embed=BagOfWords().encode)
+    assert report["status"] == "ok"
+    json_path, _ = write_drift_report(tmp_path, report)
+    assert DRIFT_REPORT.read(json_path) == json.loads(json.dumps(report))  # tuples come back as lists
+    _old_and_future(json_path, DRIFT_REPORT)

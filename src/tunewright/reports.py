@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Generic, NotRequired, TypedDict, TypeVar
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast
 
 from .errors import TunewrightError
 
@@ -39,7 +39,7 @@ class ReportLayout(Generic[R]):
         missing = next((key for key in self.needs if key not in data), None)
         if missing is not None:
             raise TunewrightError(f"the {self.name} has no '{missing}'", file=file, field=missing)
-        return {**data, "format": version}  # type: ignore[return-value]
+        return cast(R, {**data, "format": version})
 
     def read(self, path: str | Path) -> R:
         path = Path(path)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ..errors import TunewrightError
+from ..reports import DRIFT_REPORT, DatasetRef, DriftReport
 
 if TYPE_CHECKING:
     import torch
@@ -30,9 +31,6 @@ MAX_OOD_EXAMPLES = 10
 
 
 # --- reading the server's request logs ---------------------------------------------------------
-
-# drift.json's layout: bump when a key moves or changes meaning.
-DRIFT_REPORT_FORMAT = 1
 
 def _utc(value: datetime) -> datetime:
     # Naive timestamps are taken as UTC so that comparisons never raise on mixed inputs.
@@ -195,7 +193,7 @@ def _chance_jsd(train_assign: np.ndarray, n: int, k: int, rng: np.random.Generat
 # --- the report --------------------------------------------------------------------------------
 
 def build_drift_report(train_texts: Sequence[str], live_records: Sequence[dict], *,
-                       embed: Callable[[Sequence[str]], "torch.Tensor"], seed: int = 0) -> dict:
+                       embed: Callable[[Sequence[str]], "torch.Tensor"], seed: int = 0) -> DriftReport:
     """JSON-able comparison of ``live_records`` (request log objects) with ``train_texts``."""
     if len(train_texts) < 2:
         raise TunewrightError(f"a drift report needs at least 2 training examples; the dataset has {len(train_texts)}")
@@ -205,21 +203,22 @@ def build_drift_report(train_texts: Sequence[str], live_records: Sequence[dict],
     for i, name in enumerate(served):
         by_model[name].append(i)
     stamps = sorted(str(r["ts"]) for r in live_records if r.get("ts"))
-    report = {
-        "format": DRIFT_REPORT_FORMAT,
-        "kind": "drift",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "n_train": len(train_texts),
-        "n_live": len(live_texts),
-        "live_window": {"first": stamps[0], "last": stamps[-1]} if stamps else None,
-        "thresholds": {**THRESHOLDS, "ks_on": "words", "ood_percentile": OOD_PERCENTILE,
-                       "min_live": MIN_LIVE, "min_model_requests": MIN_MODEL_REQUESTS},
-        "per_model": [
+    # The verdict's keys (status, verdict, message and the measures) are added below.
+    report = DriftReport(
+        format=DRIFT_REPORT.version,
+        kind="drift",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        n_train=len(train_texts),
+        n_live=len(live_texts),
+        live_window={"first": stamps[0], "last": stamps[-1]} if stamps else None,
+        thresholds={**THRESHOLDS, "ks_on": "words", "ood_percentile": OOD_PERCENTILE,
+                    "min_live": MIN_LIVE, "min_model_requests": MIN_MODEL_REQUESTS},
+        per_model=[
             {"served": name, "requests": len(idx),
              "requested_as": dict(Counter(str(live_records[i].get("model")) for i in idx).most_common())}
             for name, idx in sorted(by_model.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         ],
-    }
+    )
     if len(live_texts) < MIN_LIVE:
         report.update(status="not_enough_data", verdict=None,
                       message=f"not enough live requests: {len(live_texts)} logged, at least {MIN_LIVE} needed for a verdict")
@@ -285,7 +284,7 @@ def build_drift_report(train_texts: Sequence[str], live_records: Sequence[dict],
     return report
 
 
-def _charts(report: dict) -> dict[str, str]:
+def _charts(report: DriftReport) -> dict[str, str]:
     if report.get("status") != "ok":
         return {}
     import matplotlib
@@ -321,7 +320,7 @@ def _charts(report: dict) -> dict[str, str]:
     return charts
 
 
-def write_drift_report(folder: Path, report: dict) -> tuple[Path, Path]:
+def write_drift_report(folder: Path, report: DriftReport) -> tuple[Path, Path]:
     from ..evaluate.report import write_json_and_html
 
     return write_json_and_html(folder, "drift", report, "drift.html", package="tunewright.serve",
@@ -329,7 +328,7 @@ def write_drift_report(folder: Path, report: dict) -> tuple[Path, Path]:
 
 
 def drift_for_workspace(workspace, *, dataset: str | None = None, since: datetime | None = None,
-                        embed=None) -> tuple[dict, Path, Path]:
+                        embed=None) -> tuple[DriftReport, Path, Path]:
     """Compare ``<root>/logs/requests`` with the training split; write ``<root>/reports/drift/``."""
     from ..data.api import load_split
 
@@ -345,7 +344,7 @@ def drift_for_workspace(workspace, *, dataset: str | None = None, since: datetim
 
         embed = default_embedder().encode
     report = build_drift_report(train_texts, records, embed=embed)
-    report["dataset"] = {"name": record.name, "version": record.version}
+    report["dataset"] = DatasetRef(name=record.name, version=record.version)
     report["since"] = _utc(since).isoformat() if since is not None else None
     json_path, html_path = write_drift_report(workspace.dir("reports") / "drift", report)
     return report, json_path, html_path
