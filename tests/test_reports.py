@@ -109,3 +109,54 @@ def test_drift_report_round_trip_old_file_and_future_format(tmp_path):
     json_path, _ = write_drift_report(tmp_path, report)
     assert DRIFT_REPORT.read(json_path) == json.loads(json.dumps(report))  # tuples come back as lists
     _old_and_future(json_path, DRIFT_REPORT)
+
+
+def _check_report():
+    from tunewright.reports import CHECK_REPORT, CheckReport, FormatCheck
+
+    gguf = FormatCheck(passed=True, texts_match=True, tokens_match=True, eos_agrees=True, prompt_tokens_match=True,
+                       max_logit_diff=1e-5, probes=[{"text": "Paris.", "max_logit_diff": 1e-5}])
+    return CheckReport(format=CHECK_REPORT.version, passed=True, failures=[], reference="base model", gguf_dtype="f32",
+                       max_new_tokens=8, thresholds={"gguf": {"relative_max_logit_diff": 1e-4}},
+                       probes=[[{"role": "user", "content": "Capital of France?"}]],
+                       reference_outputs=[{"text": "Paris.", "token_ids": [5], "stopped_at_eos": True, "new_tokens": 1}],
+                       formats={"gguf": gguf}, max_logit_diff={"gguf": 1e-5}, seconds=1.5)
+
+
+def test_export_check_report_round_trip_old_file_and_future_format(tmp_path):
+    from tunewright.io import atomic_write_json
+    from tunewright.reports import CHECK_REPORT
+
+    report = _check_report()
+    atomic_write_json(tmp_path / "check.json", report)  # as export_adapter writes it
+    assert CHECK_REPORT.read(tmp_path / "check.json") == report
+    _old_and_future(tmp_path / "check.json", CHECK_REPORT)
+
+
+def test_registry_and_documents_read_the_export_check_through_its_layout(tmp_path):
+    from tunewright.govern.docs_data import _export_checks
+    from tunewright.govern.lineage import Node
+    from tunewright.registry.api import Registry
+    from tunewright.registry.deploy import DeploymentStore
+
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+    try:
+        store = DeploymentStore(registry)
+        old = {k: v for k, v in _check_report().items() if k != "format"}  # as the previous release registered it
+        record = store.add_export(model_ref="shop", adapter_id=None, path=str(tmp_path / "old"), formats=["gguf"],
+                                  files={}, check=old, files_sha256={})
+        assert record.check == {**old, "format": 1}
+        with pytest.raises(TunewrightError) as caught:
+            store.add_export(model_ref="shop", adapter_id=None, path=str(tmp_path / "new"), formats=["gguf"],
+                             files={}, check={**old, "format": 2}, files_sha256={})
+        assert caught.value.file == str(tmp_path / "new" / "check.json") and caught.value.field == "format"
+        assert store.exports() == [record]
+    finally:
+        registry.close()
+
+    exports = [Node("export", "1", "export 1", {"path": "exports/a", "check": old}),
+               Node("export", "2", "export 2", {"path": "exports/b", "check": None})]
+    assert _export_checks(exports) == {"1": {**old, "format": 1}}
+    exports[1].details["check"] = {**old, "format": 2}
+    with pytest.raises(TunewrightError, match=r"^exports/b/check.json: field 'format': export check report format 2 "):
+        _export_checks(exports)

@@ -18,6 +18,7 @@ from ..errors import TunewrightError
 from ..io import atomic_dir, atomic_write_json
 from ..models.adapters import read_adapter_config
 from ..models.loading import BaseModelInfo
+from ..reports import CheckReport
 from .formats import EXPORTERS, ExportJob, export_formats
 from .gguf_writer import GGUF_DTYPES
 
@@ -29,7 +30,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class ExportResult:
     out_dir: Path
     files: dict[str, Path]  # format -> main file/folder written
-    check: dict | None  # the parity report, None when not asked
+    check: CheckReport | None  # the parity report, None when not asked
     passed: bool  # True when no check was asked, else the check's verdict
     vllm_command: str | None = None  # the command serve-vllm.sh runs, when vllm was exported
     seconds: float = 0.0
@@ -103,7 +104,7 @@ def export_adapter(base: BaseModelInfo, adapter_path: Path | None, out_dir: Path
     job = ExportJob(base=base, adapter_path=adapter_path, out_dir=out_dir, tmp=out_dir, name=name,
                     tokenizer=None, base_config={}, gguf_dtype=gguf_dtype)
     exporters = _validate(job, formats, check, load_tokenizer=lambda: AutoTokenizer.from_pretrained(base.folder, local_files_only=True))
-    report = None
+    report: CheckReport | None = None
 
     with atomic_dir(out_dir) as tmp:
         job.tmp = tmp
@@ -125,7 +126,7 @@ def export_adapter(base: BaseModelInfo, adapter_path: Path | None, out_dir: Path
 
 
 def _run_check(base, adapter_path, tmp: Path, files: dict, gguf_name: str, gguf_dtype: str, probes,
-               max_new_tokens: int) -> dict:
+               max_new_tokens: int) -> CheckReport:
     from .check import run_check
 
     return run_check(base, adapter_path,

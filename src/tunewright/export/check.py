@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from ..models.loading import BaseModelInfo
+from ..reports import CHECK_REPORT, CheckReport, FormatCheck
 
 DEFAULT_PROBES: tuple[list[dict], ...] = (
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -35,9 +36,6 @@ DEFAULT_PROBES: tuple[list[dict], ...] = (
 # F16 0.053 (1.3e-3 relative); the same GGUF with q/k left unpermuted: 41.
 RELATIVE_THRESHOLDS = {"f32": 1e-4, "f16": 3e-2}
 
-
-# check.json's layout: bump when a key moves or changes meaning.
-CHECK_REPORT_FORMAT = 1
 
 def _load_reference(base: BaseModelInfo, adapter_path: Path | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,8 +105,8 @@ def _stop_ids_from_config(model) -> list[int]:
 
 def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Path | None = None,
               gguf_path: Path | None = None, gguf_dtype: str = "f32",
-              probes: Sequence[list[dict]] | None = None, max_new_tokens: int = 32) -> dict:
-    """Compare the reference with each export given; a plain JSON-able report with ``passed``."""
+              probes: Sequence[list[dict]] | None = None, max_new_tokens: int = 32) -> CheckReport:
+    """Compare the reference with each export given; a JSON-able report with ``passed``."""
     started = time.perf_counter()
     probes = [list(p) for p in (probes or DEFAULT_PROBES)]
     model, tokenizer = _load_reference(base, adapter_path)
@@ -126,7 +124,8 @@ def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Pat
 
     thresholds = {"merged": RELATIVE_THRESHOLDS["f32"], "gguf": RELATIVE_THRESHOLDS[gguf_dtype]}
     loaders = {"merged": (merged_dir, _load_merged), "gguf": (gguf_path, _load_gguf)}
-    formats, failures = {}, []
+    formats: dict[str, FormatCheck] = {}
+    failures: list[str] = []
     for fmt, (where, load) in loaders.items():
         if where is None:
             continue
@@ -157,25 +156,25 @@ def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Pat
         report = _judge(fmt, rows, reference, thresholds[fmt], failures)
         formats[fmt] = report
 
-    return {
-        "format": CHECK_REPORT_FORMAT,
-        "passed": not failures,
-        "failures": failures,
-        "reference": "adapter on base via peft (unmerged)" if adapter_path is not None else "base model",
-        "gguf_dtype": gguf_dtype if gguf_path is not None else None,
-        "max_new_tokens": max_new_tokens,
+    return CheckReport(
+        format=CHECK_REPORT.version,
+        passed=not failures,
+        failures=failures,
+        reference="adapter on base via peft (unmerged)" if adapter_path is not None else "base model",
+        gguf_dtype=gguf_dtype if gguf_path is not None else None,
+        max_new_tokens=max_new_tokens,
         # Per probe, the limit is this fraction of max(1, the reference's largest absolute logit).
-        "thresholds": {fmt: {"relative_max_logit_diff": thresholds[fmt]} for fmt in formats},
-        "probes": probes,
-        "reference_outputs": [{"text": r["text"], "token_ids": r["new_ids"], "stopped_at_eos": r["stopped_at_eos"],
-                               "new_tokens": len(r["new_ids"])} for r in reference],
-        "formats": formats,
-        "max_logit_diff": {fmt: report["max_logit_diff"] for fmt, report in formats.items()},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+        thresholds={fmt: {"relative_max_logit_diff": thresholds[fmt]} for fmt in formats},
+        probes=probes,
+        reference_outputs=[{"text": r["text"], "token_ids": r["new_ids"], "stopped_at_eos": r["stopped_at_eos"],
+                            "new_tokens": len(r["new_ids"])} for r in reference],
+        formats=formats,
+        max_logit_diff={fmt: report["max_logit_diff"] for fmt, report in formats.items()},
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
-def _judge(fmt: str, rows: list[dict], reference: list[dict], threshold: float, failures: list[str]) -> dict:
+def _judge(fmt: str, rows: list[dict], reference: list[dict], threshold: float, failures: list[str]) -> FormatCheck:
     for i, (row, ref) in enumerate(zip(rows, reference)):
         if row["text"] != ref["text"]:
             failures.append(f"{fmt}: probe {i} answered {row['text']!r}, the reference {ref['text']!r}")
@@ -194,12 +193,12 @@ def _judge(fmt: str, rows: list[dict], reference: list[dict], threshold: float, 
         elif not row["within_threshold"]:
             failures.append(f"{fmt}: probe {i} max logit difference {row['max_logit_diff']:.3g} above {limit:.3g}")
     diffs = [r["max_logit_diff"] for r in rows]
-    return {
-        "passed": not any(f.startswith(f"{fmt}:") for f in failures),
-        "texts_match": all(r["text"] == ref["text"] for r, ref in zip(rows, reference)),
-        "tokens_match": all(r["token_ids"] == ref["new_ids"] for r, ref in zip(rows, reference)),
-        "eos_agrees": all(r["stopped_at_eos"] or not ref["stopped_at_eos"] for r, ref in zip(rows, reference)),
-        "prompt_tokens_match": all(r["prompt_tokens_match"] for r in rows),
-        "max_logit_diff": None if None in diffs else max(diffs),
-        "probes": rows,
-    }
+    return FormatCheck(
+        passed=not any(f.startswith(f"{fmt}:") for f in failures),
+        texts_match=all(r["text"] == ref["text"] for r, ref in zip(rows, reference)),
+        tokens_match=all(r["token_ids"] == ref["new_ids"] for r, ref in zip(rows, reference)),
+        eos_agrees=all(r["stopped_at_eos"] or not ref["stopped_at_eos"] for r, ref in zip(rows, reference)),
+        prompt_tokens_match=all(r["prompt_tokens_match"] for r in rows),
+        max_logit_diff=None if None in diffs else max(diffs),
+        probes=rows,
+    )

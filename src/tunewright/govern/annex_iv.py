@@ -186,9 +186,11 @@ def _performance(doc: Doc, facts: DocFacts) -> None:
     doc.h3("Robustness and consistency")
     rows = []
     for node in facts.exports:
-        check = node.details.get("check") or {}
+        check = facts.export_checks.get(node.id)
+        if check is None:
+            continue
         for fmt, diff in (check.get("max_logit_diff") or {}).items():
-            rows.append([esc(fmt), num(diff), "passed" if check.get("passed") else "failed",
+            rows.append([esc(fmt), num(diff), "passed" if check["passed"] else "failed",
                          doc.cite("export", node.id)])
     if rows:
         doc.p("Exported copies give the same answers as the adapter (parity check, largest logit difference):")
@@ -229,7 +231,7 @@ def _changes(doc: Doc, facts: DocFacts) -> None:
         doc.p("The adapter has never been assigned to a deployment alias.")
     doc.table(["export", "formats", "created (UTC)", "parity check"], [
         [doc.cite("export", n.id), esc(", ".join(n.details.get("formats") or [])), esc(n.details.get("created_at")),
-         "passed" if (n.details.get("check") or {}).get("passed") else "not run"] for n in facts.exports])
+         "passed" if facts.export_checks.get(n.id, {}).get("passed") else "not run"] for n in facts.exports])
 
 
 def _post_market(doc: Doc, facts: DocFacts) -> None:

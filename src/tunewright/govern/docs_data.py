@@ -22,7 +22,7 @@ from ..registry import tables as t
 from ..registry.events import EventRecord, to_record
 from ..registry.reports import ReportRecord, SignOffRecord, evaluation_sha256
 from ..registry.tables import AdapterRecord, EvaluationRecord, RunRecord, snapshot
-from ..reports import BIAS_REPORT, BiasReport
+from ..reports import BIAS_REPORT, CHECK_REPORT, BiasReport, CheckReport
 from .docs_records import RecordIndex, build_index, wanted_ids
 from .lineage import Lineage, Node, base_evaluation_for, build_lineage
 
@@ -101,6 +101,7 @@ class DocFacts:
     rounds: list[RoundFacts]
     alias_changes: list[Node]
     exports: list[Node]
+    export_checks: dict[str, CheckReport]  # by export node id; an export registered unchecked has none
     overrides: list[EventRecord]
     feedback: FeedbackFacts
     drift: list[ReportRecord]
@@ -212,11 +213,18 @@ def _read(s: Session, workspace, lineage: Lineage, review: ReviewFacts | None, a
         lineage=lineage, adapter_versions=versions, pairs=pairs,
         bias=_bias_facts(bias_reports[-1]) if bias_reports else None, pii=pii[-1] if pii else None,
         data_scans=[r for r in lineage.dataset_reports if r.kind == "data_scan"], review=review, rounds=rounds,
-        alias_changes=alias_changes, exports=exports, overrides=overrides, feedback=feedback,
+        alias_changes=alias_changes, exports=exports, export_checks=_export_checks(exports), overrides=overrides,
+        feedback=feedback,
         drift=[r for r in reports if r.kind == "drift"],
         drift_files=sorted(str(p) for p in (Path(workspace.root) / "reports" / "drift").glob("*.json")),
         dataset_uses=uses, dataset_actor=dataset_actor, audit=audit, index=build_index(s, wanted),
         generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _export_checks(exports: list[Node]) -> dict[str, CheckReport]:
+    """Each export's parity check as the registry holds it (a copy of its check.json, which the error names)."""
+    return {node.id: CHECK_REPORT.from_json(node.details["check"], file=Path(node.details["path"]) / "check.json")
+            for node in exports if node.details.get("check") is not None}
 
 
 def _generators(s: Session, round_id: int) -> dict[str, int]:

@@ -7,12 +7,14 @@ Every change is one transaction that appends its audit event, like the rest of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError, TunewrightError
+from ..reports import CHECK_REPORT, CheckReport
 from . import tables as t
 from .events import (AliasChanged, ExportRegistered, OverrideRecorded, append_event, jsonable,
                      resolve_actor)
@@ -194,10 +196,12 @@ class DeploymentStore:
     # -- exports -------------------------------------------------------------------------------
 
     def add_export(self, *, model_ref: str, adapter_id: int | None, path: str, formats: list[str],
-                   files: dict[str, Any], check: dict[str, Any] | None, files_sha256: dict[str, str],
+                   files: dict[str, Any], check: CheckReport | None, files_sha256: dict[str, str],
                    actor: str | None = None) -> ExportRecord:
-        if check is not None and not check.get("passed"):
-            raise TunewrightError("an export that failed its parity check is not registered")
+        if check is not None:
+            check = CHECK_REPORT.from_json(check, file=Path(path) / "check.json")
+            if not check["passed"]:
+                raise TunewrightError("an export that failed its parity check is not registered")
 
         def work(s: Session) -> ExportRecord:
             row = t.Export(model_ref=model_ref, adapter_id=adapter_id, path=path, formats=list(formats),
