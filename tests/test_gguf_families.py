@@ -122,6 +122,7 @@ def test_llama3_rope_scaling_travels_as_llama_cpp_rope_factors(tiny_model_dir, t
     6, 63, 628 and 6283 positions against an original context of 64, so one is kept, one is on the
     ramp and two are slowed 8x. Read back the way llama.cpp reads the file, the model is the same;
     without the factors (transformers' reader alone) it is not, so the factors are what carries it."""
+    from gguf import GGUFReader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunewright.export.gguf_writer import apply_rope_factors, rope_factors
@@ -137,10 +138,10 @@ def test_llama3_rope_scaling_travels_as_llama_cpp_rope_factors(tiny_model_dir, t
     with torch.no_grad():
         expected = model(input_ids=ids).logits
         assert not torch.allclose(expected, loaded(input_ids=ids).logits, atol=1e-3)
-        assert apply_rope_factors(loaded, path)
+        assert apply_rope_factors(loaded, GGUFReader(path))
         assert torch.allclose(expected, loaded(input_ids=ids).logits, atol=1e-4)
     plain = write_gguf(_tiny("llama", tokenizer), tokenizer, tmp_path / "plain.gguf", dtype="f32", name="plain")
-    assert not apply_rope_factors(loaded, plain)  # no scaling, no tensor: nothing changes
+    assert not apply_rope_factors(loaded, GGUFReader(plain))  # no scaling, no tensor: nothing changes
 
 
 # --- Gemma: SentencePiece-style vocabulary, norms stored plus one, settings llama.cpp fixes -------
@@ -212,6 +213,7 @@ def test_gemma_reads_back_as_llama_cpp_runs_it(family, tmp_path):
     """Read back with transformers' reader plus what llama.cpp takes from the file (attention scale,
     soft-capping): the same logits over 12 positions, three times the sliding window. transformers'
     reader alone leaves those at its class defaults (softcaps 50/30, scale 1/16) and differs."""
+    from gguf import GGUFReader
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tunewright.export.gguf_writer import llama_cpp_reading
@@ -221,7 +223,7 @@ def test_gemma_reads_back_as_llama_cpp_runs_it(family, tmp_path):
     path = write_gguf(model, tokenizer, tmp_path / f"{family}.gguf", dtype="f32", name=f"tiny-{family}")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32).eval()
     config = AutoConfig.from_pretrained(tmp_path, gguf_file=path.name)
-    llama_cpp_reading(config, path)
+    llama_cpp_reading(config, GGUFReader(path))
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, config=config,
                                                   dtype=torch.float32).eval()
     expected, got = model.state_dict(), loaded.state_dict()

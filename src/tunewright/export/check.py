@@ -56,15 +56,18 @@ def _load_merged(folder: Path):
 
 
 def _load_gguf(path: Path):
+    from gguf import GGUFReader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .gguf_writer import apply_rope_factors, llama_cpp_reading
 
+    # Both readings below come from one parse of the file's header and tensor index.
+    reader = GGUFReader(str(path))
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-    llama_cpp_reading(config, path)  # Gemma: what llama.cpp reads from the file and transformers' reader drops
+    llama_cpp_reading(config, reader)  # what llama.cpp reads from the file and transformers' reader drops
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, config=config,
                                                  dtype=torch.float32, local_files_only=True)
-    apply_rope_factors(model, path)  # Llama 3.x scaling: read from the file as llama.cpp reads it
+    apply_rope_factors(model, reader)  # Llama 3.x scaling: read from the file as llama.cpp reads it
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
 
 

@@ -194,17 +194,18 @@ def check_gguf_supported(config: dict) -> GgufArch:
     return arch
 
 
-def llama_cpp_reading(config, path: Path) -> None:
-    """Set on ``config`` (transformers' reading of the GGUF at ``path``) what llama.cpp takes from the
-    same file but transformers' reader leaves at the class defaults (``GgufArch.reading``): Gemma's
-    attention scale and logit soft-capping, Qwen3's head width, Phi-3's rotary width. The parity
-    check loads the model with it, so it checks what llama.cpp runs."""
+def llama_cpp_reading(config, reader) -> None:
+    """Set on ``config`` (transformers' reading of a GGUF) what llama.cpp takes from the same file,
+    opened as ``reader`` (a ``gguf.GGUFReader``), but transformers' reader leaves at the class
+    defaults (``GgufArch.reading``): Gemma's attention scale and logit soft-capping, Qwen3's head
+    width, Phi-3's rotary width. The parity check loads the model with it, so it checks what
+    llama.cpp runs."""
     arch = GGUF_ARCHS.get(config.model_type)
     if arch is None or arch.reading is None:
         return
     import gguf
 
-    fields = gguf.GGUFReader(str(path)).fields
+    fields = reader.fields
     prefix = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, arch.gguf_arch)]  # the file's key prefix
 
     def value(key: str, default):
@@ -241,13 +242,12 @@ def _default_inv_freq(config) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim))
 
 
-def apply_rope_factors(model, path: Path) -> bool:
+def apply_rope_factors(model, reader) -> bool:
     """What llama.cpp does with a GGUF's `rope_freqs` tensor, done to ``model`` as transformers'
     GGUF reader loaded it (that reader keeps plain RoPE and drops the tensor): each rotary
-    frequency divided by its factor. True when the file had factors."""
-    from gguf import GGUFReader
-
-    factors = next((t for t in GGUFReader(str(path)).tensors if t.name == "rope_freqs.weight"), None)
+    frequency divided by its factor. ``reader`` is the file's ``gguf.GGUFReader``. True when the
+    file had factors."""
+    factors = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
     if factors is None:
         return False
     divisors = torch.from_numpy(np.array(factors.data, dtype=np.float32).reshape(-1))
