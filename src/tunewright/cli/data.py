@@ -20,9 +20,20 @@ def print_dataset(record) -> None:
     )
 
 
+def print_media(record) -> None:
+    from ..data.media import media_in_version
+
+    media = media_in_version(record.path)
+    if media:
+        kinds = [m.modality for m in media.values()]
+        console.print(f"media stored: {kinds.count('image')} images, {kinds.count('audio')} audio files "
+                      f"(in {record.path}/media)")
+
+
 @app.command("import")
 def import_(
-    files: List[Path] = typer.Argument(..., help="JSONL, CSV or Parquet files."),
+    files: List[Path] = typer.Argument(..., help="JSONL, CSV or Parquet files (chat rows may hold image and "
+                                             "audio parts; relative media paths are read from the file's folder)."),
     name: Optional[str] = typer.Option(None, help="Dataset name (default: the recipe's name)."),
     eval_fraction: Optional[float] = typer.Option(None, help="Share of rows held out (default: recipe data.eval_fraction)."),
     seed: Optional[int] = typer.Option(None, help="Split seed (default: recipe data.seed)."),
@@ -30,7 +41,9 @@ def import_(
     """Validate and import files as one new dataset version."""
     from ..data.api import import_files
 
-    print_dataset(import_files(open_workspace(), files, name=name, eval_fraction=eval_fraction, seed=seed))
+    record = import_files(open_workspace(), files, name=name, eval_fraction=eval_fraction, seed=seed)
+    print_dataset(record)
+    print_media(record)
 
 
 @app.command("build")
@@ -55,13 +68,22 @@ def stats(
     dataset: Optional[str] = typer.Option(None, help="Dataset name[@version] (default: the recipe's)."),
     split: str = typer.Option("train", help="train or eval."),
 ) -> None:
-    """Rows, token lengths with the base model's tokenizer, and a length histogram."""
+    """Rows, token lengths with the base model's tokenizer, and a length histogram; for rows with
+    images or audio, parts per modality, image sizes and audio durations."""
     from ..data.api import load_split
-    from ..data.stats import dataset_stats, render_stats
+    from ..data.media import media_in_version
+    from ..data.stats import dataset_stats, media_stats, render_media_stats, render_stats
     from ..models import load_tokenizer, prepare_base_model
 
     workspace = open_workspace()
-    record, rows = load_split(workspace, dataset, split)
-    tokenizer = load_tokenizer(prepare_base_model(workspace.recipe.base_model))
+    record, rows = load_split(workspace, dataset, split, text_only=False)
     console.print(f"dataset {record.name}@{record.version}, {split} split")
-    render_stats(dataset_stats(rows, tokenizer), console)
+    text_rows = [row for row in rows if not row.has_media]
+    if len(text_rows) < len(rows):
+        render_media_stats(media_stats(rows, media_in_version(record.path)), console)
+    if not text_rows:
+        console.print("every row has image or audio parts: token lengths are measured once they are aligned to text")
+        return
+    title = "Dataset" if len(text_rows) == len(rows) else f"Text rows ({len(text_rows):,} of {len(rows):,})"
+    tokenizer = load_tokenizer(prepare_base_model(workspace.recipe.base_model))
+    render_stats(dataset_stats(text_rows, tokenizer), console, title)

@@ -28,8 +28,21 @@ class SourceSpec(_Strict):
     path: str
 
 
+class MediaLimits(_Strict):
+    """Limits each imported image or audio part must meet; one over a limit is refused, naming it.
+
+    The defaults follow what hosted multi-modal APIs accept per file, so a row that imports here
+    also fits the usual providers (a 20 MB image, an 8192 px side)."""
+
+    image_max_mb: float = Field(20.0, gt=0, description="largest image file, in MiB")
+    image_max_side: int = Field(8192, gt=0, description="longest image side, in pixels")
+    audio_max_mb: float = Field(30.0, gt=0, description="largest audio file, in MiB")
+    audio_max_seconds: float = Field(300.0, gt=0, description="longest audio clip, in seconds")
+
+
 class DataSpec(_Strict):
     sources: list[SourceSpec] = Field(default_factory=list)
+    media: MediaLimits = Field(default_factory=MediaLimits)
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
 

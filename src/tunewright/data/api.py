@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import NotFoundError
+from .media import MediaFile
 from .prepare import PreparedDataset, prepare_dataset, prepare_rows, read_split, write_dataset_version
-from .schema import ChatRow
+from .schema import ChatRow, require_text_rows
 
 
 def register_prepared(workspace, name: str, prepared: PreparedDataset, spec: dict, parents=()):
@@ -35,9 +36,10 @@ def register_prepared(workspace, name: str, prepared: PreparedDataset, spec: dic
 
 
 def register_rows(workspace, name: str, rows: list[ChatRow], *, spec: dict, source_files: list[dict] = (),
-                  eval_fraction: float = 0.0, seed: int = 0, parents=()):
-    """Register rows made inside the workspace (reviewed synthetic data) as a dataset version."""
-    prepared = prepare_rows(rows, list(source_files), eval_fraction=eval_fraction, seed=seed)
+                  eval_fraction: float = 0.0, seed: int = 0, parents=(), media: dict[str, MediaFile] | None = None):
+    """Register rows made inside the workspace (reviewed synthetic data) as a dataset version; part
+    rows need ``media`` (``data.media.media_in_version`` of the version they came from)."""
+    prepared = prepare_rows(rows, list(source_files), eval_fraction=eval_fraction, seed=seed, media=media)
     return register_prepared(workspace, name, prepared, spec, parents)
 
 
@@ -50,7 +52,7 @@ def import_files(
     seed = spec_data.seed if seed is None else seed
     # A path as typed on the command line wins; otherwise it is read relative to the workspace.
     resolved = [Path(p) if Path(p).exists() else workspace.path(p) for p in paths]
-    prepared = prepare_dataset(resolved, eval_fraction=fraction, seed=seed)
+    prepared = prepare_dataset(resolved, eval_fraction=fraction, seed=seed, media_limits=spec_data.media)
     spec = {"kind": "import", "files": [str(p) for p in resolved], "eval_fraction": fraction, "seed": seed}
     return register_prepared(workspace, name or workspace.recipe.name, prepared, spec)
 
@@ -61,10 +63,17 @@ def get_dataset(workspace, ref: str | None):
     return workspace.registry.get_dataset(name, version or None)
 
 
-def load_split(workspace, name: str | None, split: str) -> tuple[object, list[ChatRow]]:
-    """The registered dataset (latest version unless ``name`` is ``name@version``) and one split's rows."""
+def load_split(workspace, name: str | None, split: str, *, text_only: bool = True) -> tuple[object, list[ChatRow]]:
+    """The registered dataset (latest version unless ``name`` is ``name@version``) and one split's rows.
+
+    Training, evaluation, planning and the other stages that read text load through here, so a row
+    with image or audio parts is refused here, naming it (``schema.require_text``); a stage that
+    reads media (stats, alignment) asks with ``text_only=False``."""
     record = get_dataset(workspace, name)
     folder = Path(record.path)
     if not folder.is_dir():
         raise NotFoundError(f"dataset '{record.name}' is registered but its files are missing", file=folder)
-    return record, read_split(folder, split)
+    rows = read_split(folder, split)
+    if text_only:
+        require_text_rows(rows, folder / f"{split}.jsonl")
+    return record, rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 
 from ..errors import TunewrightError
 from ..plugins import PluginRegistry
+from .media import MediaCollector
+from .part_shapes import PartContext, convert_messages
 from .schema import ChatRow
 
 COMMON_OPTIONAL = ("reference", "meta")
@@ -135,13 +138,20 @@ def detect_shape(record: dict, where: Where) -> type[Shape]:
     return shape
 
 
-def normalise_record(record: dict, *, file: str | Path | None, line: int | None) -> ChatRow:
-    """Validate one raw record and return it as a ``ChatRow`` with its source recorded in ``meta``."""
+def normalise_record(record: dict, *, file: str | Path | None, line: int | None,
+                     media: MediaCollector | None = None) -> ChatRow:
+    """Validate one raw record and return it as a ``ChatRow`` with its source recorded in ``meta``.
+
+    Image and audio parts are checked and hashed into ``media`` (the import's collector, which the
+    version is later written from); without one they are checked against the default limits only.
+    """
     where = Where(file, line)
     if not isinstance(record, dict):
         raise where.error(f"expected an object, got {_kind(record)}")
     shape = detect_shape(record, where)
     messages = shape().messages(record, where)
+    base = Path(file).parent if file is not None else None
+    messages = convert_messages(messages, PartContext(where, base, media or MediaCollector()))
     known = set(shape.required) | set(shape.optional) | set(COMMON_OPTIONAL)
     meta = _meta(record, where)
     for key, value in record.items():
@@ -157,6 +167,9 @@ def normalise_record(record: dict, *, file: str | Path | None, line: int | None)
         raise validation_error(exc, where) from None
 
 
+_PART_INDEX = re.compile(r"^\[(\d+)\]: ")
+
+
 def validation_error(exc: ValidationError, where: Where) -> TunewrightError:
     """Map pydantic's first error to a field path such as ``messages[2].role``."""
     err = exc.errors()[0]
@@ -164,12 +177,19 @@ def validation_error(exc: ValidationError, where: Where) -> TunewrightError:
     message = err["msg"].removeprefix("Value error, ")
     if message.startswith("messages: "):
         field, message = "messages", message.removeprefix("messages: ")
+    part = _PART_INDEX.match(message)
+    if part:  # a content validator naming one of its parts (Message._canonical)
+        field, message = f"{field}[{part.group(1)}]", message[part.end():]
     if err["type"] == "literal_error" and field and field.endswith(".role"):
         message = f"unknown role {err['input']!r}; use system, user or assistant"
     elif err["type"] == "missing":
         message = "missing"
+    elif err["type"] == "extra_forbidden" and field and ".content[" in field:
+        message = "unexpected field in a content part"
     elif err["type"] == "extra_forbidden":
         message = "unexpected field; a message has only role and content"
+    elif err["type"] == "string_type":
+        message = f"must be text, got {_kind(err['input'])}"
     elif err["type"] == "too_short" and field == "messages":
         message = "needs at least a user and an assistant message"
     return where.error(message, field)
@@ -178,6 +198,8 @@ def validation_error(exc: ValidationError, where: Where) -> TunewrightError:
 def _path(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and "-" in part:
+            continue  # a union's tag ("part-list", "image-part", see data.parts), not a field
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -40,12 +40,20 @@ def scan_rows(splits: dict[str, list[ChatRow]], spec: PiiSpec) -> dict[str, Any]
         for index, row in enumerate(rows):
             n_rows += 1
             for turn, message in enumerate(row.messages):
-                for match in find_pii(message.content):
-                    digest = _digest(match.text)
-                    rows_hit.add((split, index))
-                    findings.append({"split": split, "row": index + 1, "turn": turn, "role": message.role,
-                                     "kind": match.kind, "masked": _mask(match.text), "sha256": digest,
-                                     "allowed_because": allowed.get(digest)})
+                # A part row is scanned, not refused: personal data can sit in the text beside an image.
+                # (Text inside the image or audio is scanned once it is aligned to text.)
+                parts = [(None, message.content)] if isinstance(message.content, str) else [
+                    (i, p.text) for i, p in enumerate(message.content) if p.modality == "text"]
+                for part, text in parts:
+                    for match in find_pii(text):
+                        digest = _digest(match.text)
+                        rows_hit.add((split, index))
+                        finding = {"split": split, "row": index + 1, "turn": turn, "role": message.role,
+                                   "kind": match.kind, "masked": _mask(match.text), "sha256": digest,
+                                   "allowed_because": allowed.get(digest)}
+                        if part is not None:
+                            finding["part"] = part
+                        findings.append(finding)
     unresolved = [f for f in findings if f["allowed_because"] is None]
     summary = {
         "n_rows": n_rows, "n_findings": len(findings), "rows_with_findings": len(rows_hit),

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pydantic import ValidationError
 
+from ..config import MediaLimits
 from ..errors import NotFoundError, TunewrightError
 from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file
+from .media import MediaCollector, MediaFile, store_media
 from .normalize import Where, normalise_record, validation_error
 from .readers import iter_records
 from .schema import ChatRow
@@ -29,22 +31,30 @@ class PreparedDataset:
     n_duplicates: int
     source_files: list[dict]
     content_sha256: str
+    media: dict[str, MediaFile] = field(default_factory=dict)  # by reference, only those the rows use
 
     @property
     def version(self) -> str:
         return self.content_sha256[:12]
 
 
-def load_rows(paths: Iterable[str | Path]) -> tuple[list[ChatRow], list[dict]]:
-    """Read and validate every row of every file; the first bad row raises, naming file and line."""
+def load_rows(paths: Iterable[str | Path], media: MediaCollector | None = None) -> tuple[list[ChatRow], list[dict]]:
+    """Read and validate every row of every file; the first bad row raises, naming file and line.
+
+    Image and audio parts are checked into ``media``; a file's entry lists the media its rows use,
+    so the registry's record of sources pins them too."""
+    media = media if media is not None else MediaCollector()
     rows: list[ChatRow] = []
     sources: list[dict] = []
     for path in map(Path, paths):
-        count = 0
+        start = len(rows)
         for line, record in iter_records(path):
-            rows.append(normalise_record(record, file=path, line=line))
-            count += 1
-        sources.append({"path": str(path.resolve()), "sha256": sha256_file(path), "rows": count})
+            rows.append(normalise_record(record, file=path, line=line, media=media))
+        source = {"path": str(path.resolve()), "sha256": sha256_file(path), "rows": len(rows) - start}
+        used = sorted({media.files[ref].sha256 for row in rows[start:] for ref in row.media()})
+        if used:
+            source["media"] = {"count": len(used), "sha256": used}
+        sources.append(source)
     return rows, sources
 
 
@@ -99,6 +109,7 @@ def canonical_jsonl(rows: Iterable[ChatRow]) -> bytes:
 
 
 def content_hash(train: list[ChatRow], eval_: list[ChatRow]) -> str:
+    """The version's identity. Media is covered through the rows: a part names its file by sha256."""
     digest = hashlib.sha256()
     # Each split is framed by its name and size, so moving a boundary row from train to eval
     # changes the hash even though the concatenated bytes would not.
@@ -110,8 +121,11 @@ def content_hash(train: list[ChatRow], eval_: list[ChatRow]) -> str:
 
 
 def prepare_rows(
-    rows: list[ChatRow], source_files: list[dict], *, eval_fraction: float = 0.1, seed: int = 0
+    rows: list[ChatRow], source_files: list[dict], *, eval_fraction: float = 0.1, seed: int = 0,
+    media: Mapping[str, MediaFile] | None = None,
 ) -> PreparedDataset:
+    """``media``: where the files the rows' image and audio parts name are now (an import's collector,
+    or ``media.media_in_version`` of the dataset part rows were taken from)."""
     if not rows:
         raise TunewrightError("the dataset has no rows")
     unique, n_duplicates = dedupe(rows)
@@ -122,16 +136,31 @@ def prepare_rows(
         n_duplicates=n_duplicates,
         source_files=list(source_files),
         content_sha256=content_hash(train, eval_),
+        media=_used_media(unique, media or {}),
     )
 
 
-def prepare_dataset(paths: Iterable[str | Path], *, eval_fraction: float = 0.1, seed: int = 0) -> PreparedDataset:
-    rows, sources = load_rows(paths)
-    return prepare_rows(rows, sources, eval_fraction=eval_fraction, seed=seed)
+def _used_media(rows: list[ChatRow], media: Mapping[str, MediaFile]) -> dict[str, MediaFile]:
+    used: dict[str, MediaFile] = {}
+    for number, row in enumerate(rows, start=1):
+        for ref in row.media():
+            if ref not in media:
+                raise TunewrightError(f"row {number} names {ref}, which is not among the media given with the rows",
+                                      field="media")
+            used[ref] = media[ref]
+    return dict(sorted(used.items()))
+
+
+def prepare_dataset(paths: Iterable[str | Path], *, eval_fraction: float = 0.1, seed: int = 0,
+                    media_limits: MediaLimits | None = None) -> PreparedDataset:
+    collector = MediaCollector(media_limits)
+    rows, sources = load_rows(paths, collector)
+    return prepare_rows(rows, sources, eval_fraction=eval_fraction, seed=seed, media=collector.files)
 
 
 def write_dataset_version(folder: str | Path, prepared: PreparedDataset, spec: dict) -> Path:
-    """Write ``folder/<version>/`` with train.jsonl, eval.jsonl and manifest.json, all or nothing.
+    """Write ``folder/<version>/`` with train.jsonl, eval.jsonl, manifest.json and (for part rows) the
+    ``media/`` files, all or nothing.
 
     A version is named by its content, so an existing complete folder already holds these rows and
     is returned untouched.
@@ -152,7 +181,10 @@ def write_dataset_version(folder: str | Path, prepared: PreparedDataset, spec: d
         "source_files": prepared.source_files,
         "spec": spec,
     }
+    if prepared.media:
+        manifest["media"] = [m.manifest_entry() for m in sorted(prepared.media.values(), key=lambda m: m.sha256)]
     with atomic_dir(final) as tmp:
+        store_media(prepared.media.values(), tmp)
         atomic_write_bytes(tmp / "train.jsonl", train_bytes)
         atomic_write_bytes(tmp / "eval.jsonl", eval_bytes)
         atomic_write_json(tmp / "manifest.json", manifest)  # last: its presence marks a complete folder

@@ -1,16 +1,21 @@
-"""Token-length statistics of a dataset, measured with the target model's own chat template."""
+"""Token-length statistics of a dataset, measured with the target model's own chat template, and
+counts and measures of its image and audio parts (read from the version's manifest, not decoded again)."""
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..models.chat import render
-from .schema import ChatRow
+from .media import MediaFile
+from .schema import ChatRow, require_text
 
 N_BUCKETS = 10
 BAR_WIDTH = 40
@@ -34,6 +39,7 @@ class DatasetStats:
 
 
 def token_length(row: ChatRow, tokenizer) -> int:
+    require_text(row)
     messages = [m.model_dump() for m in row.messages]
     return len(tokenizer(render(tokenizer, messages, generation_prompt=False), add_special_tokens=False)["input_ids"])
 
@@ -70,9 +76,83 @@ def dataset_stats(rows: list[ChatRow], tokenizer) -> DatasetStats:
         p50_tokens=percentile(lengths, 50),
         p95_tokens=percentile(lengths, 95),
         max_tokens=lengths[-1] if lengths else 0,
-        chars=sum(len(m.content) for row in rows for m in row.messages),
+        chars=sum(len(text) for row in rows for m in row.messages for text in m.text_parts()),
         histogram=histogram(lengths),
     )
+
+
+@dataclass(frozen=True)
+class Spread:
+    """min / median / max of some measure; ``median`` averages the two middle values of an even count."""
+
+    min: float
+    median: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread | None":
+        return cls(min(values), statistics.median(values), max(values)) if values else None
+
+
+@dataclass(frozen=True)
+class MediaStats:
+    """Parts counted per modality over every message (a text message is one text part). Sizes and
+    durations are per part, so an image shown in three rows counts three times, as a model sees it;
+    ``files`` counts the distinct stored files."""
+
+    rows: int
+    rows_with_media: int
+    parts: dict[str, int]
+    files: dict[str, int]
+    image_width: Spread | None
+    image_height: Spread | None
+    audio_total_s: float
+    audio_duration_s: Spread | None
+
+
+def media_stats(rows: Sequence[ChatRow], media: Mapping[str, MediaFile]) -> MediaStats:
+    """``media``: the version's files by reference (``data.media.media_in_version``)."""
+    parts: Counter[str] = Counter()
+    images, audio = [], []
+    for row in rows:
+        for message in row.messages:
+            if isinstance(message.content, str):
+                parts["text"] += 1
+                continue
+            for part in message.content:
+                parts[part.modality] += 1
+                if part.modality != "text":
+                    (images if part.modality == "image" else audio).append(media[part.ref])
+    durations = [m.duration_s for m in audio]
+    return MediaStats(
+        rows=len(rows),
+        rows_with_media=sum(1 for row in rows if row.has_media),
+        parts={k: parts[k] for k in ("text", "image", "audio")},
+        files={k: len({m.sha256 for m in group}) for k, group in (("image", images), ("audio", audio))},
+        image_width=Spread.of([m.width for m in images]),
+        image_height=Spread.of([m.height for m in images]),
+        audio_total_s=round(sum(durations), 6),
+        audio_duration_s=Spread.of(durations),
+    )
+
+
+def render_media_stats(stats: MediaStats, console: Console, title: str = "Media") -> None:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("rows", f"{stats.rows:,}")
+    table.add_row("rows with image or audio", f"{stats.rows_with_media:,}")
+    for kind, n in stats.parts.items():
+        files = f" ({stats.files[kind]:,} files)" if kind in stats.files else ""
+        table.add_row(f"{kind} parts", f"{n:,}{files}")
+    for name, spread, unit in (("image width", stats.image_width, "px"), ("image height", stats.image_height, "px"),
+                               ("audio duration", stats.audio_duration_s, "s")):
+        if spread is not None:
+            table.add_row(f"{name}: min / median / max",
+                          f"{spread.min:,.4g} / {spread.median:,.4g} / {spread.max:,.4g} {unit}")
+    if stats.audio_duration_s is not None:
+        table.add_row("audio duration: total", f"{stats.audio_total_s:,.2f} s")
+    console.print(table)
 
 
 def render_stats(stats: DatasetStats, console: Console, title: str = "Dataset") -> None:

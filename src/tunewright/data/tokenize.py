@@ -10,6 +10,7 @@ import torch
 from ..errors import TunewrightError
 from ..models.chat import fit_conversation, render
 from ..models.stops import end_of_turn_token
+from .schema import require_text
 
 IGNORE_INDEX = -100
 
@@ -69,6 +70,7 @@ def assistant_char_spans(tokenizer, messages: Sequence[dict], *,
     ``open_end``: the last assistant turn is text cut off mid-answer (a replay answer that ran out of
     tokens), so its span stops at the end of its text: the model learns the words, not to stop there.
     """
+    require_text(messages)  # a chat template given a list of parts would render it as text or fail obscurely
     messages = fit_conversation(tokenizer, messages)
     full = _render(tokenizer, messages, generation_prompt=False)
     spans = []

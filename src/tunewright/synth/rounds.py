@@ -118,7 +118,7 @@ def _protected_texts(workspace) -> list[str]:
             rows = read_split(record.path, "eval")
         except (OSError, TunewrightError):
             continue  # a dataset whose files were removed has nothing left to leak into
-        texts.extend("\n".join(m.content for m in row.messages if m.role != "system") for row in rows)
+        texts.extend("\n".join(t for m in row.messages if m.role != "system" for t in m.text_parts()) for row in rows)
     return texts
 
 
