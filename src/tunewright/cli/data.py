@@ -26,7 +26,8 @@ def print_media(record) -> None:
     media = media_in_version(record.path)
     if media:
         kinds = [m.modality for m in media.values()]
-        console.print(f"media stored: {kinds.count('image')} images, {kinds.count('audio')} audio files "
+        images, audio = kinds.count("image"), kinds.count("audio")
+        console.print(f"media stored: {images} image{'s' * (images != 1)}, {audio} audio file{'s' * (audio != 1)} "
                       f"(in {record.path}/media)")
 
 

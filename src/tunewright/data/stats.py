@@ -143,7 +143,8 @@ def render_media_stats(stats: MediaStats, console: Console, title: str = "Media"
     table.add_row("rows", f"{stats.rows:,}")
     table.add_row("rows with image or audio", f"{stats.rows_with_media:,}")
     for kind, n in stats.parts.items():
-        files = f" ({stats.files[kind]:,} files)" if kind in stats.files else ""
+        n_files = stats.files.get(kind)
+        files = f" ({n_files:,} file{'s' * (n_files != 1)})" if n_files is not None else ""
         table.add_row(f"{kind} parts", f"{n:,}{files}")
     for name, spread, unit in (("image width", stats.image_width, "px"), ("image height", stats.image_height, "px"),
                                ("audio duration", stats.audio_duration_s, "s")):
