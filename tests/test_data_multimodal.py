@@ -405,3 +405,32 @@ def test_an_image_in_memory_decodes_like_one_on_disk():
     buffer = io.BytesIO()
     Image.new("RGB", (12, 7)).save(buffer, format="WEBP")
     assert probe_image(buffer.getvalue(), MediaLimits()) == {"format": "webp", "width": 12, "height": 7}
+
+
+def _encode(container: str, codec: str, rate: int, seconds: float) -> bytes:
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(rate * seconds)) / rate
+        frame = av.AudioFrame.from_ndarray((np.sin(2 * np.pi * 440 * t) * 10000).astype(np.int16).reshape(1, -1),
+                                           format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("container, codec, rate", [("flac", "flac", 16000), ("mp3", "libmp3lame", 16000),
+                                                    ("ogg", "libopus", 48000)])
+def test_audio_containers_are_measured(container, codec, rate, tmp_path):
+    data = _encode(container, codec, rate, 0.5)
+    (tmp_path / f"clip.{container}").write_bytes(data)
+    prepared = prepare_dataset([write_jsonl(tmp_path / "rows.jsonl", [chat([{"type": "audio", "audio": f"clip.{container}"}])])],
+                               eval_fraction=0.0)
+    (entry,) = [m.manifest_entry() for m in prepared.media.values()]
+    assert (entry["format"], entry["sample_rate"], entry["sha256"]) == (container, rate, sha(data))
+    assert entry["duration_s"] == pytest.approx(0.5, abs=0.02)  # lossy codecs may pad a few milliseconds
