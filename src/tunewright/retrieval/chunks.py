@@ -16,7 +16,6 @@ A chunk's id is ``<file name>:<first line>``: stable while the lines above it do
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,10 +31,6 @@ CHUNKING = {  # what the manifest records, so an index says how its chunks were 
     "table": "one chunk per row: 'column: value' for each non-empty cell, in header order, joined by '; '",
     "document": "one chunk per list item or paragraph, prefixed with its heading path (document title left out)",
 }
-
-_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
-_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,9}[.)])\s+(.*)$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass(frozen=True)
@@ -70,81 +65,19 @@ def chunk_table(path: str | Path) -> list[Chunk]:
     return chunks
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise TunewrightError("not valid UTF-8; re-save the file as UTF-8", file=path, line=line) from None
-    return text.splitlines()
-
-
-def _title(lines: list[str]) -> str | None:
-    first = next((line for line in lines if line.strip()), "")
-    match = _HEADING.match(first)
-    if not match or len(match.group(1)) != 1:
-        return None
-    level_one = [line for line in lines if (m := _HEADING.match(line)) and len(m.group(1)) == 1]
-    return match.group(2).strip() if len(level_one) == 1 else None
-
-
 def chunk_document(path: str | Path) -> list[Chunk]:
+    from ..data.markdown import document_title, markdown_blocks, read_lines
+
     path = Path(path)
     _check_file(path)
-    lines = _read_lines(path)
-    title = _title(lines)
-    headings: list[tuple[int, str]] = []  # (level, text) from the outermost down
+    lines = read_lines(path)
+    title = document_title(lines)
     chunks: list[Chunk] = []
-    block: list[str] = []
-    start = 0
-    in_fence = False
-
-    def section() -> str | None:
-        names = [text for level, text in headings if not (title is not None and level == 1)]
-        return HEADING_SEPARATOR.join(names) if names else (title if headings else None)
-
-    def flush(keep_lines: bool = False) -> None:
-        if not block:
-            return
-        body = "\n".join(block).strip("\n") if keep_lines else " ".join(" ".join(block).split())
-        block.clear()
-        if not body.strip():
-            return
-        where = section()
-        text = f"{where}: {body}" if where else body
-        chunks.append(Chunk(f"{path.name}:{start}", text, {"file": path.name, "line": start, "section": where}))
-
-    for number, line in enumerate(lines, start=1):
-        if in_fence:
-            if _FENCE.match(line):
-                in_fence = False
-                flush(keep_lines=True)
-            else:
-                block.append(line)
-            continue
-        if _FENCE.match(line):
-            flush()
-            start, in_fence = number, True  # the block's source line is its opening fence
-            continue
-        heading = _HEADING.match(line)
-        if heading:
-            flush()
-            level = len(heading.group(1))
-            headings = [(lv, text) for lv, text in headings if lv < level] + [(level, heading.group(2).strip())]
-            continue
-        if not line.strip():
-            flush()
-            continue
-        item = _ITEM.match(line)
-        if item:
-            flush()
-            block.append(item.group(2))
-            start = number
-            continue
-        if not block:
-            start = number
-        block.append(line.strip())  # a paragraph line, or an item's continuation
-    flush(keep_lines=in_fence)
+    for block in markdown_blocks(lines):
+        names = [text for level, text in block.headings if not (title is not None and level == 1)]
+        where = HEADING_SEPARATOR.join(names) if names else (title if block.headings else None)
+        text = f"{where}: {block.text}" if where else block.text
+        chunks.append(Chunk(f"{path.name}:{block.start}", text, {"file": path.name, "line": block.start, "section": where}))
     if not chunks:
         raise TunewrightError("document has no text to index", file=path)
     return chunks

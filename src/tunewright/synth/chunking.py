@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import TunewrightError
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -46,14 +45,6 @@ def _read_pdf(path: Path) -> list[tuple[int, str]]:
         raise TunewrightError(f"cannot read PDF: {exc}", file=path) from None
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TunewrightError(f"not valid UTF-8 (byte {exc.start})", file=path, line=data[: exc.start].count(b"\n") + 1) from None
-
-
 def _split_long(paragraph: str, max_chars: int) -> list[str]:
     if len(paragraph) <= max_chars:
         return [paragraph]
@@ -75,30 +66,27 @@ def _split_long(paragraph: str, max_chars: int) -> list[str]:
     return pieces
 
 
-def _sections(lines: list[str]) -> list[tuple[str | None, list[tuple[int, str]]]]:
-    """(heading path, [(line number, line)]) per Markdown section."""
-    sections: list[tuple[str | None, list[tuple[int, str]]]] = [(None, [])]
-    path: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        match = _HEADING.match(line)
-        if match:
-            level = len(match.group(1))
-            path = path[: level - 1] + [match.group(2)]
-            sections.append((" > ".join(path), []))
-        else:
-            sections[-1][1].append((number, line))
-    return sections
+def _markdown_units(path: Path) -> list[tuple[str | None, list[tuple[int, int, str]]]]:
+    """(heading path, [(first line, last line, text)]) per run of blocks under one heading path."""
+    from ..data.markdown import markdown_blocks, read_lines
+
+    units: list[tuple[str | None, list[tuple[int, int, str]]]] = []
+    for block in markdown_blocks(read_lines(path)):
+        heading = " > ".join(text for _, text in block.headings) or None
+        if not units or units[-1][0] != heading:
+            units.append((heading, []))
+        units[-1][1].append((block.start, block.end, block.text))
+    return units
 
 
-def _paragraphs(numbered: list[tuple[int, str]]) -> list[tuple[int, int, str]]:
-    paragraphs, block = [], []
-    for number, line in [*numbered, (0, "")]:
-        if line.strip():
-            block.append((number, line.strip()))
-        elif block:
-            paragraphs.append((block[0][0], block[-1][0], " ".join(text for _, text in block)))
-            block = []
-    return paragraphs
+def _pdf_units(path: Path) -> list[tuple[str | None, list[tuple[int, int, str]]]]:
+    """One unit per page; its paragraphs (blank-line separated), cited by page number."""
+    units = []
+    for page, text in _read_pdf(path):
+        paragraphs = [" ".join(line.strip() for line in part.splitlines() if line.strip())
+                      for part in re.split(r"\n\s*\n", text)]
+        units.append((None, [(page, page, p) for p in paragraphs if p]))
+    return units
 
 
 def chunk_document(path: str | Path, *, max_chars: int = 1200) -> list[Chunk]:
@@ -108,13 +96,13 @@ def chunk_document(path: str | Path, *, max_chars: int = 1200) -> list[Chunk]:
     if max_chars < 50:
         raise TunewrightError("max_chars must be at least 50", field="max_chars")
     if path.suffix.lower() == ".pdf":
-        units = [(None, [(page, line) for line in text.splitlines()]) for page, text in _read_pdf(path)]
+        units = _pdf_units(path)
     elif path.suffix.lower() in {".md", ".markdown", ".txt", ".text"}:
-        units = _sections(_read_text(path).splitlines())
+        units = _markdown_units(path)
     else:
         raise TunewrightError(f"unsupported document type '{path.suffix}' (use .md, .txt or .pdf)", file=path)
     chunks: list[Chunk] = []
-    for heading, numbered in units:
+    for heading, paragraphs in units:
         buffer: list[tuple[int, int, str]] = []
 
         def flush() -> None:
@@ -123,7 +111,7 @@ def chunk_document(path: str | Path, *, max_chars: int = 1200) -> list[Chunk]:
                 chunks.append(Chunk(path.name, len(chunks), text, heading, buffer[0][0], buffer[-1][1]))
                 buffer.clear()
 
-        for start, end, paragraph in _paragraphs(numbered):
+        for start, end, paragraph in paragraphs:
             for piece in _split_long(paragraph, max_chars):
                 if buffer and sum(len(t) + 2 for _, _, t in buffer) + len(piece) > max_chars:
                     flush()
