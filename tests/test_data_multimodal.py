@@ -434,3 +434,12 @@ def test_audio_containers_are_measured(container, codec, rate, tmp_path):
     (entry,) = [m.manifest_entry() for m in prepared.media.values()]
     assert (entry["format"], entry["sample_rate"], entry["sha256"]) == (container, rate, sha(data))
     assert entry["duration_s"] == pytest.approx(0.5, abs=0.02)  # lossy codecs may pad a few milliseconds
+
+
+def test_the_bias_data_scan_reads_the_text_parts_of_a_part_row(part_row):
+    # govern's term scan counts words; an image has none until aligned, so only the text parts count.
+    from tunewright.govern.datascan import _row_text
+
+    texts = [t for m in part_row.messages for t in m.text_parts()]
+    assert texts and _row_text(part_row.messages) == "\n".join(texts)
+    assert "media/" not in _row_text(part_row.messages)

@@ -127,7 +127,8 @@ def scan_texts(texts: Sequence[str], attributes: dict[str, dict[str, list[str]]]
 
 
 def _row_text(messages: Sequence) -> str:
-    return "\n".join(m["content"] if isinstance(m, dict) else m.content for m in messages)
+    # Image and audio parts carry no words to scan until they are aligned; their text parts are scanned.
+    return "\n".join(m["content"] if isinstance(m, dict) else "\n".join(m.text_parts()) for m in messages)
 
 
 def write_scan_report(folder: Path, stem: str, report: dict) -> tuple[Path, Path]:
