@@ -31,6 +31,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-espeak.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
