@@ -215,3 +215,46 @@ def test_cli_bad_input_is_one_clear_line_and_exit_2(tiny_model_dir, tmp_path, ca
         main(["--workspace", str(workspace.root)] + argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+JUDGE_PROMPT = "You grade training examples"
+
+
+def _judged_workspace(root, base_model, server):
+    return _workspace(root, base_model, server.url,
+                      filters=[FilterSpec(kind="judge", settings={"rubric": "Helpful and correct."})])
+
+
+def test_a_judge_verdict_that_mentions_empty_is_a_rejection_not_a_failed_call(tiny_model_dir, tmp_path):
+    # The call succeeded; only the verdict is unreadable. Its parse error quotes the judge's words
+    # ("... the answer is empty"), which once read as the teacher's "empty" failure and held the round open.
+    def responder(body):
+        if JUDGE_PROMPT in body["messages"][-1]["content"]:
+            return json.dumps({"score": "n/a, the answer is empty", "rationale": "see http://example.com"})
+        return guided_teacher(body)
+
+    with ScriptedServer(responder=responder) as server:
+        workspace = _judged_workspace(tmp_path / "ws", tiny_model_dir, server)
+        result = run_round(workspace)
+    assert result.round.status == "completed" and result.round.failures == []
+    assert result.n_added == 8 and result.filter_counts["judge"] == 8
+    flags = [f for c in ReviewStore(workspace.registry).candidates("shop") for f in c.flags]
+    assert len(flags) == 8 and all(f["filter"] == "judge" and "the answer is empty" in f["reason"] for f in flags)
+
+
+def test_a_failed_judge_call_keeps_the_round_open_and_a_rerun_scores_the_row(tiny_model_dir, tmp_path):
+    def responder(body):
+        if JUDGE_PROMPT in body["messages"][-1]["content"]:
+            return json.dumps({"score": 5, "rationale": "fine"})
+        return guided_teacher(body)
+
+    # Two generation calls, then the first judge call gets an HTTP 500 (no retries).
+    with ScriptedServer(script=[("answer", None), ("answer", None), ("status", (500, {}))],
+                        responder=responder) as server:
+        workspace = _judged_workspace(tmp_path / "ws", tiny_model_dir, server)
+        first = run_round(workspace)
+        assert first.round.status == "incomplete" and first.failures == []
+        assert first.round.failures == [{"generator": "judge", "kind": "judge",
+                                         "message": "not scored: http: status 500"}]
+        again = run_round(workspace)
+    assert again.resumed and again.round.status == "completed" and again.round.failures == []

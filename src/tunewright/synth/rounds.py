@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config.synth import SynthSpec
@@ -21,13 +22,12 @@ from ..errors import TunewrightError
 from ..io import sha256_file
 from ..registry.events import canonical_json
 from ..review.store import NewCandidate, QueueFilter, ReviewStore, RoundRecord, RoundSummary
+from .call_failures import FilterCalls, is_call_failure
 from .chunking import chunk_document
 from .feedback import build_guidance, guidance_from_json, guidance_to_json
 from .filters import FILTERS, Candidate, FilterContext, run_filters
-from .generators import SYNTH_GENERATORS, Failure, GenerationContext, Guidance
-from .teachers import TEACHERS, CallCache, TeacherError
-
-TEACHER_FAILURE_KINDS = ("timeout", "connection", "http", "malformed", "empty")
+from .generators import SYNTH_GENERATORS, Failure, GenerationContext, Guidance, Produced
+from .teachers import TEACHERS, CallCache
 
 # Values a filter takes from the spec when its own settings leave them out, matched by parameter name.
 _SPEC_DEFAULTS = {
@@ -74,7 +74,7 @@ def build_generators(spec: SynthSpec) -> list[tuple[Any, float]]:
     return out
 
 
-def build_filters(spec: SynthSpec, teacher) -> list[Any]:
+def build_filters(spec: SynthSpec, calls: FilterCalls) -> list[Any]:
     filters = []
     for i, fspec in enumerate(spec.filter_specs()):
         cls = FILTERS.get_class(fspec.kind)
@@ -82,7 +82,7 @@ def build_filters(spec: SynthSpec, teacher) -> list[Any]:
         values = {name: default(spec) for name, default in _SPEC_DEFAULTS.items() if name in known}
         values.update(fspec.settings)
         settings = FILTERS.settings_for(fspec.kind, values, f"synth.filters[{i}].settings")
-        injected = {"teacher": teacher} if "teacher" in inspect.signature(cls).parameters else {}
+        injected = {"teacher": calls.teacher_for(cls.name)} if "teacher" in inspect.signature(cls).parameters else {}
         try:
             filters.append(cls(**settings.model_dump(), **injected))
         except (TypeError, ValueError) as exc:
@@ -124,14 +124,53 @@ def _protected_texts(workspace) -> list[str]:
 
 def run_round(workspace, *, rows: int | None = None, queue: str | None = None, new_round: bool = False,
               teacher=None, embedder=None, seed: int | None = None) -> RoundResult:
-    spec = workspace.recipe.synth
-    if spec is None:
-        raise TunewrightError("the recipe has no 'synth' section", file=workspace.recipe_path, field="synth")
+    spec = _synth_spec(workspace)
     queue = queue or workspace.recipe.dataset_name
     base_seed = workspace.recipe.data.seed if seed is None else seed
     store = ReviewStore(workspace.registry)
 
-    # Everything that can be wrong with the recipe is found here, before any call is paid for.
+    plan = _plan(workspace, spec, teacher)
+    opened = _open_round(store, queue, spec, plan.teacher, new_round=new_round, embedder=embedder)
+    seeds = _seed_rows(spec)
+    ctx = GenerationContext(spec=spec, teacher=plan.teacher, round=opened.record.number,
+                            rng=random.Random(_round_seed(base_seed, queue, opened.record.number)),
+                            guidance=opened.guidance, seeds=seeds, accepted=opened.accepted, chunks=plan.chunks,
+                            system_prompt=spec.system_prompt)
+    produced = _generate(plan.generators, ctx, rows or spec.rows_per_round)
+    candidates, filter_counts = _filter(workspace, plan.filters, produced.rows, opened.accepted + seeds)
+
+    failure_dicts = [{"generator": f.generator, "kind": f.kind, "message": f.message} for f in produced.failures]
+    usage = plan.teacher.usage.to_json()
+    finished, added = store.finish_round(
+        opened.record.id, _queue_entries(candidates), usage=usage, filter_counts=filter_counts,
+        failures=_round_open_failures(produced.failures, plan.filter_calls), n_generated=len(produced.rows),
+        source_files=[sha256_file(d) for d in plan.documents])
+    _assign_reviewers(workspace, store, queue, spec)
+
+    return RoundResult(round=finished, n_generated=len(produced.rows), n_added=added, filter_counts=filter_counts,
+                       failures=failure_dicts, usage=usage, resumed=opened.resumed,
+                       summaries=store.round_summaries(queue))
+
+
+def _synth_spec(workspace) -> SynthSpec:
+    spec = workspace.recipe.synth
+    if spec is None:
+        raise TunewrightError("the recipe has no 'synth' section", file=workspace.recipe_path, field="synth")
+    return spec
+
+
+@dataclass
+class _Plan:
+    generators: list[tuple[Any, float]]
+    documents: list[Path]
+    chunks: list[Any]
+    teacher: Any
+    filter_calls: FilterCalls
+    filters: list[Any]
+
+
+def _plan(workspace, spec: SynthSpec, teacher) -> _Plan:
+    """Everything that can be wrong with the recipe is found here, before any call is paid for."""
     check_plugins(spec)
     generators = build_generators(spec)
     documents = [workspace.path(d) for d in spec.documents]
@@ -140,8 +179,20 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
         raise TunewrightError(f"document not found: {missing[0]}", file=workspace.recipe_path, field="synth.documents")
     chunks = [c for d in documents for c in chunk_document(d)]
     teacher = teacher or build_teacher(spec, CallCache(workspace.dir("cache") / "teacher"))
-    filters = build_filters(spec, teacher)
+    filter_calls = FilterCalls(teacher)
+    return _Plan(generators, documents, chunks, teacher, filter_calls, build_filters(spec, filter_calls))
 
+
+@dataclass
+class _Opened:
+    record: RoundRecord
+    resumed: bool
+    guidance: Guidance
+    accepted: list[ChatRow]  # reviewed rows the generators may learn from
+
+
+def _open_round(store: ReviewStore, queue: str, spec: SynthSpec, teacher, *, new_round: bool,
+                embedder) -> _Opened:
     previous = store.rounds(queue)
     resumable = next((r for r in previous if r.status in ("running", "incomplete")), None)
     resumed = resumable is not None and not new_round
@@ -159,42 +210,48 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
                               new_round=new_round)
     accepted = [ChatRow(messages=c.messages, reference=c.reference,
                         meta={"id": f"cand-{c.id}", **({"topic": c.topic} if c.topic else {})}) for c in accepted_now]
-    seeds = [ChatRow(messages=[{"role": "user", "content": s.question}, {"role": "assistant", "content": s.answer}],
-                     meta={"id": f"seed-{i}", **({"topic": s.topic} if s.topic else {})})
-             for i, s in enumerate(spec.seeds)]
-    ctx = GenerationContext(spec=spec, teacher=teacher, round=record.number,
-                            rng=random.Random(_round_seed(base_seed, queue, record.number)), guidance=guidance,
-                            seeds=seeds, accepted=accepted, chunks=chunks, system_prompt=spec.system_prompt)
+    return _Opened(record, resumed, guidance, accepted)
 
-    produced_rows: list[ChatRow] = []
-    failures: list[Failure] = []
-    total = rows or spec.rows_per_round
+
+def _seed_rows(spec: SynthSpec) -> list[ChatRow]:
+    return [ChatRow(messages=[{"role": "user", "content": s.question}, {"role": "assistant", "content": s.answer}],
+                    meta={"id": f"seed-{i}", **({"topic": s.topic} if s.topic else {})})
+            for i, s in enumerate(spec.seeds)]
+
+
+def _generate(generators: list[tuple[Any, float]], ctx: GenerationContext, total: int) -> Produced:
+    out = Produced()
     for (generator, _share), count in zip(generators, allocate(total, [share for _, share in generators])):
         if count == 0:
             continue
         produced = generator.generate(ctx, count)
-        produced_rows.extend(produced.rows)
-        failures.extend(produced.failures)
+        out.rows.extend(produced.rows)
+        out.failures.extend(produced.failures)
+    return out
 
-    candidates = [Candidate(id=str(i), row=row) for i, row in enumerate(produced_rows)]
-    context = FilterContext(accepted=accepted + seeds, protected_texts=_protected_texts(workspace))
-    filter_counts = run_filters(filters, candidates, context)
-    judge_failures = [f for c in candidates for f in c.flags if f.filter == "judge" and f.reason.startswith("not scored")]
 
+def _filter(workspace, filters: list[Any], rows: list[ChatRow],
+            known: list[ChatRow]) -> tuple[list[Candidate], dict[str, int]]:
+    candidates = [Candidate(id=str(i), row=row) for i, row in enumerate(rows)]
+    context = FilterContext(accepted=known, protected_texts=_protected_texts(workspace))
+    return candidates, run_filters(filters, candidates, context)
+
+
+def _queue_entries(candidates: list[Candidate]) -> list[NewCandidate]:
+    """Every row goes to review, flagged ones too, so a person can see and overrule a filter."""
     # The judge's rationale travels with the provenance so reviewers see why a row scored as it did.
-    new = [NewCandidate(row=c.row, provenance={**c.row.meta.get("provenance", {}),
-                                                **({"judge": c.row.meta["judge"]} if "judge" in c.row.meta else {})},
-                        flags=[{"filter": f.filter, "reason": f.reason} for f in c.flags]) for c in candidates]
-    failure_dicts = [{"generator": f.generator, "kind": f.kind, "message": f.message} for f in failures]
-    # Calls that failed (as opposed to rows the generator refused) keep the round open for a rerun.
-    call_failures = [f for f in failure_dicts if f["kind"] in TEACHER_FAILURE_KINDS]
-    call_failures += [{"generator": "judge", "kind": "judge", "message": f.reason} for f in judge_failures
-                      if any(k in f.reason for k in TEACHER_FAILURE_KINDS)]
-    usage = teacher.usage.to_json()
-    finished, added = store.finish_round(
-        record.id, new, usage=usage, filter_counts=filter_counts, failures=call_failures,
-        n_generated=len(produced_rows), source_files=[sha256_file(d) for d in documents])
+    return [NewCandidate(row=c.row, provenance={**c.row.meta.get("provenance", {}),
+                                                 **({"judge": c.row.meta["judge"]} if "judge" in c.row.meta else {})},
+                         flags=[{"filter": f.filter, "reason": f.reason} for f in c.flags]) for c in candidates]
 
+
+def _round_open_failures(failures: list[Failure], filter_calls: FilterCalls) -> list[dict[str, str]]:
+    """Calls that failed (as opposed to rows the generator refused) keep the round open for a rerun."""
+    return ([{"generator": f.generator, "kind": f.kind, "message": f.message}
+             for f in failures if is_call_failure(f.kind)] + filter_calls.failures())
+
+
+def _assign_reviewers(workspace, store: ReviewStore, queue: str, spec: SynthSpec) -> None:
     review = spec.review
     if review.reviewers_per_item > 1:
         from ..review.reviewers import reviewer_names
@@ -202,7 +259,3 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
         names = reviewer_names(workspace.registry)
         if len(names) >= review.reviewers_per_item:
             store.assign(queue, names, review.reviewers_per_item)
-
-    return RoundResult(round=finished, n_generated=len(produced_rows), n_added=added, filter_counts=filter_counts,
-                       failures=failure_dicts, usage=usage, resumed=resumed, summaries=store.round_summaries(queue))
-
