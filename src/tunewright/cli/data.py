@@ -55,6 +55,33 @@ def build() -> None:
     print_dataset(build_dataset(open_workspace()))
 
 
+@app.command("align")
+def align(
+    dataset: Optional[str] = typer.Argument(None, help="Dataset name[@version] with image or audio parts "
+                                                       "(default: the recipe's)."),
+    name: Optional[str] = typer.Option(None, help="Name of the aligned dataset (default: <dataset>-aligned)."),
+) -> None:
+    """Turn image and audio parts into their text (OCR, transcription; layout aligned-v1) and register
+    the rows as a new text dataset version, its parent the media version. Results are cached under
+    cache/align/, where reviewers' corrections win over the engines."""
+    from ..align.dataset import align_dataset
+    from .progress import count_progress
+
+    def on_media(done: int, total: int) -> None:
+        if done == 0:
+            on_phase("media files", total)
+        else:
+            on_batch(1)
+
+    with count_progress("aligning") as (on_phase, on_batch):
+        result = align_dataset(open_workspace(), dataset, name=name, on_media=on_media)
+    source, media = result.source, ", ".join(f"{n} {kind} file{'s' * (n != 1)}" for kind, n in result.media.items())
+    console.print(f"aligned {source.name}@{source.version}: {media} ({result.corrected} corrected by reviewers)")
+    print_dataset(result.record)
+    if not result.created:
+        console.print("nothing changed: this aligned version was already registered")
+
+
 @app.command("list")
 def list_() -> None:
     """Registered dataset versions."""

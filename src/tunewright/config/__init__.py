@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import TunewrightError
+from .align import AlignSpec
 from .govern import GovernSpec
 from .retrieval import RetrievalSpec
 from .serve import ServeSpec
@@ -276,6 +277,8 @@ class Recipe(_Strict):
     serve: ServeSpec = Field(default_factory=ServeSpec)
     govern: GovernSpec = Field(default_factory=GovernSpec)
     retrieval: RetrievalSpec = Field(default_factory=RetrievalSpec)
+    align: AlignSpec | None = Field(
+        None, description="OCR and transcription of image and audio parts for `data align`; unset: engine defaults")
 
     @property
     def dataset_name(self) -> str:
