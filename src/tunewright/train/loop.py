@@ -24,7 +24,8 @@ from ..errors import TunewrightError
 from ..io import atomic_dir
 from ..models import BaseModelInfo, load_tokenizer
 from ..data.batching import MIN_SHARED_PREFIX, plan_micro_batches, shared_prefix_length
-from .checkpoint import TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (LoadedCheckpoint, TrainerState, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                         save_checkpoint)
 from .distributed import DistContext
 from .fused import fuse_lora_projections
 from .distill import base_targets, batch_targets
@@ -234,171 +235,253 @@ def train_adapter(
     """Train and save the adapter. Under a launcher every rank runs this with its ``dist``; each
     step's rows are dealt out over the ranks and their gradients summed, so the result is the
     single-process one up to the order of floating-point sums."""
-    from peft import get_peft_model_state_dict
-    from transformers import get_scheduler
-
-    dist = dist or DistContext()
-    if not rows:
-        raise TunewrightError("the training split is empty", field="train.dataset")
-    torch.set_num_threads(dist.threads(spec.threads))
-    torch.manual_seed(spec.seed)
-    method = get_method(spec.method)
-    tokenizer = load_tokenizer(base)
-    encoded, dropped, replay_indices = _encode_all(tokenizer, rows, spec.max_length)
-    if not encoded:
-        raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
-
-    device = dist.device
-    base_model = method.load_base(base, spec)
-    check_method(spec, base_model)  # options that cannot work fail here, before any training step
-    precision = training_precision(spec.precision, device, sharded=dist.sharded)
-    distill_k = spec.replay.top_k if spec.replay is not None and spec.replay.loss == "kl" else None
-    soft: dict = {}
-    if distill_k and replay_indices:
-        # From the bare base, before any adapter exists; where the model will train when it fits.
-        soft = base_targets(base_model if dist.sharded else base_model.to(device), encoded, replay_indices,
-                            distill_k, device if not dist.sharded else torch.device("cpu"), precision.autocast)
-    model = method.wrap(base_model, spec)
-    if spec.gradient_checkpointing:
-        # Recomputing activations in backward trades about a third more compute for memory; the
-        # planner turns it on only when the run would not fit otherwise.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    if not dist.sharded:
-        model.to(device)  # sharded: accelerate places each rank's shard, never the whole model
-    model.train()
-    # After placement: moving a model re-creates its tensors, which would undo the shared views.
-    # The sharded modes let accelerate run forwards outside our autocast region: weights stay fp32 there.
-    stored = 0 if dist.sharded else precision.store_frozen_weights(model)
-    fused = (fuse_lora_projections(model, autocast=precision.name != "fp32")
-             if spec.fuse_lora and not dist.sharded else None)
-    # Taken before sharding leaves each rank holding pieces.
-    counts = parameter_counts(model)
-    adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
-    optimizer = torch.optim.AdamW(method.optimizer_groups(model, spec), lr=spec.learning_rate,
-                                  weight_decay=spec.weight_decay)
-    plan = plan_micro_batches(
-        [len(e.input_ids) for e in encoded], spec.batch_size, spec.epochs, spec.seed, spec.max_steps, spec.grad_accum
-    )
-    total_steps = len(plan)
-    scheduler = get_scheduler(
-        "linear", optimizer, num_warmup_steps=round(spec.warmup_ratio * total_steps), num_training_steps=total_steps
-    )
-
-    fingerprint = config_fingerprint(spec, rows, base)
-    checkpoints = run_dir / "checkpoints"
-    state = TrainerState(step=0, tokens_seen=0, losses=[], scheduler={}, config_sha256=fingerprint)
-    resumed_from, loaded = None, None
+    recipe = _Recipe(base, rows, spec, run_dir, dist or DistContext())
+    recipe.setup_data()
+    recipe.setup_model()
+    recipe.setup_optimizer()
     if resume:
-        last = latest_checkpoint(checkpoints)
+        recipe.resume_from_checkpoint()
+    recipe.distribute()
+    recipe.train(callbacks)
+    return recipe.finish(adapter_dir)
+
+
+class _Recipe:
+    """One run of ``train_adapter``, split the way torchtune splits a recipe: one method per stage.
+
+    The stages must run in ``train_adapter``'s order, which is part of the result: the seed is set
+    before the adapter's first weights are drawn, and a resumed run restores the random state
+    only after setup has drawn from it, so its dropout masks are the uninterrupted run's.
+    """
+
+    def __init__(self, base: BaseModelInfo, rows: Sequence[ChatRow], spec: TrainSpec, run_dir: Path,
+                 dist: DistContext) -> None:
+        self.base, self.rows, self.spec, self.dist = base, rows, spec, dist
+        self.checkpoints = run_dir / "checkpoints"
+        self.resumed_from: int | None = None
+        self.loaded: LoadedCheckpoint | None = None
+
+    def setup_data(self) -> None:
+        """The seed, the PEFT method and the encoded rows; refuses a split with nothing to train on."""
+        spec = self.spec
+        if not self.rows:
+            raise TunewrightError("the training split is empty", field="train.dataset")
+        torch.set_num_threads(self.dist.threads(spec.threads))
+        torch.manual_seed(spec.seed)
+        self.method = get_method(spec.method)
+        self.tokenizer = load_tokenizer(self.base)
+        self.encoded, self.dropped, self.replay_indices = _encode_all(self.tokenizer, self.rows, spec.max_length)
+        if not self.encoded:
+            raise TunewrightError(f"every row is longer than max_length={spec.max_length} tokens", field="train.max_length")
+
+    def setup_model(self) -> None:
+        """The base loaded and checked, replay targets taken from it, then the adapter wrapped and placed."""
+        from peft import get_peft_model_state_dict
+
+        spec, dist = self.spec, self.dist
+        self.device = dist.device
+        base_model = self.method.load_base(self.base, spec)
+        check_method(spec, base_model)  # options that cannot work fail here, before any training step
+        self.precision = training_precision(spec.precision, self.device, sharded=dist.sharded)
+        self.distill_k = spec.replay.top_k if spec.replay is not None and spec.replay.loss == "kl" else None
+        self.soft = self._replay_targets(base_model)
+        model = self.method.wrap(base_model, spec)
+        if spec.gradient_checkpointing:
+            # Recomputing activations in backward trades about a third more compute for memory; the
+            # planner turns it on only when the run would not fit otherwise.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        if not dist.sharded:
+            model.to(self.device)  # sharded: accelerate places each rank's shard, never the whole model
+        model.train()
+        # After placement: moving a model re-creates its tensors, which would undo the shared views.
+        # The sharded modes let accelerate run forwards outside our autocast region: weights stay fp32 there.
+        self.stored = 0 if dist.sharded else self.precision.store_frozen_weights(model)
+        self.fused = (fuse_lora_projections(model, autocast=self.precision.name != "fp32")
+                      if spec.fuse_lora and not dist.sharded else None)
+        # Taken before sharding leaves each rank holding pieces.
+        self.counts = parameter_counts(model)
+        self.adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+        self.model = model
+
+    def _replay_targets(self, base_model) -> dict:
+        """The bare base's top-k distributions for replay rows under ``replay.loss: kl``, by row index."""
+        if not (self.distill_k and self.replay_indices):
+            return {}
+        sharded, device = self.dist.sharded, self.device
+        # From the bare base, before any adapter exists; where the model will train when it fits.
+        return base_targets(base_model if sharded else base_model.to(device), self.encoded, self.replay_indices,
+                            self.distill_k, device if not sharded else torch.device("cpu"), self.precision.autocast)
+
+    def setup_optimizer(self) -> None:
+        """AdamW, the step plan, the linear schedule over it, and the state a fresh run starts from."""
+        from transformers import get_scheduler
+
+        spec = self.spec
+        self.optimizer = torch.optim.AdamW(self.method.optimizer_groups(self.model, spec), lr=spec.learning_rate,
+                                           weight_decay=spec.weight_decay)
+        self.plan = plan_micro_batches(
+            [len(e.input_ids) for e in self.encoded], spec.batch_size, spec.epochs, spec.seed, spec.max_steps, spec.grad_accum
+        )
+        self.total_steps = len(self.plan)
+        self.scheduler = get_scheduler(
+            "linear", self.optimizer, num_warmup_steps=round(spec.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        fingerprint = config_fingerprint(spec, self.rows, self.base)
+        self.state = TrainerState(step=0, tokens_seen=0, losses=[], scheduler={}, config_sha256=fingerprint)
+
+    def resume_from_checkpoint(self) -> None:
+        """Weights, schedule, random state and counters from this run's latest checkpoint.
+
+        The optimizer's moments wait for ``distribute``: under FSDP they load into the wrapped model.
+        """
+        last = latest_checkpoint(self.checkpoints)
         if last is None:
-            raise TunewrightError("no checkpoint to resume from", file=checkpoints)
+            raise TunewrightError("no checkpoint to resume from", file=self.checkpoints)
         loaded = load_checkpoint(last)
-        if loaded.state.config_sha256 != fingerprint:
+        if loaded.state.config_sha256 != self.state.config_sha256:
             raise TunewrightError(
                 "the checkpoint was made with different data, base model or settings; start a fresh run", file=last
             )
-        _restore_weights(model, loaded.trainable_state, last)
-        scheduler.load_state_dict(loaded.state.scheduler)
-        torch.set_rng_state(loaded.rng_state(dist.rank))
-        state = loaded.state
-        resumed_from = state.step
-    model, optimizer = dist.prepare(model, optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    extra: dict = {"precision": precision.name}
-    if stored:
-        extra["frozen_weights_stored_in"] = precision.name
-    if soft:
-        extra["replay_kl_rows"] = len(soft)
-    if precision.reason:
-        extra["precision_note"] = precision.reason
-    if loaded is not None and not _load_optimizer_state(dist, model, optimizer, loaded.optimizer_state):
-        extra["optimizer_state_restored"] = False  # ZeRO-3: AdamW's moments restart from zero
+        _restore_weights(self.model, loaded.trainable_state, last)
+        self.scheduler.load_state_dict(loaded.state.scheduler)
+        torch.set_rng_state(loaded.rng_state(self.dist.rank))
+        self.state, self.loaded = loaded.state, loaded
+        self.resumed_from = self.state.step
 
-    pad_id = tokenizer.pad_token_id
-    # The shared-prefix pass reuses a key/value cache, which checkpointed layers do not keep.
-    prefix_len = shared_prefix_length(encoded) if spec.share_prefix and not spec.gradient_checkpointing else 0
-    # Every rank knows every row's label count, so a step's normaliser needs no communication.
-    label_counts = [sum(1 for label in e.labels[1:] if label != IGNORE_INDEX) for e in encoded]
-    started = time.perf_counter()
-    tokens_this_process = 0
-    for step_index in range(state.step, total_steps):
-        micro_batches = plan[step_index]
+    def distribute(self) -> None:
+        """Model and optimizer wrapped for the launcher's mode (DDP, FSDP, ZeRO-3 or none)."""
+        dist = self.dist
+        self.model, self.optimizer = dist.prepare(self.model, self.optimizer)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.extra: dict = {"precision": self.precision.name}
+        if self.stored:
+            self.extra["frozen_weights_stored_in"] = self.precision.name
+        if self.soft:
+            self.extra["replay_kl_rows"] = len(self.soft)
+        if self.precision.reason:
+            self.extra["precision_note"] = self.precision.reason
+        if self.loaded is not None and not _load_optimizer_state(dist, self.model, self.optimizer,
+                                                                 self.loaded.optimizer_state):
+            self.extra["optimizer_state_restored"] = False  # ZeRO-3: AdamW's moments restart from zero
+
+    def train(self, callbacks: Sequence[Callable[[StepInfo], None]]) -> None:
+        """The remaining steps, a checkpoint every ``checkpoint_every`` of them but the last."""
+        spec, state = self.spec, self.state
+        self.pad_id = self.tokenizer.pad_token_id
+        # The shared-prefix pass reuses a key/value cache, which checkpointed layers do not keep.
+        self.prefix_len = shared_prefix_length(self.encoded) if spec.share_prefix and not spec.gradient_checkpointing else 0
+        # Every rank knows every row's label count, so a step's normaliser needs no communication.
+        self.label_counts = [sum(1 for label in e.labels[1:] if label != IGNORE_INDEX) for e in self.encoded]
+        self.started = time.perf_counter()
+        self.tokens_this_process = 0
+        for step_index in range(state.step, self.total_steps):
+            step_loss, step_tokens = self.train_step(self.plan[step_index])
+            state.step = step_index + 1
+            state.tokens_seen += int(step_tokens)
+            self.tokens_this_process += int(step_tokens)
+            state.losses.append(step_loss)
+            info = self._step_info(step_loss)
+            if state.step % spec.checkpoint_every == 0 and state.step < self.total_steps:
+                self.save_checkpoint()
+            for callback in callbacks:
+                callback(info)
+
+    def train_step(self, micro_batches: list[list[int]]) -> tuple[float, float]:
+        """One optimizer step over a step's micro-batches: its loss and tokens, summed over ranks."""
+        dist = self.dist
         # Normalise by the labelled-token count of the whole step, over all ranks' rows, so gradient
         # accumulation and data parallelism both match one big batch.
-        n_labels = sum(label_counts[i] for mb in micro_batches for i in mb)
+        n_labels = sum(self.label_counts[i] for mb in micro_batches for i in mb)
         step_loss, step_tokens = 0.0, 0
         for micro_batch in micro_batches:
-            rows_here, weight = dist.share(micro_batch), 1
-            if not rows_here:
-                if not dist.sharded:
-                    continue
-                # A sharded forward is collective: a rank without rows still runs one, weighted zero.
-                rows_here, weight = list(micro_batch[:1]), 0
-            batch = collate([encoded[i] for i in rows_here], pad_id)
-            if any(i in soft for i in rows_here):
-                batch.update(batch_targets([encoded[i] for i in rows_here], [soft.get(i) for i in rows_here],
-                                           distill_k, spec.replay.weight))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with precision.autocast():
-                loss = supervised_loss_sum(model, batch, prefix_len, full_forward=dist.sharded,
-                                           packing=spec.packing) / n_labels
-            if not weight:
-                loss = loss * 0.0
-            dist.backward(precision.scale(loss), model)
-            step_loss += loss.item()
-            step_tokens += int(batch["attention_mask"].sum()) * weight
+            share = self._rows_for(micro_batch)
+            if share is None:
+                continue
+            loss, tokens = self._forward_backward(*share, n_labels)
+            step_loss += loss
+            step_tokens += tokens
         step_loss, step_tokens = dist.all_reduce_sum(step_loss, step_tokens)
-        dist.all_reduce_grads(trainable)
-        precision.unscale(optimizer)
-        dist.clip_grad_norm(model, trainable, spec.max_grad_norm)
-        precision.step(optimizer)
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        dist.all_reduce_grads(self.trainable)
+        self.precision.unscale(self.optimizer)
+        dist.clip_grad_norm(self.model, self.trainable, self.spec.max_grad_norm)
+        self.precision.step(self.optimizer)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss, step_tokens
 
-        state.step = step_index + 1
-        state.tokens_seen += int(step_tokens)
-        tokens_this_process += int(step_tokens)
-        state.losses.append(step_loss)
-        info = StepInfo(
-            step=state.step,
-            total_steps=total_steps,
+    def _rows_for(self, micro_batch: list[int]) -> tuple[list[int], int] | None:
+        """This rank's rows of a micro-batch and their weight; None when it has nothing to run."""
+        rows_here = self.dist.share(micro_batch)
+        if rows_here:
+            return rows_here, 1
+        if not self.dist.sharded:
+            return None
+        # A sharded forward is collective: a rank without rows still runs one, weighted zero.
+        return list(micro_batch[:1]), 0
+
+    def _forward_backward(self, rows_here: list[int], weight: int, n_labels: int) -> tuple[float, int]:
+        """Loss and backward for one micro-batch; its share of the step's loss, and its tokens."""
+        spec, encoded = self.spec, self.encoded
+        batch = collate([encoded[i] for i in rows_here], self.pad_id)
+        if any(i in self.soft for i in rows_here):
+            batch.update(batch_targets([encoded[i] for i in rows_here], [self.soft.get(i) for i in rows_here],
+                                       self.distill_k, spec.replay.weight))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with self.precision.autocast():
+            loss = supervised_loss_sum(self.model, batch, self.prefix_len, full_forward=self.dist.sharded,
+                                       packing=spec.packing) / n_labels
+        if not weight:
+            loss = loss * 0.0
+        self.dist.backward(self.precision.scale(loss), self.model)
+        return loss.item(), int(batch["attention_mask"].sum()) * weight
+
+    def _step_info(self, step_loss: float) -> StepInfo:
+        elapsed = time.perf_counter() - self.started
+        return StepInfo(
+            step=self.state.step,
+            total_steps=self.total_steps,
             loss=step_loss,
-            learning_rate=scheduler.get_last_lr()[0],
-            tokens_seen=state.tokens_seen,
-            elapsed=(elapsed := time.perf_counter() - started),
-            tokens_per_second=tokens_this_process / elapsed if elapsed > 0 else 0.0,
+            learning_rate=self.scheduler.get_last_lr()[0],
+            tokens_seen=self.state.tokens_seen,
+            elapsed=elapsed,
+            tokens_per_second=self.tokens_this_process / elapsed if elapsed > 0 else 0.0,
         )
-        if state.step % spec.checkpoint_every == 0 and state.step < total_steps:
-            state.scheduler = scheduler.state_dict()
-            trainable_state = _checkpoint_weights(dist, model, adapter_shapes)
-            optimizer_state = _optimizer_state(dist, model, optimizer)
-            rng_states = dist.gather_rng_states()
-            if dist.is_main:
-                save_checkpoint(checkpoints, trainable_state=trainable_state, optimizer_state=optimizer_state, state=state,
-                                rng_states=rng_states)
-                prune_checkpoints(checkpoints, KEEP_CHECKPOINTS)
-            dist.barrier()
-        for callback in callbacks:
-            callback(info)
 
-    elapsed = time.perf_counter() - started
-    if fused is not None:
-        extra["fused_lora_modules"] = fused.fused_modules
-        fused.remove()
-    _save_adapter(dist, model, adapter_dir, adapter_shapes)
-    return TrainResult(
-        adapter_dir=adapter_dir,
-        steps=total_steps,
-        losses=list(state.losses),
-        tokens_seen=state.tokens_seen,
-        train_seconds=elapsed,
-        tokens_per_second=tokens_this_process / elapsed if elapsed > 0 else 0.0,
-        n_rows=len(encoded),
-        n_dropped=dropped,
-        resumed_from_step=resumed_from,
-        extra={"shared_prefix_tokens": prefix_len, **counts, "processes": dist.world_size, **extra},
-    )
+    def save_checkpoint(self) -> None:
+        """Every rank takes part (gathering is collective when sharded); rank 0 writes."""
+        dist = self.dist
+        self.state.scheduler = self.scheduler.state_dict()
+        trainable_state = _checkpoint_weights(dist, self.model, self.adapter_shapes)
+        optimizer_state = _optimizer_state(dist, self.model, self.optimizer)
+        rng_states = dist.gather_rng_states()
+        if dist.is_main:
+            save_checkpoint(self.checkpoints, trainable_state=trainable_state, optimizer_state=optimizer_state,
+                            state=self.state, rng_states=rng_states)
+            prune_checkpoints(self.checkpoints, KEEP_CHECKPOINTS)
+        dist.barrier()
+
+    def finish(self, adapter_dir: Path) -> TrainResult:
+        """Unfuse, save the adapter, and report."""
+        elapsed = time.perf_counter() - self.started
+        if self.fused is not None:
+            self.extra["fused_lora_modules"] = self.fused.fused_modules
+            self.fused.remove()
+        _save_adapter(self.dist, self.model, adapter_dir, self.adapter_shapes)
+        return TrainResult(
+            adapter_dir=adapter_dir,
+            steps=self.total_steps,
+            losses=list(self.state.losses),
+            tokens_seen=self.state.tokens_seen,
+            train_seconds=elapsed,
+            tokens_per_second=self.tokens_this_process / elapsed if elapsed > 0 else 0.0,
+            n_rows=len(self.encoded),
+            n_dropped=self.dropped,
+            resumed_from_step=self.resumed_from,
+            extra={"shared_prefix_tokens": self.prefix_len, **self.counts, "processes": self.dist.world_size,
+                   **self.extra},
+        )
 
 
 def _save_adapter(dist: DistContext, model, adapter_dir: Path, shapes: dict[str, tuple]) -> None:
