@@ -90,3 +90,38 @@ def test_compare_trains_and_evaluates_each_strategy_under_its_own_name(tmp_path,
         evaluation = [e for e in workspace.registry.list_evaluations() if e.adapter_id == adapter.id]
         assert evaluation and evaluation[-1].metrics["questions"]["accuracy"] == row["questions"]
     assert "open-book+kl" in out and "customer questions by kind" in out
+
+
+def test_run_is_an_api_the_cli_prints(tmp_path, tiny_model_dir, capsys):
+    """`tunewright run` is run_recipe plus printing: the CLI's stage displays are entered one at a
+    time in order, and what the API returns is what the registry holds."""
+    from tunewright.strategies import RunProgress, run_recipe
+    from tunewright.workspace import Workspace
+
+    workspace = Workspace.init(tmp_path / "ws", _recipe(str(tiny_model_dir)))
+    (workspace.root / "shop.csv").write_text(TABLE)
+    (workspace.root / "rules.md").write_text(RULES)
+    (workspace.root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    seen = []
+
+    class Watch(RunProgress):
+        def dataset(self, record):
+            seen.append(("dataset", record.version))
+
+        def training(self):
+            seen.append("training")
+            return super().training()
+
+        def evaluating(self):
+            seen.append("evaluating")
+            return super().evaluating()
+
+    done = run_recipe(workspace, Watch())
+    assert seen == [("dataset", done.dataset.version), "training", "evaluating"]
+    assert workspace.registry.get_adapter(done.adapter.name).id == done.adapter.id
+    assert done.report["adapter"] == done.adapter.name and done.result.steps == 2
+    assert set(done.seconds) == {"dataset", "train", "eval", "total"}
+    assert done.seconds["total"] >= done.seconds["train"] > 0
+    code, out, err = run_cli(["-w", str(workspace.root), "run"], capsys)
+    assert code == 0, err
+    assert "time: dataset" in out and "strategy closed-augmented+kl (this run)" in out

@@ -13,8 +13,9 @@ This sits above data, train and evaluate (it calls all three), beside ``cli``.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .config import OpenBookSpec, Recipe, ReplaySpec
 from .errors import TunewrightError
@@ -113,28 +114,78 @@ def result_row(strategy: str, dataset, result, report: EvalReport) -> dict:
     }
 
 
-def run_strategy(workspace, strategy: Strategy, *, on_step=None, on_batch=None, on_phase=None) -> dict:
-    from .synth.build import build_dataset
+@dataclass(frozen=True)
+class RecipeRun:
+    """What `tunewright run` did: the dataset version, the training run, its adapter, the evaluation,
+    and where the time went (seconds per stage)."""
+
+    dataset: object
+    run: object
+    adapter: object
+    result: object
+    report: EvalReport
+    seconds: dict[str, float]
+
+
+class RunProgress:
+    """How a caller watches `run_recipe`: one context per stage, so a terminal can show one progress
+    display at a time (two live displays on one console refuse each other). The default shows nothing."""
+
+    def dataset(self, record) -> None:
+        pass
+
+    @contextmanager
+    def training(self) -> Iterator[Callable | None]:
+        yield None  # or a training-step callback
+
+    @contextmanager
+    def evaluating(self) -> Iterator[tuple[Callable | None, Callable | None]]:
+        yield None, None  # or (on_phase, on_batch)
+
+
+def run_recipe(workspace, progress: RunProgress | None = None) -> RecipeRun:
+    """The whole recipe as it stands: build the dataset (or import the recipe's data sources), train,
+    evaluate. `tunewright run` and every strategy of a comparison go through here."""
+    from .data.api import import_files
     from .evaluate.api import evaluate
+    from .synth.build import build_dataset
     from .train.api import train
 
+    progress = progress or RunProgress()
+    recipe = workspace.recipe
+    clock = [time.perf_counter()]
+    if recipe.build is not None:
+        dataset = build_dataset(workspace)
+    else:
+        dataset = import_files(workspace, [s.path for s in recipe.data.sources])
+    clock.append(time.perf_counter())
+    progress.dataset(dataset)
+    ref = f"{dataset.name}@{dataset.version}"
+    with progress.training() as on_step:
+        run, adapter, result = train(workspace, dataset=ref, callbacks=[on_step] if on_step else ())
+    clock.append(time.perf_counter())
+    with progress.evaluating() as (on_phase, on_batch):
+        report = evaluate(workspace, adapter=adapter.name, dataset=ref, on_batch=on_batch, on_phase=on_phase)
+    clock.append(time.perf_counter())
+    dataset_s, train_s, eval_s = (b - a for a, b in zip(clock, clock[1:]))
+    return RecipeRun(dataset, run, adapter, result, report,
+                     {"dataset": dataset_s, "train": train_s, "eval": eval_s, "total": clock[-1] - clock[0]})
+
+
+def run_strategy(workspace, strategy: Strategy, progress: RunProgress | None = None) -> dict:
     original = workspace.recipe
     workspace.recipe = overlay(original, strategy)
     try:
-        started = time.perf_counter()
-        dataset = build_dataset(workspace)
-        ref = f"{dataset.name}@{dataset.version}"
-        _, adapter, result = train(workspace, dataset=ref, callbacks=[on_step] if on_step else ())
-        report = evaluate(workspace, adapter=adapter.name, dataset=ref,
-                          on_batch=on_batch, on_phase=on_phase)
+        done = run_recipe(workspace, progress)
     finally:
         workspace.recipe = original
-    return {**result_row(strategy.name, dataset, result, report), "total_seconds": round(time.perf_counter() - started, 1)}
+    return {**result_row(strategy.name, done.dataset, done.result, done.report),
+            "total_seconds": round(done.seconds["total"], 1)}
 
 
 def compare_strategies(workspace, names: Sequence[str] = DEFAULT_STRATEGIES, *,
                        on_start: Callable[[Strategy], None] | None = None,
-                       on_row: Callable[[dict], None] | None = None, **progress) -> dict:
+                       on_row: Callable[[dict], None] | None = None, progress: RunProgress | None = None) -> dict:
     """Run each strategy in turn in this workspace; write reports/strategies.json and return it."""
     strategies = [get_strategy(name) for name in names]  # every name checked before anything trains
     if workspace.recipe.eval.questions is None:
@@ -145,7 +196,7 @@ def compare_strategies(workspace, names: Sequence[str] = DEFAULT_STRATEGIES, *,
     for strategy in strategies:
         if on_start:
             on_start(strategy)
-        rows.append(run_strategy(workspace, strategy, **progress))
+        rows.append(run_strategy(workspace, strategy, progress))
         if on_row:
             on_row(rows[-1])
     report = {"recipe": workspace.recipe.name, "strategies": rows,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -161,41 +160,34 @@ def _generate(
 
 def _run() -> None:
     """The whole recipe: build (or import) the dataset, train, evaluate, report."""
-    from ..data.api import import_files
-    from ..synth.build import build_dataset
-    from ..evaluate.api import evaluate
-    from ..train.api import train
+    from ..strategies import RunProgress, result_row, run_recipe, strategy_of
+    from .compare import print_strategy_rows
     from .data import print_dataset
     from .progress import count_progress, training_progress
 
-    workspace = open_workspace()
-    recipe = workspace.recipe
-    clock = [time.perf_counter()]
-    if recipe.build is not None:
-        record = build_dataset(workspace)
-    else:
-        record = import_files(workspace, [s.path for s in recipe.data.sources])
-    clock.append(time.perf_counter())
-    print_dataset(record)
-    with training_progress("training") as on_step:
-        run, adapter, result = train(workspace, dataset=f"{record.name}@{record.version}", callbacks=[on_step])
-    clock.append(time.perf_counter())
-    console.print(f"adapter {adapter.name} v{adapter.version}: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.0f} s")
-    with count_progress("evaluating") as (on_phase, on_batch):
-        report = evaluate(workspace, adapter=adapter.name, dataset=f"{record.name}@{record.version}", on_batch=on_batch, on_phase=on_phase)
-    clock.append(time.perf_counter())
-    print_report(report)
-    dataset_s, train_s, eval_s = (b - a for a, b in zip(clock, clock[1:]))
-    # Where the minutes went: the training stage also answers the replay prompts and plans.
-    console.print(f"time: dataset {dataset_s:.0f} s, training {train_s:.0f} s (the loop {result.train_seconds:.0f} s), "
-                  f"evaluation {eval_s:.0f} s, total {clock[-1] - clock[0]:.0f} s")
-    if report.get("questions"):
-        # The recipe's row of `tunewright compare --strategies`, so runs compare with that table.
-        from ..strategies import result_row, strategy_of
-        from .compare import print_strategy_rows
+    class Bars(RunProgress):
+        def dataset(self, record) -> None:
+            print_dataset(record)
 
-        strategy = strategy_of(recipe)
-        print_strategy_rows([result_row(strategy, record, result, report)], f"strategy {strategy} (this run)")
+        def training(self):
+            return training_progress("training")
+
+        def evaluating(self):
+            return count_progress("evaluating")
+
+    workspace = open_workspace()
+    done = run_recipe(workspace, Bars())
+    result, adapter = done.result, done.adapter
+    console.print(f"adapter {adapter.name} v{adapter.version}: {result.steps} steps, {result.tokens_per_second:.0f} tokens/s, {result.train_seconds:.0f} s")
+    print_report(done.report)
+    # Where the minutes went: the training stage also answers the replay prompts and plans.
+    t = done.seconds
+    console.print(f"time: dataset {t['dataset']:.0f} s, training {t['train']:.0f} s (the loop {result.train_seconds:.0f} s), "
+                  f"evaluation {t['eval']:.0f} s, total {t['total']:.0f} s")
+    if done.report.get("questions"):
+        # The recipe's row of `tunewright compare --strategies`, so runs compare with that table.
+        strategy = strategy_of(workspace.recipe)
+        print_strategy_rows([result_row(strategy, done.dataset, result, done.report)], f"strategy {strategy} (this run)")
 
 
 def register(app: typer.Typer) -> None:
