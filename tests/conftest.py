@@ -133,26 +133,28 @@ def postgres_url(tmp_path_factory):
     so the server runs as the 'postgres' user that package creates.
     """
     import os
+    import pathlib
     import pwd
     import shutil
     import subprocess
+    import tempfile
 
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
-    folder = tmp_path_factory.mktemp("postgres")
     prefix: list[str] = []
     if os.geteuid() == 0:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and no 'postgres' user to run the server")
+        # A folder of its own in the temp root, not under pytest-of-root: every pytest session that
+        # starts sets that folder back to 0700, which would lock the server user out of its data.
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="tunewright-pg-"))
         shutil.chown(folder, user.pw_uid, user.pw_gid)
-        os.chmod(folder, 0o700)
-        for parent in folder.parents:  # the server user must be able to reach its folder
-            if str(parent).startswith(str(tmp_path_factory.getbasetemp().parent)):
-                os.chmod(parent, os.stat(parent).st_mode | 0o711)
         prefix = ["runuser", "-u", "postgres", "--"]
+    else:
+        folder = tmp_path_factory.mktemp("postgres")
     data, port = folder / "data", 55432 + os.getpid() % 1000
     subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
     options = f"-k {folder} -c listen_addresses='' -p {port}"
@@ -162,6 +164,8 @@ def postgres_url(tmp_path_factory):
         yield f"postgresql+psycopg://postgres@/postgres?host={folder}&port={port}"
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        if prefix:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
