@@ -315,3 +315,17 @@ def test_an_engine_for_the_wrong_part_type_is_named(shop, capsys):
     recipe.write_text(recipe.read_text().replace("audio: fake-asr-da", "audio: fake-ocr-da"))
     code, out, err = said(["-w", ws, "data", "align", "shop"], capsys)
     assert code == 2 and "field 'align.engines.audio'" in out + err and "reads image parts, not audio" in out + err
+
+
+def test_the_eval_table_prints_aligned_rows_as_they_are():
+    # The aligned layout's "[/audio transcript]" is text to show, not a Rich closing tag to parse.
+    from rich.console import Console
+
+    from tunewright.cli.stages import example_table
+
+    question = "[audio transcript]\nhow much is the tent\n[/audio transcript]"
+    console = Console(record=True, width=200)
+    console.print(example_table([{"question": question, "expected": "$189", "base_response": "[b]x[/b]",
+                                  "tuned_response": "It costs $189."}]))
+    shown = console.export_text()
+    assert "[/audio transcript]" in shown and "[b]x[/b]" in shown and "It costs $189." in shown

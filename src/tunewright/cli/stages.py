@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..reports import EvalReport
 from .context import console, open_workspace, workspace_dir
@@ -132,12 +133,18 @@ def _eval(
                           on_batch=on_batch, on_phase=on_phase)
     print_report(report)
     if show:
-        diff = Table(title="per-example differences", show_lines=True)
-        for column in ("question", "expected", "base", "tuned"):
-            diff.add_column(column, overflow="fold")
-        for example in report["examples"][:show]:
-            diff.add_row(example["question"], example["expected"], example["base_response"], example["tuned_response"])
-        console.print(diff)
+        console.print(example_table(report["examples"][:show]))
+
+
+def example_table(examples) -> Table:
+    # Cells are Text, not markup: rows and answers are data, and aligned media rows hold
+    # "[/image text]", which Rich would read as a closing tag and refuse.
+    diff = Table(title="per-example differences", show_lines=True)
+    for column in ("question", "expected", "base", "tuned"):
+        diff.add_column(column, overflow="fold")
+    for example in examples:
+        diff.add_row(*(Text(str(example[key])) for key in ("question", "expected", "base_response", "tuned_response")))
+    return diff
 
 
 def _generate(
