@@ -22,7 +22,7 @@ from ..errors import TunewrightError
 from ..io import sha256_file
 from ..registry.events import canonical_json
 from ..review.store import NewCandidate, QueueFilter, ReviewStore, RoundRecord, RoundSummary
-from .call_failures import FilterCalls, is_call_failure
+from .call_failures import is_call_failure
 from .chunking import chunk_document
 from .feedback import build_guidance, guidance_from_json, guidance_to_json
 from .filters import FILTERS, Candidate, FilterContext, run_filters
@@ -74,7 +74,7 @@ def build_generators(spec: SynthSpec) -> list[tuple[Any, float]]:
     return out
 
 
-def build_filters(spec: SynthSpec, calls: FilterCalls) -> list[Any]:
+def build_filters(spec: SynthSpec, teacher) -> list[Any]:
     filters = []
     for i, fspec in enumerate(spec.filter_specs()):
         cls = FILTERS.get_class(fspec.kind)
@@ -82,7 +82,7 @@ def build_filters(spec: SynthSpec, calls: FilterCalls) -> list[Any]:
         values = {name: default(spec) for name, default in _SPEC_DEFAULTS.items() if name in known}
         values.update(fspec.settings)
         settings = FILTERS.settings_for(fspec.kind, values, f"synth.filters[{i}].settings")
-        injected = {"teacher": calls.teacher_for(cls.name)} if "teacher" in inspect.signature(cls).parameters else {}
+        injected = {"teacher": teacher} if "teacher" in inspect.signature(cls).parameters else {}
         try:
             filters.append(cls(**settings.model_dump(), **injected))
         except (TypeError, ValueError) as exc:
@@ -143,7 +143,7 @@ def run_round(workspace, *, rows: int | None = None, queue: str | None = None, n
     usage = plan.teacher.usage.to_json()
     finished, added = store.finish_round(
         opened.record.id, _queue_entries(candidates), usage=usage, filter_counts=filter_counts,
-        failures=_round_open_failures(produced.failures, plan.filter_calls), n_generated=len(produced.rows),
+        failures=_round_open_failures(produced.failures, candidates), n_generated=len(produced.rows),
         source_files=[sha256_file(d) for d in plan.documents])
     _assign_reviewers(workspace, store, queue, spec)
 
@@ -165,7 +165,6 @@ class _Plan:
     documents: list[Path]
     chunks: list[Any]
     teacher: Any
-    filter_calls: FilterCalls
     filters: list[Any]
 
 
@@ -179,8 +178,7 @@ def _plan(workspace, spec: SynthSpec, teacher) -> _Plan:
         raise TunewrightError(f"document not found: {missing[0]}", file=workspace.recipe_path, field="synth.documents")
     chunks = [c for d in documents for c in chunk_document(d)]
     teacher = teacher or build_teacher(spec, CallCache(workspace.dir("cache") / "teacher"))
-    filter_calls = FilterCalls(teacher)
-    return _Plan(generators, documents, chunks, teacher, filter_calls, build_filters(spec, filter_calls))
+    return _Plan(generators, documents, chunks, teacher, build_filters(spec, teacher))
 
 
 @dataclass
@@ -245,10 +243,13 @@ def _queue_entries(candidates: list[Candidate]) -> list[NewCandidate]:
                          flags=[{"filter": f.filter, "reason": f.reason} for f in c.flags]) for c in candidates]
 
 
-def _round_open_failures(failures: list[Failure], filter_calls: FilterCalls) -> list[dict[str, str]]:
-    """Calls that failed (as opposed to rows the generator refused) keep the round open for a rerun."""
+def _round_open_failures(failures: list[Failure], candidates: list[Candidate]) -> list[dict[str, str]]:
+    """Calls that failed (as opposed to rows the generator or a filter refused) keep the round open
+    for a rerun: the generators' by their failure kind, the filters' by their flag's failed call."""
     return ([{"generator": f.generator, "kind": f.kind, "message": f.message}
-             for f in failures if is_call_failure(f.kind)] + filter_calls.failures())
+             for f in failures if is_call_failure(f.kind)]
+            + [{"generator": flag.filter, "kind": flag.filter, "message": flag.reason}
+               for c in candidates for flag in c.flags if flag.failed_call and is_call_failure(flag.failed_call)])
 
 
 def _assign_reviewers(workspace, store: ReviewStore, queue: str, spec: SynthSpec) -> None:

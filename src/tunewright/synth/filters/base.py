@@ -27,7 +27,10 @@ def first_question(row: ChatRow) -> str:
 @dataclass(frozen=True)
 class Flag:
     filter: str
-    reason: str
+    reason: str  # for reviewers
+    # The TeacherError kind when the filter could not make its teacher call: the round reads this,
+    # never the reason's wording, to decide whether a rerun is worth it.
+    failed_call: str | None = None
 
 
 @dataclass

@@ -57,7 +57,7 @@ class Judge:
         ]
         for candidate, result in zip(candidates, self.teacher.complete_many(requests)):
             if isinstance(result, TeacherError):
-                candidate.flags.append(Flag(self.name, f"not scored: {result}"))
+                candidate.flags.append(Flag(self.name, f"not scored: {result}", failed_call=result.kind))
                 continue
             try:
                 score, rationale = parse_verdict(result.text)
