@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import TunewrightError
-from ..models.layers import head_dim_of, kv_heads_of
+from ..models.layers import head_dim_of, kv_heads_of, split_head_dim
 from .gguf_vocab import adds_token, tokenizer_fields
 
 GGUF_DTYPES = ("f32", "f16")
@@ -57,7 +57,7 @@ def llama_cpp_attention_scalar(config: dict) -> int:
     """The query_pre_attn_scalar llama.cpp uses for a Gemma model of this shape (its division is an
     integer one)."""
     if config["num_hidden_layers"] == _gemma_fixed(config["model_type"])[0]:
-        return int(config["hidden_size"]) // int(config["num_attention_heads"])
+        return split_head_dim(config)
     return head_dim_of(config)
 
 
@@ -107,7 +107,7 @@ def _gemma_reading(config, value: Callable[[str, Any], Any]) -> None:
 def _qwen3_reading(config, value: Callable[[str, Any], Any]) -> None:
     # transformers' qwen3 reader ignores key_length and keeps Qwen3Config's default head_dim of 128;
     # llama.cpp takes key_length, or hidden/heads when the file has none.
-    config.head_dim = int(value("attention.key_length", config.hidden_size // config.num_attention_heads))
+    config.head_dim = int(value("attention.key_length", split_head_dim(config)))
 
 
 def _phi3_reading(config, value: Callable[[str, Any], Any]) -> None:

@@ -31,11 +31,17 @@ def _first(config: Any, names: tuple[str, ...]) -> int:
     raise KeyError(f"config has none of {', '.join(names)}")
 
 
+def split_head_dim(config: Any) -> int:
+    """hidden / heads: the head width when none is stated, and what readers such as llama.cpp assume
+    when a file states none (whatever the config's class default says)."""
+    return _first(config, HIDDEN_KEYS) // _first(config, HEAD_KEYS)
+
+
 def head_dim_of(config: Any) -> int:
     """Width of one attention head, from a transformers config or a config.json dict (its text part:
     see ``text_config``). Gemma's stated head_dim differs from hidden/heads, so a stated one wins;
     ``head_dim: null`` (and 0) in a config.json means unstated."""
-    return int(_field(config, "head_dim") or _first(config, HIDDEN_KEYS) // _first(config, HEAD_KEYS))
+    return int(_field(config, "head_dim") or split_head_dim(config))
 
 
 def kv_heads_of(config: Any) -> int:
