@@ -217,6 +217,14 @@ class ReplaySpec(_Strict):
         return self
 
 
+class VisionSpec(_Strict):
+    """Which parts of a vision-language model the adapter trains (models.vision.PARTS)."""
+
+    targets: list[Literal["language", "connector", "vision"]] = Field(
+        default_factory=lambda: ["language", "connector"], min_length=1,
+        description="parts to adapt: language, connector (projector), vision (the tower; frozen unless named)")
+
+
 class TrainSpec(_Strict):
     dataset: str | None = None
     adapter: str | None = None
@@ -247,6 +255,7 @@ class TrainSpec(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: what this hardware measurably runs fastest (fp32 on a CPU without bf16)")
     replay: ReplaySpec | None = Field(None, description="mix in the base model's own answers to general requests")
+    vision: VisionSpec | None = Field(None, description="vision-language models: which parts train (default language, connector)")
 
 
 class EvalSpec(_Strict):

@@ -1,0 +1,170 @@
+"""Vision-language models: the one place that knows where each architecture keeps its parts.
+
+A VLM is three parts: the vision tower (image -> patch features), the connector or projector
+(patch features -> the language model's width) and the language model. PEFT can adapt any of them;
+the recipe names parts (``train.vision.targets``), not module paths, so this table maps a
+``model_type`` to the module-name prefix of each part. The linear layers inside a part are read
+from the model built on the meta device (shapes only, no weights), as ``layers.py`` does for
+text models, so new layer names inside a known family need no edit here.
+
+Qwen2-VL keeps its connector (``merger``) inside the vision tower's module, so a part may also
+name prefixes it leaves to another part.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TunewrightError
+
+PARTS = ("language", "connector", "vision")
+DEFAULT_PARTS = ("language", "connector")  # the vision tower is pretrained on far more images than a tuning set
+
+
+@dataclass(frozen=True)
+class VisionFamily:
+    model_types: tuple[str, ...]
+    language: str
+    connector: str
+    vision: str
+    # Prefixes inside ``vision`` that belong to another part (Qwen2-VL's merger is its connector).
+    vision_excludes: tuple[str, ...] = ()
+
+    def prefix(self, part: str) -> str:
+        return getattr(self, part)
+
+    def owns(self, part: str, module_name: str) -> bool:
+        """Whether ``module_name`` lies inside ``part``."""
+        inside = module_name.startswith(self.prefix(part) + ".")
+        if part == "vision":
+            inside = inside and not any(module_name.startswith(p + ".") for p in self.vision_excludes)
+        return inside
+
+
+VISION_FAMILIES: dict[str, VisionFamily] = {}
+
+
+def register_vision_family(family: VisionFamily) -> VisionFamily:
+    for model_type in family.model_types:
+        VISION_FAMILIES[model_type] = family
+    return family
+
+
+# Paths as transformers 5 names them (``model.<part>``); ``find_family`` checks them on the real
+# module tree, so a renaming in a later transformers fails loudly instead of training nothing.
+register_vision_family(VisionFamily(("idefics3", "smolvlm"), language="model.text_model",
+                                    connector="model.connector", vision="model.vision_model"))
+register_vision_family(VisionFamily(("llava",), language="model.language_model",
+                                    connector="model.multi_modal_projector", vision="model.vision_tower"))
+register_vision_family(VisionFamily(("qwen2_vl", "qwen2_5_vl"), language="model.language_model",
+                                    connector="model.visual.merger", vision="model.visual",
+                                    vision_excludes=("model.visual.merger",)))
+
+
+def read_model_type(folder: str | Path) -> str:
+    config_path = Path(folder) / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TunewrightError(f"cannot read the model config: {exc}", file=config_path) from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not model_type:
+        raise TunewrightError("config.json names no model_type", file=config_path, field="model_type")
+    return model_type
+
+
+def find_family(folder: str | Path) -> VisionFamily:
+    """The family of a local model folder; refuses a model_type that is not a known VLM."""
+    model_type = read_model_type(folder)
+    family = VISION_FAMILIES.get(model_type)
+    if family is None:
+        known = ", ".join(sorted(VISION_FAMILIES))
+        raise TunewrightError(f"model_type '{model_type}' is not a vision-language model Tunewright knows ({known}); "
+                              "text models train with `tunewright train`", file=Path(folder) / "config.json",
+                              field="model_type")
+    return family
+
+
+def part_linears(model, family: VisionFamily) -> dict[str, list[str]]:
+    """Full module names of every ``nn.Linear`` in each part; refuses a part found empty."""
+    import torch
+
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    found = {part: [n for n in names if family.owns(part, n)] for part in PARTS}
+    for part, linears in found.items():
+        if not linears:
+            raise TunewrightError(f"no linear layers under '{family.prefix(part)}' in {type(model).__name__}; "
+                                  f"this transformers version names the {part} part differently",
+                                  field="model_type")
+    return found
+
+
+def check_parts(parts, field: str = "train.vision.targets") -> tuple[str, ...]:
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise TunewrightError(f"unknown part(s) {unknown or '[]'}; choose from {', '.join(PARTS)}", field=field)
+    return tuple(dict.fromkeys(parts))
+
+
+def target_modules(model, family: VisionFamily, parts, layer_names: list[str] | None = None) -> str:
+    """peft ``target_modules`` adapting the linear layers of ``parts``, as one regex.
+
+    The exact names joined as alternatives: peft fullmatches a regex against every module name, so
+    it cannot catch a layer of a part left out, where a list's entries match as name suffixes.
+    ``layer_names`` (the recipe's ``train.target_modules``) narrows each part to linears with those
+    last names.
+    """
+    parts = check_parts(parts)
+    linears = part_linears(model, family)
+    wanted = sorted(n for part in parts for n in linears[part]
+                    if layer_names is None or n.rsplit(".", 1)[-1] in layer_names)
+    if not wanted:
+        raise TunewrightError(f"train.target_modules {layer_names} names no linear layer of {', '.join(parts)}",
+                              field="train.target_modules")
+    regex = "|".join(re.escape(n) for n in wanted)  # exact names: fullmatch cannot stray into another part
+    return rf"(?:{regex})"
+
+
+def meta_model(folder: str | Path):
+    """The architecture built on the meta device (shapes, no memory, no weights): what the parts hold."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    find_family(folder)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(config)
+
+
+def load_vision_model(folder: str | Path, dtype=None):
+    """The model from a local folder (never the Hub), in eval mode."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    find_family(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype or torch.float32, local_files_only=True)
+    model.eval()
+    return model
+
+
+def load_processor(folder: str | Path):
+    """The model's own processor (image preprocessing, image-token expansion, chat template)."""
+    from transformers import AutoProcessor
+
+    find_family(folder)
+    try:
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except (ImportError, AttributeError, ValueError) as exc:
+        # Qwen2-VL's processor includes a video processor that transformers builds with torchvision.
+        raise TunewrightError(f"cannot load the model's processor: {exc} (Qwen2-VL and Qwen2.5-VL need torchvision)",
+                              file=folder) from None
+    if getattr(processor, "chat_template", None) is None:
+        raise TunewrightError("the model's processor has no chat template; Tunewright needs the model's own",
+                              file=folder)
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor

@@ -1,0 +1,298 @@
+"""Native PEFT on vision-language models, on tiny random models of each family built here (no downloads).
+
+Each family gets the conftest's tiny byte-level tokenizer plus its image tokens, a chat template
+that places the family's image placeholder, the family's own image processor class with a small
+image size, and a 2-layer language model / 1-layer vision tower of width 32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import importlib.util
+
+import pytest
+import torch
+
+from tunewright.config import TrainSpec
+from tunewright.data.schema import ChatRow
+from tunewright.data.tokenize import IGNORE_INDEX
+from tunewright.data.vision import collate_vision, encode_vision_row
+from tunewright.errors import TunewrightError
+from tunewright.models.vision import (check_parts, find_family, load_processor, load_vision_model, meta_model,
+                                      part_linears)
+from tunewright.train.vision import train_vision_adapter, vision_peft_config
+
+transformers = pytest.importorskip("transformers")
+PIL = pytest.importorskip("PIL")
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+QWEN_SKIP = ("transformers 5 builds Qwen2-VL's processor with a video processor that needs torchvision, "
+             "which this environment lacks; the model-side tests (parts, targets) still run")
+QWEN_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def _template(placeholder: str) -> str:
+    return ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+            "{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}" + placeholder +
+            "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _tokenizer(tiny_model_dir, extra):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    return tokenizer
+
+
+def _text(tokenizer, config_class=None, **extra):
+    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id, **extra)
+    return config_class(**settings) if config_class else settings
+
+
+def _vision(**extra):
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, **extra)
+
+
+def _llava(tiny_model_dir):
+    t = transformers
+    tokenizer = _tokenizer(tiny_model_dir, ["<image>"])
+    config = t.LlavaConfig(vision_config=t.CLIPVisionConfig(**_vision(image_size=28, patch_size=14)),
+                           text_config=_text(tokenizer, t.LlamaConfig),
+                           image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1)
+    images = t.CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    processor = t.LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=14,
+                                 vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                 chat_template=_template("<image>"))
+    return t.LlavaForConditionalGeneration(config), processor
+
+
+def _idefics3(tiny_model_dir):
+    t = transformers
+    tokenizer = _tokenizer(tiny_model_dir, ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"])
+    config = t.Idefics3Config(vision_config=_vision(image_size=28, patch_size=14),
+                              text_config=_text(tokenizer, t.LlamaConfig),
+                              image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2)
+    images = t.Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 28},
+                                      max_image_size={"longest_edge": 28})
+    processor = t.Idefics3Processor(image_processor=images, tokenizer=tokenizer, image_seq_len=1,
+                                    chat_template=_template("<image>"))
+    return t.Idefics3ForConditionalGeneration(config), processor
+
+
+def _qwen(tiny_model_dir, v25: bool):
+    t = transformers
+    names = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer = _tokenizer(tiny_model_dir, names)
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in names}
+    text = _text(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]})  # head_dim 8: 4 pairs
+    if v25:
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0], window_size=56)
+        model_class, config_class, processor_class = (t.Qwen2_5_VLForConditionalGeneration, t.Qwen2_5_VLConfig,
+                                                      "Qwen2_5_VLProcessor")
+    else:
+        vision = dict(depth=1, embed_dim=32, hidden_size=32, mlp_ratio=2, num_heads=2, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2)
+        model_class, config_class, processor_class = (t.Qwen2VLForConditionalGeneration, t.Qwen2VLConfig,
+                                                      "Qwen2VLProcessor")
+    config = config_class(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                          vision_end_token_id=ids["<|vision_end|>"])
+    processor = None
+    if HAS_TORCHVISION:
+        images = t.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                         temporal_patch_size=2)
+        processor = getattr(t, processor_class)(image_processor=images, tokenizer=tokenizer,
+                                                video_processor=t.Qwen2VLVideoProcessor(),
+                                                chat_template=_template(QWEN_PLACEHOLDER))
+    return model_class(config), processor
+
+
+BUILDERS = {
+    "idefics3": _idefics3,
+    "llava": _llava,
+    "qwen2_vl": lambda folder: _qwen(folder, v25=False),
+    "qwen2_5_vl": lambda folder: _qwen(folder, v25=True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def vlm(request, tiny_model_dir, tmp_path_factory):
+    """(model_type, folder, has_processor): a tiny random VLM saved as a Hugging Face folder."""
+    torch.manual_seed(0)
+    model, processor = BUILDERS[request.param](tiny_model_dir)
+    folder = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+    return request.param, folder, processor is not None
+
+
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory):
+    """A dataset version folder holding one PNG per colour as media/<sha256>.png, and rows naming them."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("version")
+    (folder / "media").mkdir()
+    rows = []
+    for name, rgb in COLOURS.items():
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), rgb).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        ref = f"media/{hashlib.sha256(data).hexdigest()}.png"
+        (folder / ref).write_bytes(data)
+        rows.append(ChatRow(messages=[
+            {"role": "user", "content": [{"type": "image", "image": ref}, {"type": "text", "text": "Which colour?"}]},
+            {"role": "assistant", "content": f"It is {name}."},
+        ]))
+    return folder, rows
+
+
+def _spec(**extra):
+    settings = dict(r=8, alpha=16, learning_rate=1e-2, batch_size=3, max_steps=12, warmup_ratio=0.0, seed=0)
+    settings.update(extra)
+    return TrainSpec(**settings)
+
+
+def _need_processor(vlm):
+    if not vlm[2]:
+        pytest.skip(QWEN_SKIP)
+
+
+def test_parts_come_from_the_model_built_on_meta(vlm):
+    model_type, folder, _ = vlm
+    family = find_family(folder)
+    linears = part_linears(meta_model(folder), family)
+    # The part prefixes each family keeps (written out here, independent of the table).
+    expected = {"idefics3": ("model.text_model.", "model.connector.", "model.vision_model."),
+                "llava": ("model.language_model.", "model.multi_modal_projector.", "model.vision_tower."),
+                "qwen2_vl": ("model.language_model.", "model.visual.merger.", "model.visual.blocks."),
+                "qwen2_5_vl": ("model.language_model.", "model.visual.merger.", "model.visual.blocks.")}[model_type]
+    for part, prefix in zip(("language", "connector", "vision"), expected):
+        assert linears[part] and all(name.startswith(prefix) for name in linears[part]), part
+    assert not set(linears["vision"]) & set(linears["connector"])
+    assert "lm_head" not in sum(linears.values(), [])
+
+
+@pytest.mark.parametrize("targets, trained", [
+    (None, {"language", "connector"}),
+    (["language", "connector", "vision"], {"language", "connector", "vision"}),
+    (["connector"], {"connector"}),
+])
+def test_targets_choose_which_parts_train(vlm, targets, trained):
+    from peft import get_peft_model
+
+    _, folder, _ = vlm
+    spec = _spec(**({"vision": {"targets": targets}} if targets else {}))
+    model = load_vision_model(folder)
+    family = find_family(folder)
+    _, config = vision_peft_config(model, folder, spec)
+    tuned = get_peft_model(model, config)
+    names = [name.removeprefix("base_model.model.") for name, p in tuned.named_parameters() if p.requires_grad]
+    assert names and all(".lora_" in name for name in names)
+    parts = {part for part in ("language", "connector", "vision") for name in names if family.owns(part, name)}
+    assert parts == trained
+    assert all(any(family.owns(part, name) for part in trained) for name in names)
+
+
+def test_labels_cover_only_the_assistant_text(vlm, version):
+    _need_processor(vlm)
+    _, folder, _ = vlm
+    processor = load_processor(folder)
+    media, rows = version
+    encoded = encode_vision_row(processor, rows[0].messages, media, max_length=512)
+    ids, labels = encoded.inputs["input_ids"][0], encoded.labels[0]
+    labelled = processor.tokenizer.decode(ids[labels != IGNORE_INDEX])
+    assert labelled == "It is red.<|im_end|>\n"
+    image_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>" if "qwen" in vlm[0] else "<image>")
+    assert (ids == image_id).any() and (labels[ids == image_id] == IGNORE_INDEX).all()
+    batch = collate_vision([encoded, encode_vision_row(processor, rows[1].messages, media, 512)],
+                           processor.tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] == 2 and "pixel_values" in batch
+    expected_extra = {"idefics3": "pixel_attention_mask", "qwen2_vl": "image_grid_thw", "qwen2_5_vl": "image_grid_thw"}
+    if vlm[0] in expected_extra:
+        assert expected_extra[vlm[0]] in batch
+
+
+def test_train_reload_generate(vlm, version, tmp_path):
+    from peft import PeftModel
+
+    _need_processor(vlm)
+    _, folder, _ = vlm
+    media, rows = version
+    adapter = tmp_path / "adapter"
+    result = train_vision_adapter(folder=folder, rows=rows, media_folder=media, spec=_spec(), adapter_dir=adapter)
+    assert result.steps == 12
+    assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.3, result.losses  # as test_train_loop asks
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+
+    processor = load_processor(folder)
+    batch = collate_vision([encode_vision_row(processor, r.messages, media, 512) for r in rows],
+                           processor.tokenizer.pad_token_id)
+    batch.pop("labels")
+    first = PeftModel.from_pretrained(load_vision_model(folder), adapter).eval()
+    again = PeftModel.from_pretrained(load_vision_model(folder), adapter).eval()
+    bare = load_vision_model(folder)
+    with torch.no_grad():
+        tuned_logits, again_logits, bare_logits = (m(**batch).logits for m in (first, again, bare))
+    assert torch.allclose(tuned_logits, again_logits, atol=1e-6)
+    assert not torch.allclose(tuned_logits, bare_logits, atol=1e-3)  # the adapter really changes the model
+
+    from tunewright.data.vision import _as_parts  # noqa: PLC2701 - the same conversion the encoder uses
+    prompt, images = _as_parts(rows[0].messages[0], media)
+    text = processor.apply_chat_template([prompt], tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[images], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = first.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_training_matches_the_trained_model_in_memory(vlm, version, tmp_path):
+    """The reloaded adapter gives the logits of the model as training left it."""
+    from peft import PeftModel, get_peft_model
+
+    _need_processor(vlm)
+    _, folder, _ = vlm
+    media, rows = version
+    processor = load_processor(folder)
+    spec = _spec(max_steps=2)
+    torch.manual_seed(0)
+    model = load_vision_model(folder)
+    _, config = vision_peft_config(model, folder, spec)
+    tuned = get_peft_model(model, config)
+    with torch.no_grad():  # give B non-zero weights so the adapter's effect is visible
+        for name, p in tuned.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    tuned.save_pretrained(tmp_path / "a")
+    batch = collate_vision([encode_vision_row(processor, r.messages, media, 512) for r in rows],
+                           processor.tokenizer.pad_token_id)
+    batch.pop("labels")
+    reloaded = PeftModel.from_pretrained(load_vision_model(folder), tmp_path / "a").eval()
+    with torch.no_grad():
+        assert torch.allclose(tuned.eval()(**batch).logits, reloaded(**batch).logits, atol=1e-6)
+
+
+def test_a_text_model_is_refused_naming_model_type(tiny_model_dir):
+    with pytest.raises(TunewrightError, match="model_type 'llama' is not a vision-language model") as caught:
+        find_family(tiny_model_dir)
+    assert caught.value.field == "model_type"
+
+
+def test_unknown_part_is_refused_naming_the_field():
+    with pytest.raises(TunewrightError) as caught:
+        check_parts(["language", "eyes"])
+    assert caught.value.field == "train.vision.targets" and "eyes" in str(caught.value)
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="vision.targets"):
+        TrainSpec(vision={"targets": ["eyes"]})
+    with pytest.raises(ValidationError):
+        TrainSpec(vision={"targets": []})
