@@ -296,3 +296,19 @@ def test_unknown_part_is_refused_naming_the_field():
         TrainSpec(vision={"targets": ["eyes"]})
     with pytest.raises(ValidationError):
         TrainSpec(vision={"targets": []})
+
+
+def test_encoding_refuses_missing_media_and_audio(vlm, version, tmp_path):
+    from tunewright.errors import NotFoundError
+
+    _need_processor(vlm)
+    processor = load_processor(vlm[1])
+    media, rows = version
+    with pytest.raises(NotFoundError, match="media file of the dataset version is missing"):
+        encode_vision_row(processor, rows[0].messages, tmp_path, max_length=512)  # a folder without its media
+    clip = ChatRow(messages=[{"role": "user", "content": [{"type": "audio", "audio": "media/" + "0" * 64 + ".wav"}]},
+                             {"role": "assistant", "content": "ok"}])
+    with pytest.raises(TunewrightError, match="cannot read audio parts"):
+        encode_vision_row(processor, clip.messages, media, max_length=512)
+    with pytest.raises(TunewrightError, match="over max_length=16"):
+        encode_vision_row(processor, rows[0].messages, media, max_length=16)
