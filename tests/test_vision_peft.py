@@ -26,8 +26,6 @@ from tunewright.train.vision import train_vision_adapter, vision_peft_config
 transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL")
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
-QWEN_SKIP = ("transformers 5 builds Qwen2-VL's processor with a video processor that needs torchvision, "
-             "which this environment lacks; the model-side tests (parts, targets) still run")
 QWEN_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
@@ -101,14 +99,27 @@ def _qwen(tiny_model_dir, v25: bool):
     config = config_class(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                           vision_end_token_id=ids["<|vision_end|>"])
-    processor = None
+    images = t.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                        temporal_patch_size=2)
     if HAS_TORCHVISION:
-        images = t.Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2,
-                                         temporal_patch_size=2)
         processor = getattr(t, processor_class)(image_processor=images, tokenizer=tokenizer,
                                                 video_processor=t.Qwen2VLVideoProcessor(),
                                                 chat_template=_template(QWEN_PLACEHOLDER))
+    else:  # saved as its parts, which models.vision.ImageTokenProcessor reads
+        tokenizer.chat_template = _template(QWEN_PLACEHOLDER)
+        processor = FolderParts(tokenizer, images)
     return model_class(config), processor
+
+
+class FolderParts:
+    """A tokenizer and an image processor saved into one model folder, as a Hub folder holds them."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def save_pretrained(self, folder):
+        for part in self.parts:
+            part.save_pretrained(folder)
 
 
 BUILDERS = {
@@ -126,9 +137,8 @@ def vlm(request, tiny_model_dir, tmp_path_factory):
     model, processor = BUILDERS[request.param](tiny_model_dir)
     folder = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(folder)
-    if processor is not None:
-        processor.save_pretrained(folder)
-    return request.param, folder, processor is not None
+    processor.save_pretrained(folder)
+    return request.param, folder
 
 
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
@@ -161,13 +171,8 @@ def _spec(**extra):
     return TrainSpec(**settings)
 
 
-def _need_processor(vlm):
-    if not vlm[2]:
-        pytest.skip(QWEN_SKIP)
-
-
 def test_parts_come_from_the_model_built_on_meta(vlm):
-    model_type, folder, _ = vlm
+    model_type, folder = vlm
     family = find_family(folder)
     linears = part_linears(meta_model(folder), family)
     # The part prefixes each family keeps (written out here, independent of the table).
@@ -189,7 +194,7 @@ def test_parts_come_from_the_model_built_on_meta(vlm):
 def test_targets_choose_which_parts_train(vlm, targets, trained):
     from peft import get_peft_model
 
-    _, folder, _ = vlm
+    _, folder = vlm
     spec = _spec(**({"vision": {"targets": targets}} if targets else {}))
     model = load_vision_model(folder)
     family = find_family(folder)
@@ -203,8 +208,7 @@ def test_targets_choose_which_parts_train(vlm, targets, trained):
 
 
 def test_labels_cover_only_the_assistant_text(vlm, version):
-    _need_processor(vlm)
-    _, folder, _ = vlm
+    _, folder = vlm
     processor = load_processor(folder)
     media, rows = version
     encoded = encode_vision_row(processor, rows[0].messages, media, max_length=512)
@@ -224,8 +228,7 @@ def test_labels_cover_only_the_assistant_text(vlm, version):
 def test_train_reload_generate(vlm, version, tmp_path):
     from peft import PeftModel
 
-    _need_processor(vlm)
-    _, folder, _ = vlm
+    _, folder = vlm
     media, rows = version
     adapter = tmp_path / "adapter"
     result = train_vision_adapter(folder=folder, rows=rows, media_folder=media, spec=_spec(), adapter_dir=adapter)
@@ -258,8 +261,7 @@ def test_training_matches_the_trained_model_in_memory(vlm, version, tmp_path):
     """The reloaded adapter gives the logits of the model as training left it."""
     from peft import PeftModel, get_peft_model
 
-    _need_processor(vlm)
-    _, folder, _ = vlm
+    _, folder = vlm
     media, rows = version
     processor = load_processor(folder)
     spec = _spec(max_steps=2)
@@ -301,7 +303,6 @@ def test_unknown_part_is_refused_naming_the_field():
 def test_encoding_refuses_missing_media_and_audio(vlm, version, tmp_path):
     from tunewright.errors import NotFoundError
 
-    _need_processor(vlm)
     processor = load_processor(vlm[1])
     media, rows = version
     with pytest.raises(NotFoundError, match="media file of the dataset version is missing"):

@@ -22,6 +22,9 @@ from .parts import ImagePart, TextPart
 from .tokenize import IGNORE_INDEX
 
 
+PER_TOKEN = ("mm_token_type_ids", "token_type_ids")  # one value per token: padded along with the ids
+
+
 @dataclass(frozen=True)
 class VisionRow:
     inputs: dict[str, torch.Tensor]  # the processor's output for one row (batch dim 1)
@@ -107,7 +110,12 @@ def collate_vision(rows: Sequence[VisionRow], pad_token_id: int) -> dict[str, to
         batch["input_ids"][i, :n] = row.inputs["input_ids"][0]
         batch["attention_mask"][i, :n] = row.inputs["attention_mask"][0]
         batch["labels"][i, :n] = row.labels[0]
-    extra = [k for k in rows[0].inputs if k not in ("input_ids", "attention_mask")]
+    per_token = [k for k in rows[0].inputs if k in PER_TOKEN]
+    for key in per_token:  # Qwen2-VL's image-token marks: padded as text (0), like the ids
+        batch[key] = torch.zeros((len(rows), width), dtype=rows[0].inputs[key].dtype)
+        for i, row in enumerate(rows):
+            batch[key][i, : row.labels.shape[1]] = row.inputs[key][0]
+    extra = [k for k in rows[0].inputs if k not in ("input_ids", "attention_mask", *PER_TOKEN)]
     for key in extra:
         tensors = [r.inputs[key] for r in rows if key in r.inputs]
         if key in ("pixel_values", "pixel_attention_mask") and tensors[0].dim() == 5 - (key == "pixel_attention_mask"):

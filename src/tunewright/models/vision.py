@@ -32,6 +32,9 @@ class VisionFamily:
     vision: str
     # Prefixes inside ``vision`` that belong to another part (Qwen2-VL's merger is its connector).
     vision_excludes: tuple[str, ...] = ()
+    # The image placeholder that ``ImageTokenProcessor`` expands when the family's own processor
+    # cannot be built (Qwen2-VL's needs torchvision); None: no fallback.
+    image_token: str | None = None
 
     def prefix(self, part: str) -> str:
         return getattr(self, part)
@@ -61,7 +64,7 @@ register_vision_family(VisionFamily(("llava",), language="model.language_model",
                                     connector="model.multi_modal_projector", vision="model.vision_tower"))
 register_vision_family(VisionFamily(("qwen2_vl", "qwen2_5_vl"), language="model.language_model",
                                     connector="model.visual.merger", vision="model.visual",
-                                    vision_excludes=("model.visual.merger",)))
+                                    vision_excludes=("model.visual.merger",), image_token="<|image_pad|>"))
 
 
 def read_model_type(folder: str | Path) -> str:
@@ -154,13 +157,13 @@ def load_processor(folder: str | Path):
     """The model's own processor (image preprocessing, image-token expansion, chat template)."""
     from transformers import AutoProcessor
 
-    find_family(folder)
+    family = find_family(folder)
     try:
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except (ImportError, AttributeError, ValueError) as exc:
-        # Qwen2-VL's processor includes a video processor that transformers builds with torchvision.
-        raise TunewrightError(f"cannot load the model's processor: {exc} (Qwen2-VL and Qwen2.5-VL need torchvision)",
-                              file=folder) from None
+        if family.image_token is None:
+            raise TunewrightError(f"cannot load the model's processor: {exc}", file=folder) from None
+        processor = ImageTokenProcessor.from_folder(folder, family.image_token)
     if getattr(processor, "chat_template", None) is None:
         raise TunewrightError("the model's processor has no chat template; Tunewright needs the model's own",
                               file=folder)
@@ -168,3 +171,60 @@ def load_processor(folder: str | Path):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return processor
+
+
+class ImageTokenProcessor:
+    """Qwen2-VL's processor for images alone: the image processor, then each placeholder expanded to
+    one token per merged patch group, then the tokenizer, with ``mm_token_type_ids`` (1 on image
+    tokens) for the model's 3-D rotary positions.
+
+    Why not the library's: transformers 5 builds ``Qwen2VLProcessor`` only together with its video
+    processor, and that needs torchvision, which has no CPU build for this torch on PyPI. The steps
+    are the ones the library's processor runs for images (``replace_image_token``), so a folder
+    processed either way gives the same ids; the tests compare them where torchvision is installed.
+    """
+
+    def __init__(self, tokenizer, image_processor, chat_template: str, image_token: str) -> None:
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.chat_template, self.image_token = chat_template, image_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, image_token: str) -> "ImageTokenProcessor":
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            images = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise TunewrightError(f"cannot load the model's tokenizer and image processor: {exc}", file=folder) from None
+        template = tokenizer.chat_template or _folder_template(Path(folder))
+        return cls(tokenizer, images, template, image_token)
+
+    def apply_chat_template(self, messages, *, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=tokenize,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, *, text: list[str], images=None, return_tensors: str = "pt", add_special_tokens: bool = False):
+        out = {}
+        if images:
+            pixels = self.image_processor(images=[i for per_text in images for i in per_text], return_tensors="pt")
+            counts = iter([int(grid.prod()) // self.image_processor.merge_size ** 2 for grid in pixels["image_grid_thw"]])
+            text = [re.sub(re.escape(self.image_token), lambda _: self.image_token * next(counts), t) for t in text]
+            out.update(pixels)
+        encoded = self.tokenizer(text, return_tensors=return_tensors, add_special_tokens=add_special_tokens)
+        out.update(encoded)
+        out["mm_token_type_ids"] = (encoded["input_ids"] == self.image_token_id).long()
+        return out
+
+    def batch_decode(self, *args, **kwargs):
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+
+def _folder_template(folder: Path) -> str | None:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = folder / name
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return None
