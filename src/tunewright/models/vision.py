@@ -180,8 +180,8 @@ class ImageTokenProcessor:
 
     Why not the library's: transformers 5 builds ``Qwen2VLProcessor`` only together with its video
     processor, and that needs torchvision, which has no CPU build for this torch on PyPI. The steps
-    are the ones the library's processor runs for images (``replace_image_token``), so a folder
-    processed either way gives the same ids; the tests compare them where torchvision is installed.
+    are the ones the library's processor runs for images (``replace_image_token``); the model itself
+    refuses a row whose image tokens do not match its image features, which the tests run into.
     """
 
     def __init__(self, tokenizer, image_processor, chat_template: str, image_token: str) -> None:
