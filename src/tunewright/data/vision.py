@@ -57,6 +57,18 @@ def _as_parts(message, folder: Path) -> tuple[dict, list]:
     return {"role": message.role, "content": parts}, images
 
 
+def require_image_rows(rows, file: str | Path) -> None:
+    """Refuse, before a run starts, a row with parts a vision-language model cannot read (audio),
+    naming its line of ``file`` and the part."""
+    for number, row in enumerate(rows, start=1):
+        for m_index, message in enumerate(row.messages):
+            for p_index, part in enumerate([] if isinstance(message.content, str) else message.content):
+                if not isinstance(part, (TextPart, ImagePart)):
+                    raise TunewrightError(f"a vision-language model cannot read {part.modality} parts; align them to "
+                                          "text first (tunewright data align)", file=file, line=number,
+                                          field=f"messages[{m_index}].content[{p_index}]")
+
+
 def _process(processor, messages: list[dict], images: list, *, generation_prompt: bool) -> dict[str, torch.Tensor]:
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     kwargs = {"images": [images]} if images else {}

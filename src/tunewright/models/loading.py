@@ -87,18 +87,32 @@ def check_architecture(config_path: Path) -> None:
         raise TunewrightError(f"model_type '{model_type}' is not an architecture transformers "
                               f"{transformers.__version__} knows; use a model transformers supports "
                               "(custom modelling code is not run)", file=config_path, field="model_type")
+    from .vision import VISION_FAMILIES
+
+    if model_type in VISION_FAMILIES:
+        raise TunewrightError(f"model_type '{model_type}' is a vision-language model; set train.vision in the recipe "
+                              "to train it on rows with images", file=config_path, field="model_type")
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise TunewrightError(f"model_type '{model_type}' is not a text-generation (causal LM) architecture; "
                               "Tunewright fine-tunes decoder models such as Llama, Qwen, Mistral, Gemma or Phi",
                               file=config_path, field="model_type")
 
 
-def prepare_base_model(ref: str) -> BaseModelInfo:
-    """Resolve ``ref`` to a loadable folder, converting a GGUF file on first use."""
+def prepare_base_model(ref: str, *, vision: bool = False) -> BaseModelInfo:
+    """Resolve ``ref`` to a loadable folder, converting a GGUF file on first use. ``vision``: the
+    folder must hold a vision-language model of a family ``models.vision`` knows."""
     source = resolve_model(ref)
-    if source.kind == "gguf":
+    if vision:
+        from .vision import find_family
+
+        if source.kind == "gguf":
+            raise TunewrightError("a vision-language model loads from a Hugging Face folder, not a GGUF file",
+                                  field="base_model")
+        find_family(source.path)
+    elif source.kind == "gguf":
         return _convert_gguf(source)
-    check_architecture(source.path / "config.json")
+    else:
+        check_architecture(source.path / "config.json")
     return BaseModelInfo(ref=source.ref, folder=source.path, sha256=_weights_sha256(source.path))
 
 

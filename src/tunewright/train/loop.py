@@ -67,7 +67,9 @@ class TrainResult:
 def config_fingerprint(spec: TrainSpec, rows: Sequence[ChatRow], base: BaseModelInfo) -> str:
     """What must match for a checkpoint to be resumable: hyperparameters, data and base weights."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(spec.model_dump(mode="json", exclude={"checkpoint_every", "threads"}), sort_keys=True).encode())
+    # ``vision`` unset is left out, so checkpoints written before the field existed still resume.
+    skip = {"checkpoint_every", "threads", *(() if spec.vision else ("vision",))}
+    digest.update(json.dumps(spec.model_dump(mode="json", exclude=skip), sort_keys=True).encode())
     for row in rows:
         digest.update(row.content_key().encode())
     digest.update(base.sha256.encode())
