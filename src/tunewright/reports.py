@@ -62,6 +62,12 @@ class ScoreSummary(TypedDict):
     seconds: float
 
 
+class KindScores(TypedDict):
+    n: int
+    base: dict[str, float]  # metric name -> share of this kind's rows
+    tuned: dict[str, float]
+
+
 class EvalReport(TypedDict):
     format: int
     adapter: str
@@ -76,6 +82,7 @@ class EvalReport(TypedDict):
     examples: list[dict[str, Any]]
     forgetting: NotRequired[dict[str, Any]]  # when the recipe asks for the forgetting check
     questions: NotRequired[dict[str, Any]]  # when a customer questions file is set
+    by_kind: NotRequired[dict[str, KindScores]]  # when held-out rows carry meta.kind
     paths: NotRequired[dict[str, str]]  # in memory only, added after writing
 
 

@@ -91,9 +91,29 @@ def print_report(report: EvalReport) -> None:
                     f"{forgetting['n_base_correct']} base-correct probes)")
         console.print(f"forgetting: KL {forgetting['kl']:.3f} nats/token over {forgetting['n_general_prompts']} "
                       f"general prompts; {kept}")
+    if report.get("by_kind"):
+        print_kinds(report)
     if report.get("questions"):
         print_questions(report["questions"])
     console.print(f"report: {report['paths']['html']}")
+
+
+def print_kinds(report: EvalReport) -> None:
+    """The held-out rows per meta.kind: each metric, base -> tuned."""
+    from ..evaluate.metrics import get_metric
+
+    metrics = list(report["before"]["metrics"])
+    table = Table(title="held-out rows by kind (base -> tuned)")
+    for column in ("kind", "rows", *(get_metric(m).label for m in metrics)):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, scores in report["by_kind"].items():
+        cells = []
+        for metric in metrics:
+            before, after = scores["base"][metric], scores["tuned"][metric]
+            style = "green" if after > before else ("red" if after < before else "default")
+            cells.append(f"{before:.1%} -> [{style}]{after:.1%}[/]")
+        table.add_row(kind, str(scores["n"]), *cells)
+    console.print(table)
 
 
 def print_questions(asked: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from statistics import fmean
 from typing import Callable
 
 from ..data.api import load_split
@@ -13,7 +14,7 @@ from ..models import load_model, load_tokenizer
 from ..data.schema import ChatRow
 from ..methods.attach import load_adapter
 from ..models.adapters import resolve_ref
-from ..reports import EVAL_REPORT, DatasetRef, EvalReport, ScoreSummary
+from ..reports import EVAL_REPORT, DatasetRef, EvalReport, KindScores, ScoreSummary
 from ..retrieval.context import retriever_for
 from . import questions as customer
 from .forgetting import ForgettingCheck, summary
@@ -110,6 +111,9 @@ def evaluate(
         report["forgetting"] = forgetting_details
     if asked is not None:
         report["questions"] = asked
+    kinds = by_kind(rows, before.per_example, after.per_example)
+    if kinds:
+        report["by_kind"] = kinds
     json_path, html_path = write_report(out_dir, report)
     for scores, adapter_id in ((before, None), (after, resolved.adapter_id)):
         metrics = dict(scores.metrics)
@@ -123,6 +127,22 @@ def evaluate(
         )
     report["paths"] = {"json": str(json_path), "html": str(html_path), "results": str(results_path)}
     return report
+
+
+def by_kind(rows: list, before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, KindScores]:
+    """Held-out scores per ``meta.kind`` (screenshot, label, audio, ...), in order of first appearance;
+    empty when no row names a kind. Rows without one are counted under "other"."""
+    if not any(row.meta.get("kind") for row in rows):
+        return {}
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(str(row.meta.get("kind") or "other"), []).append(index)
+
+    def means(per_example: list[dict[str, float]], indices: list[int]) -> dict[str, float]:
+        return {name: fmean(per_example[i][name] for i in indices) for name in per_example[0]}
+
+    return {kind: KindScores(n=len(indices), base=means(before, indices), tuned=means(after, indices))
+            for kind, indices in groups.items()}
 
 
 def _customer_questions(workspace, override, dataset_record, rows, **progress) -> customer.QuestionAsker | None:
