@@ -251,6 +251,16 @@ def test_asr_transcribes_a_spoken_sentence_with_times_inside_the_audio(tmp_path)
     assert timed[said.index("tent")].end <= timed[said.index("dollars")].start
 
 
+def test_asr_initial_prompt_brings_a_rare_name_through(tmp_path):
+    """The shipped Peachtree clip of "How much is the Ridgeback 2 Tent?" (its manifest's text): tiny.en
+    hears "ridge back to 10" on its own and the product name once the prompt names the catalog."""
+    clip = Path(__file__).resolve().parents[1] / "examples" / "peachtree" / "media" / "audio" / "audio-train-000.flac"
+    plain = align(clip, "asr", tmp_path / "a", {}).result.text
+    prompted = align(clip, "asr", tmp_path / "b", {"initial_prompt": "Peachtree Outfitters: Ridgeback 2 Tent, "
+                                                                      "Summit Down Jacket."}).result.text
+    assert "Ridgeback 2 Tent" not in plain and "Ridgeback 2 Tent" in prompted, (plain, prompted)
+
+
 def _write_wav(path, samples, rate=16_000):
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

@@ -300,3 +300,15 @@ def test_policies_missing_a_line_an_answer_needs_are_named(tmp_path):
     policies.write_text((SHOP / "policies.md").read_text().replace("- Peachtree Outfitters ships only within the United States.\n", ""))
     message = _fails(tmp_path, "--policies", str(policies), "--kinds", "screenshot,label")
     assert str(policies) in message and "'ships only within'" in message and "Shipping" in message
+
+
+def test_each_spoken_eval_question_is_also_shipped_typed():
+    entries = entries_by_path()
+    spoken = [row for split, row in shipped_rows() if split == "eval" and row["meta"]["kind"] == "audio"]
+    typed = [json.loads(line) for line in (MEDIA / "eval-typed.jsonl").read_text().splitlines()]
+    assert len(typed) == len(spoken) == 8
+    for clip_row, typed_row in zip(spoken, typed):
+        # What the clip says (the manifest's text, which espeak-ng spoke), as the user's whole turn.
+        assert typed_row["messages"][0] == {"role": "user", "content": entries[media_path(clip_row)]["text"]}
+        assert typed_row["messages"][1] == clip_row["messages"][1] and typed_row["reference"] == clip_row["reference"]
+        assert typed_row["meta"] == {"id": clip_row["meta"]["id"] + "-typed", "kind": "audio, typed", "split": "eval"}

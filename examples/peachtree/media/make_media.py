@@ -4,7 +4,8 @@
 
 writes OUT_DIR/train.jsonl and OUT_DIR/eval.jsonl (chat rows whose user turn carries an image or audio
 part as a relative path, `images/...jpg` or `audio/...flac`; importing the files turns those into
-content-addressed refs), OUT_DIR/images/, OUT_DIR/audio/ and OUT_DIR/manifest.json (every file, how it
+content-addressed refs), OUT_DIR/eval-typed.jsonl (each spoken eval question as typed text, kind
+"audio, typed"), OUT_DIR/images/, OUT_DIR/audio/ and OUT_DIR/manifest.json (every file, how it
 was made and which split it is in). Answers come from ../catalog.csv, ../policies.md and the checkout
 error table in shop.py.
 
@@ -177,7 +178,7 @@ MAKERS = {"screenshot": (screenshot, "images", "jpg", "image"), "label": (label,
 def generate(facts: Shop, seed: int, kinds: list[str], limit: int | None):
     """All files in memory (a few MB), so a failure part-way writes nothing."""
     files: dict[str, bytes] = {}
-    entries, rows = [], {"train": [], "eval": []}
+    entries, rows = [], {"train": [], "eval": [], "eval-typed": []}
     for split in ("train", "eval"):
         for kind in kinds:
             make, folder, ext, part = MAKERS[kind]
@@ -191,6 +192,12 @@ def generate(facts: Shop, seed: int, kinds: list[str], limit: int | None):
                 rows[split].append({"messages": [{"role": "user", "content": content},
                                                  {"role": "assistant", "content": answer}],
                                     "reference": reference, "meta": {"id": name, "kind": kind, "split": split}})
+                if kind == "audio" and split == "eval":
+                    # The same question typed: what the audio step costs is the gap between the two.
+                    rows["eval-typed"].append({"messages": [{"role": "user", "content": entry["text"]},
+                                                            {"role": "assistant", "content": answer}],
+                                               "reference": reference,
+                                               "meta": {"id": f"{name}-typed", "kind": "audio, typed", "split": split}})
                 files[path] = data
                 entries.append({"path": path, "kind": kind, "split": split, "row": name,
                                 "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), **entry})
@@ -241,8 +248,8 @@ def run(args: argparse.Namespace) -> dict:
             for path, data in files.items():
                 if path.startswith(folder + "/"):
                     (tmp / path.split("/", 1)[1]).write_bytes(data)
-    for split in ("train", "eval"):
-        atomic_write_jsonl(out / f"{split}.jsonl", rows[split])
+    for name, split_rows in rows.items():
+        atomic_write_jsonl(out / f"{name}.jsonl", split_rows)
     result = manifest(args, kinds, entries)
     atomic_write_json(out / "manifest.json", result)  # last: its presence means the set is complete
     return result

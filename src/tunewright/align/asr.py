@@ -33,6 +33,11 @@ class AsrSettings(BaseModel):
     # on silence Whisper invents words ("You"), and on a tone it retries every sampling temperature
     # (9 s for a 2 s clip here) before giving up.
     vad_filter: bool = True
+    # Words the recordings are likely to hold (product names, places), given to Whisper's decoder as
+    # if said just before, so rare names come through: "ridge back to 10" becomes "Ridgeback 2 Tent".
+    # On the Peachtree clips the catalog's names cut the word error rate from 0.76 to 0.44 on held-out
+    # voices (0.32 to 0.14 on the training voices).
+    initial_prompt: str | None = Field(None, max_length=1000)
     # CPU types only: this engine runs on the CPU so alignment never competes with training for the GPU.
     compute_type: Literal["int8", "int8_float32", "int16", "float32"] = "int8"
 
@@ -139,7 +144,8 @@ class AsrEngine(AlignEngine):
         duration = len(samples) / SAMPLE_RATE
         model = _model(str(model_folder(settings).resolve()), settings.compute_type)
         pieces, info = model.transcribe(samples, language=settings.language, beam_size=settings.beam_size,
-                                        word_timestamps=settings.word_timestamps, vad_filter=settings.vad_filter)
+                                        word_timestamps=settings.word_timestamps, vad_filter=settings.vad_filter,
+                                        initial_prompt=settings.initial_prompt)
         # Whisper predicts times inside its padded 30-second window; the small models sometimes end
         # a short clip's last segment past the end of the audio (17.6 s on a 2.7 s clip), so times
         # are clamped to what the file holds.
