@@ -21,7 +21,9 @@ from .engine import Completion, Draining, GenRequest, QueueFull
 from ..webguard import BodyLimit
 from .guards import HostAllowlist, InternalErrors, openai_error
 from .monitoring import feedback_candidate, scrub
-from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, validation_message
+from ..align.adapter import AlignmentConfig
+from .media import as_text, decode_parts
+from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, checked_messages, validation_message
 from .server import ServeState
 
 _DONE = object()
@@ -121,10 +123,13 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_inference_key)])
     async def chat(body: ChatRequest, request: Request):
-        messages = [m.model_dump() for m in body.messages]
+        # Off the event loop: decoding and checking an image or a clip takes a while.
+        raw, media = await asyncio.to_thread(decode_parts, body.messages, state.workspace.recipe.data.media)
+        messages = checked_messages(raw)
         if messages[-1]["role"] == "assistant":
             raise ApiError(400, "the last message must not be the assistant's", param="messages")
-        return await _serve(state, request, body, None, {"messages": messages}, chat=True, messages=messages)
+        return await _serve(state, request, body, None, {"messages": messages}, chat=True, messages=messages,
+                            media=media)
 
     @app.post("/v1/completions", dependencies=[Depends(require_inference_key)])
     async def completions(body: CompletionRequest, request: Request):
@@ -197,11 +202,17 @@ def _budget(state: ServeState, body, prompt_tokens: int, virtual_tokens: int) ->
 
 
 async def _serve(state: ServeState, request: Request, body, prompt: str | None, logged: dict[str, Any], *, chat: bool,
-                 messages: list[dict] | None = None):
+                 messages: list[dict] | None = None, media: dict[str, bytes] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
     # Off the event loop: a prompt near the body limit takes long enough to tokenise to stall every
     # other client, stream and health check meanwhile.
+    if messages is not None:
+        # Image and audio parts read as the adapter was trained to read them (OCR, transcription),
+        # off the event loop; the log keeps that text, what the model saw, not the request's base64.
+        messages = await asyncio.to_thread(as_text, messages, media or {}, AlignmentConfig.read(served.folder),
+                                           served.name)
+        logged = {**logged, "messages": messages}
     prompt_ids = await asyncio.to_thread(_encode, state, served, prompt, messages)
     max_new = _budget(state, body, len(prompt_ids), served.lane.virtual_tokens)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex

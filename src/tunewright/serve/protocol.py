@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from ..data.schema import Message
 
@@ -82,7 +83,19 @@ class _Sampling(BaseModel):
 
 
 class ChatRequest(_Sampling):
-    messages: list[Message] = Field(min_length=1)
+    # Validated as Message rows after image and audio parts are decoded (serve.media), which needs
+    # the recipe's media limits; ``checked_messages`` then gives the same errors as a typed field.
+    messages: list[Any] = Field(min_length=1)
+
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+def checked_messages(raw: list[Any]) -> list[dict]:
+    try:
+        return [m.model_dump() for m in _MESSAGES.validate_python(raw)]
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", "messages", *e["loc"])} for e in exc.errors()]) from None
 
 
 class CompletionRequest(_Sampling):

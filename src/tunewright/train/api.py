@@ -102,6 +102,7 @@ def train(
             registry.finish_run(run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
         _record_retrieval(dataset_record, adapter_dir)
+        _record_alignment(dataset_record, adapter_dir)
         metrics = {**_metrics(result), **measured_against_plan(run.config.get("plan"))}
         run, record = registry.complete_training(run.id, metrics=metrics, adapter=dict(
             name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
@@ -192,6 +193,16 @@ def _record_retrieval(dataset_record, adapter_dir: Path) -> None:
         name, _, version = open_book["index"].partition("@")
         RetrievalConfig(index=name, trained_version=version, index_sha256=open_book["index_sha256"],
                         k=open_book["k"]).save(adapter_dir)
+
+
+def _record_alignment(dataset_record, adapter_dir: Path) -> None:
+    """An adapter trained on aligned rows (`data align`) reads image and audio parts the same way at
+    inference (the server): its folder says with which engines and settings."""
+    from ..align.adapter import AlignmentConfig
+
+    config = AlignmentConfig.from_dataset(dataset_record)
+    if config is not None:
+        config.save(adapter_dir)
 
 
 def _run_dir(workspace, run_id: int) -> Path:

@@ -1,0 +1,62 @@
+"""Chat requests with image and audio parts: OpenAI's ``image_url`` (a data URL) and ``input_audio``.
+
+Parts are decoded and checked with the import's own code (``data.part_shapes``, ``data.media``) under
+the recipe's ``data.media`` limits, so a request is held to what training data is. Only inline media
+is taken: a file path or web address in a request would make the server read its own disk or the
+network for a client. The parts reach the model as text, through the alignment the adapter was
+trained with (``align.adapter``); a model without one is refused with a 400, naming the part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..align.adapter import AlignmentConfig, align_messages
+from ..data.media import MediaCollector
+from ..data.normalize import Where
+from ..data.part_shapes import PartContext, convert_messages
+from ..errors import TunewrightError
+
+ACCEPTED = ("text", "image_url", "input_audio")
+
+
+def _parts(messages: list[Any]):
+    for m_index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for p_index, part in enumerate(content):
+                yield f"messages[{m_index}].content[{p_index}]", part
+
+
+def decode_parts(messages: list[Any], limits) -> tuple[list[Any], dict[str, bytes]]:
+    """The messages with each media part stored as a canonical ref, and the bytes behind each ref."""
+    for field, part in _parts(messages):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in ACCEPTED:
+            raise TunewrightError(f"part type {kind!r} is not taken here; send {', '.join(ACCEPTED)} parts",
+                                  field=f"{field}.type")
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if kind == "image_url" and not (isinstance(url, str) and url.strip().lower().startswith("data:")):
+            raise TunewrightError("must be a data URL (data:image/...;base64,...); the server does not read "
+                                  "files or fetch web addresses", field=f"{field}.image_url.url")
+    collector = MediaCollector(limits)
+    converted = convert_messages(messages, PartContext(Where(None, None), base=None, media=collector))
+    media = {ref: file.source for ref, file in collector.files.items()}
+    return converted, media
+
+
+def as_text(messages: list[dict], media: dict[str, bytes], config: AlignmentConfig | None, model: str) -> list[dict]:
+    """Messages whose parts are all text pass unchanged; media parts become the adapter's aligned text."""
+    media_parts = [(field, part["type"]) for field, part in _parts(messages) if part.get("type") != "text"]
+    if not media_parts:
+        return messages
+    field, kind = media_parts[0]
+    if config is None:
+        raise TunewrightError(f"model '{model}' reads text only; {kind} parts need an adapter trained on a "
+                              "`tunewright data align` dataset", field=field)
+    for field, kind in media_parts:
+        if kind not in config.engines:
+            raise TunewrightError(f"model '{model}' was trained on {', '.join(config.engines)} parts, not {kind}",
+                                  field=field)
+    return align_messages(messages, config, media)
