@@ -225,6 +225,12 @@ def test_the_text_path_trains_and_evaluates_on_the_aligned_version(shop, capsys)
     run_record = reg.get_run(adapter.run_id)
     assert run_record.status == "completed" and len(run_record.metrics["losses"]) == 2
     assert run_record.dataset_id == reg.get_dataset("shop-aligned").id
+    # The adapter says how its parts were read, so the server reads a customer's file the same way.
+    aligned = reg.get_dataset("shop-aligned")
+    assert json.loads((Path(adapter.path) / "alignment.json").read_text()) == {
+        "layout": "aligned-v1", "engines": {"image": "fake-ocr-da", "audio": "fake-asr-da"},
+        "settings": {"fake-ocr-da": {"shout": False}, "fake-asr-da": {"shout": False}},
+        "dataset": f"shop-aligned@{aligned.version}"}
 
     code, out, err = run(["-w", ws, "eval", "--dataset", "shop-aligned", "--split", "train", "--limit", "2"], capsys)
     assert code == 0, err
