@@ -335,3 +335,66 @@ def test_the_eval_table_prints_aligned_rows_as_they_are():
                                   "tuned_response": "It costs $189."}]))
     shown = console.export_text()
     assert "[/audio transcript]" in shown and "[b]x[/b]" in shown and "It costs $189." in shown
+
+
+# --- the review UI's media page: each file beside what was read, and a reviewer's correction ------
+
+def test_a_reviewer_sees_each_file_beside_its_text_and_the_correction_trains(shop, capsys):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from tunewright.config.synth import ReviewSpec
+    from tunewright.review import add_reviewer
+    from tunewright.review.web import create_app
+
+    ws = shop["ws"]
+    assert run(["-w", ws, "data", "align", "shop"], capsys)[0] == 0
+    reg = registry(ws)
+    first = reg.get_dataset("shop-aligned")
+    add_reviewer(reg, "ana", "correct horse")
+    client = TestClient(create_app(reg, ReviewSpec(), secret_key="s" * 40, align_cache=ws / "cache" / "align"))
+    page_url = f"/media/shop-aligned/{first.version}"
+    assert client.get(page_url, follow_redirects=False).status_code in (303, 401)  # logged-in reviewers only
+
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"name": "ana", "password": "correct horse", "csrf": token},
+                       follow_redirects=False).status_code == 303
+    index = client.get("/media")
+    assert f'href="{page_url}">shop-aligned@{first.version}</a>' in index.text and "2 image, 1 audio" in index.text
+    page = client.get(page_url)
+    assert page.status_code == 200
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    # Every media file of the source version, with the engine's text and a player that serves its bytes.
+    for sha, shown in ((shop["tent"], "Ridgeback 2 Tent\n$189"), (shop["error"], "Payment declined (E-402)"),
+                       (shop["clip"], "how long is the warranty")):
+        section = re.search(rf'<section class="media-file" id="m-{sha[:12]}".*?</section>', page.text, re.S).group(0)
+        assert f"<strong>engine:</strong> {shown}" in section
+        src = re.search(r'(?:img|audio) class="media"[^>]*src="([^"]+)"', section).group(1)
+        served = client.get(src)
+        stored = next((Path(reg.get_dataset("shop").path) / "media").glob(f"{sha}.*"))
+        assert served.status_code == 200 and served.content == stored.read_bytes()
+    assert client.get(f"/media/shop-aligned/{first.version}/files/..%2Fmanifest.json").status_code == 404
+    assert client.get(f"/media/shop-aligned/{first.version}/files/{'0' * 64}.png").status_code == 404
+
+    # Without the page's token nothing is saved; with it the correction is stored under the reviewer.
+    assert client.post(page_url, data={"sha256": shop["tent"], "text": "x"}).status_code == 403
+    saved = client.post(page_url, data={"csrf": token, "sha256": shop["tent"], "text": "Ridgeback 2 Tent\n$179"},
+                        follow_redirects=False)
+    assert saved.status_code == 303
+    correction = CorrectionStore(ws / "cache" / "align").get(shop["tent"], "fake-ocr-da")
+    assert correction.text == "Ridgeback 2 Tent\n$179" and correction.by == "ana"
+    assert "corrected by ana" in client.get(page_url).text
+    bad = client.post(page_url, data={"csrf": token, "sha256": "f" * 64, "text": "x"})
+    assert bad.status_code == 400 and "sha256 names no media file" in bad.text
+
+    # The next alignment trains on the reviewer's text.
+    assert run(["-w", ws, "data", "align", "shop"], capsys)[0] == 0
+    second = registry(ws).get_dataset("shop-aligned")
+    assert user_contents(second.path, "train")[0] == "[image text]\nRidgeback 2 Tent\n$179\n[/image text]\n\nhow much is this?"
+    # Saving the engine's own text back removes the correction.
+    client.post(page_url, data={"csrf": token, "sha256": shop["tent"], "text": "Ridgeback 2 Tent\n$189"})
+    assert CorrectionStore(ws / "cache" / "align").get(shop["tent"], "fake-ocr-da") is None
+    # A dataset that alignment did not make has no media page.
+    refused = client.get(f"/media/shop/{reg.get_dataset('shop').version}")
+    assert refused.status_code == 400 and "was not made by `tunewright data align`" in refused.text

@@ -49,8 +49,10 @@ def serve_review(workspace, host: str = "127.0.0.1", port: int = 8765, queue: st
     synth = workspace.recipe.synth
     spec = synth.review if synth is not None else ReviewSpec()
     queue = queue or workspace.recipe.dataset_name
+    from ..align.dataset import cache_dir
+
     app = create_app(workspace.registry, spec, secret_key=session_secret(workspace.dir("review")),
-                     queue_default=queue)
+                     queue_default=queue, align_cache=cache_dir(workspace))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host} over plain HTTP; put it behind a TLS proxy before reviewers "
               "log in from other machines", file=sys.stderr)

@@ -24,6 +24,7 @@ from ...webguard import BodyLimit, json_error, plain_text
 from ..reviewers import log_in, session_valid
 from ..store import ReviewStore
 from . import corrections as correction_routes
+from . import media as media_routes
 from . import queue as queue_routes
 from . import views
 from .auth import (SESSION_EPOCH, SESSION_USER, LoginRequired, LoginThrottle, check_csrf, current_reviewer, flash,
@@ -48,9 +49,10 @@ SECURITY_HEADERS = {
 
 def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
                queue_default: str | None = None, embedder=None, max_body_bytes: int = MAX_BODY_BYTES,
-               login_throttle: LoginThrottle | None = None) -> FastAPI:
+               login_throttle: LoginThrottle | None = None, align_cache: Path | None = None) -> FastAPI:
     """``embedder`` finds rows similar to a corrected one; the sentence model by default.
-    ``login_throttle`` defaults to 5 failures per name or address in 15 minutes."""
+    ``login_throttle`` defaults to 5 failures per name or address in 15 minutes. ``align_cache``: the
+    workspace's alignment cache, where the media pages read and correct aligned text."""
     if len(secret_key) < 16:
         raise TunewrightError("the review UI's session secret must have at least 16 characters")
     if max_body_bytes < 1:
@@ -61,6 +63,7 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
     app.state.spec = review_spec
     app.state.queue_default = queue_default
     app.state.embedder = embedder
+    app.state.align_cache = align_cache
     app.state.login_throttle = login_throttle or LoginThrottle()
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.templates.env.globals.update(qpath=queue_routes.qpath, query=views.query)
@@ -99,6 +102,7 @@ def create_app(registry: Registry, review_spec: ReviewSpec, *, secret_key: str,
     _auth_routes(app)
     app.include_router(queue_routes.router)
     app.include_router(correction_routes.router)
+    app.include_router(media_routes.router)
     return app
 
 
