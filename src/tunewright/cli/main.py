@@ -10,6 +10,7 @@ import typer
 
 from ..errors import TunewrightError
 from . import card as card_cli
+from . import compose as compose_cli
 from . import data as data_cli
 from . import explain as explain_cli
 from . import export as export_cli
@@ -45,6 +46,7 @@ app.command("export")(export_cli.export)
 records_cli.app.add_typer(serving_cli.alias_app, name="alias")
 govern_cli.register(app)
 card_cli.register(app)
+compose_cli.register(app)
 explain_cli.register(app)
 
 

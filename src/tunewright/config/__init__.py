@@ -223,6 +223,16 @@ class VisionSpec(_Strict):
     targets: list[Literal["language", "connector", "vision"]] = Field(
         default_factory=lambda: ["language", "connector"], min_length=1,
         description="parts to adapt: language, connector (projector), vision (the tower; frozen unless named)")
+    full: list[Literal["connector", "vision"]] = Field(
+        default_factory=list, description="parts trained in full and saved whole in the adapter (a new "
+                                          "projector, an encoder trained from scratch); not also in targets")
+
+    @model_validator(mode="after")
+    def _apart(self) -> "VisionSpec":
+        both = sorted(set(self.targets) & set(self.full))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both targets (LoRA) and full (trained whole); choose one")
+        return self
 
 
 class TrainSpec(_Strict):

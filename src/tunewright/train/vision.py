@@ -35,10 +35,14 @@ def vision_peft_config(model, folder: str | Path, spec: TrainSpec):
     if not method.uses_lora_options:
         raise TunewrightError(f"vision-language models train with the LoRA family for now, not '{spec.method}'",
                               field="train.method")
-    parts = (spec.vision or VisionSpec()).targets
+    vision = spec.vision or VisionSpec()
+    family = find_family(folder)
     layer_names = None if spec.target_modules == "all-linear" else list(spec.target_modules)
     config = method.peft_config(spec)
-    config.target_modules = target_modules(model, find_family(folder), parts, layer_names)
+    config.target_modules = target_modules(model, family, vision.targets, layer_names)
+    if vision.full:
+        # peft matches modules_to_save by name suffix; a part's own module name is unique in the model.
+        config.modules_to_save = [family.prefix(part).rsplit(".", 1)[-1] for part in vision.full]
     return method, config
 
 
@@ -107,4 +111,5 @@ def train_vision_adapter(*, folder: str | Path, rows: Sequence[ChatRow], media_f
                        train_seconds=elapsed, tokens_per_second=tokens / elapsed if elapsed else 0.0,
                        n_rows=len(kept), n_dropped=len(encoded) - len(kept),
                        extra={"precision": precision.name, "vision_targets": list((spec.vision or VisionSpec()).targets),
+                              "vision_full": list((spec.vision or VisionSpec()).full),
                               **parameter_counts(model)})
