@@ -107,6 +107,20 @@ def encode_vision_row(processor, messages, folder: str | Path, max_length: int) 
     return VisionRow(inputs=dict(full), labels=labels.unsqueeze(0))
 
 
+def prompt_inputs(processor, messages, folder: str | Path) -> dict[str, torch.Tensor]:
+    """The processor's inputs to answer a row: every message before its last assistant turn (all of
+    them if it has none), ending with the generation prompt."""
+    messages = list(messages)
+    if messages and messages[-1].role == "assistant":
+        messages = messages[:-1]
+    shaped, images = [], []
+    for message in messages:
+        part_dict, opened = _as_parts(message, Path(folder))
+        shaped.append(part_dict)
+        images.extend(opened)
+    return dict(_process(processor, shaped, images, generation_prompt=True))
+
+
 def collate_vision(rows: Sequence[VisionRow], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids, mask and labels; image tensors joined as each processor lays them out:
     Qwen2-VL flattens every image's patches into one (patches, dim) tensor with ``image_grid_thw``
