@@ -18,6 +18,7 @@ from tunewright.errors import TunewrightError
 from tunewright.models.compose import IMAGE_TOKEN, compose_llava
 from tunewright.models.vision import load_processor, load_vision_model
 from tunewright.train.vision import train_vision_adapter
+from vision_models import reloaded_logits
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,8 +89,6 @@ def test_the_language_models_template_places_the_image(joined, version, tiny_mod
 
 
 def test_projector_trains_in_full_with_lora_on_the_language_model_and_reloads(joined, version, tmp_path):
-    from peft import PeftModel
-
     media, rows = version
     spec = TrainSpec(r=8, alpha=16, learning_rate=1e-2, batch_size=3, max_steps=12, warmup_ratio=0.0, seed=0,
                      vision={"targets": ["language"], "full": ["connector"]})
@@ -106,15 +105,8 @@ def test_projector_trains_in_full_with_lora_on_the_language_model_and_reloads(jo
     trained = next(v for k, v in projector.items() if k.endswith("linear_1.weight"))
     assert not torch.allclose(trained, fresh)  # it trained
 
-    processor = load_processor(joined)
-    batch = collate_vision([encode_vision_row(processor, r.messages, media, 512) for r in rows],
-                           processor.tokenizer.pad_token_id)
-    batch.pop("labels")
-    one = PeftModel.from_pretrained(load_vision_model(joined), adapter).eval()
-    two = PeftModel.from_pretrained(load_vision_model(joined), adapter).eval()
-    with torch.no_grad():
-        assert torch.allclose(one(**batch).logits, two(**batch).logits, atol=1e-6)
-        assert not torch.allclose(one(**batch).logits, load_vision_model(joined)(**batch).logits, atol=1e-3)
+    one, two, bare = reloaded_logits(joined, adapter, rows, media)
+    assert torch.allclose(one, two, atol=1e-6) and not torch.allclose(one, bare, atol=1e-3)
 
 
 def test_a_language_model_as_the_encoder_is_refused_naming_model_type(tiny_model_dir, tmp_path):

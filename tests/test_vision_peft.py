@@ -11,13 +11,13 @@ import torch
 from tunewright.config import TrainSpec
 from tunewright.data.schema import ChatRow
 from tunewright.data.tokenize import IGNORE_INDEX
-from tunewright.data.vision import collate_vision, encode_vision_row
+from tunewright.data.vision import collate_vision, encode_vision_row, prompt_inputs
 from tunewright.errors import TunewrightError
 from tunewright.models.vision import (check_parts, find_family, load_processor, load_vision_model, meta_model,
                                       part_linears)
 from tunewright.train.vision import train_vision_adapter, vision_peft_config
 
-from vision_models import BUILDERS, save_tiny_vlm
+from vision_models import BUILDERS, reloaded_logits, save_tiny_vlm
 
 transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL")
@@ -124,24 +124,17 @@ def test_train_reload_generate(vlm, version, tmp_path):
     assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.3, result.losses  # as test_train_loop asks
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
 
-    processor = load_processor(folder)
-    batch = collate_vision([encode_vision_row(processor, r.messages, media, 512) for r in rows],
-                           processor.tokenizer.pad_token_id)
-    batch.pop("labels")
-    first = PeftModel.from_pretrained(load_vision_model(folder), adapter).eval()
-    again = PeftModel.from_pretrained(load_vision_model(folder), adapter).eval()
-    bare = load_vision_model(folder)
-    with torch.no_grad():
-        tuned_logits, again_logits, bare_logits = (m(**batch).logits for m in (first, again, bare))
+    tuned_logits, again_logits, bare_logits = reloaded_logits(folder, adapter, rows, media)
     assert torch.allclose(tuned_logits, again_logits, atol=1e-6)
     assert not torch.allclose(tuned_logits, bare_logits, atol=1e-3)  # the adapter really changes the model
 
-    from tunewright.data.vision import _as_parts  # noqa: PLC2701 - the same conversion the encoder uses
-    prompt, images = _as_parts(rows[0].messages[0], media)
-    text = processor.apply_chat_template([prompt], tokenize=False, add_generation_prompt=True)
-    inputs = processor(text=[text], images=[images], return_tensors="pt", add_special_tokens=False)
+    inputs = prompt_inputs(load_processor(folder), rows[0].messages, media)
+    full = encode_vision_row(load_processor(folder), rows[0].messages, media, 512)
+    # The prompt is the row up to the assistant's turn: a prefix of the whole row's ids.
+    assert torch.equal(full.inputs["input_ids"][0, : inputs["input_ids"].shape[1]], inputs["input_ids"][0])
+    tuned = PeftModel.from_pretrained(load_vision_model(folder), adapter).eval()
     with torch.no_grad():
-        out = first.generate(**inputs, max_new_tokens=5, do_sample=False)
+        out = tuned.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
 

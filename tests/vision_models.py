@@ -123,3 +123,20 @@ def save_tiny_vlm(model_type: str, tiny_model_dir, folder):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def reloaded_logits(folder, adapter, rows, media):
+    """Logits on ``rows`` of the adapter loaded twice by plain peft, and of the bare model."""
+    import torch
+    from peft import PeftModel
+
+    from tunewright.data.vision import collate_vision, encode_vision_row
+    from tunewright.models.vision import load_processor, load_vision_model
+
+    processor = load_processor(folder)
+    batch = collate_vision([encode_vision_row(processor, r.messages, media, 512) for r in rows],
+                           processor.tokenizer.pad_token_id)
+    batch.pop("labels")
+    models = [PeftModel.from_pretrained(load_vision_model(folder), adapter).eval() for _ in range(2)]
+    with torch.no_grad():
+        return tuple(m(**batch).logits for m in (*models, load_vision_model(folder)))

@@ -68,13 +68,8 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     return BaseModelInfo(ref=source.ref, folder=target, sha256=gguf_sha)
 
 
-def check_architecture(config_path: Path) -> None:
-    """Refuse, before any heavy work, a folder whose model transformers cannot build as a text
-    generator: one line naming config.json's model_type and what to do."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    import transformers
-
+def read_model_type(config_path: Path) -> str:
+    """config.json's ``model_type``, or one line saying why there is none."""
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -83,6 +78,17 @@ def check_architecture(config_path: Path) -> None:
     if not model_type:
         raise TunewrightError("config.json names no model_type, so no architecture can be built from it",
                               file=config_path, field="model_type")
+    return model_type
+
+
+def check_architecture(config_path: Path) -> None:
+    """Refuse, before any heavy work, a folder whose model transformers cannot build as a text
+    generator: one line naming config.json's model_type and what to do."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    import transformers
+
+    model_type = read_model_type(config_path)
     if model_type not in CONFIG_MAPPING_NAMES:
         raise TunewrightError(f"model_type '{model_type}' is not an architecture transformers "
                               f"{transformers.__version__} knows; use a model transformers supports "
