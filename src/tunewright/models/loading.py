@@ -68,19 +68,6 @@ def _convert_gguf(source: ModelSource) -> BaseModelInfo:
     return BaseModelInfo(ref=source.ref, folder=target, sha256=gguf_sha)
 
 
-def read_model_type(config_path: Path) -> str:
-    """config.json's ``model_type``, or one line saying why there is none."""
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TunewrightError(f"cannot read the model config: {exc}", file=config_path) from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if not model_type:
-        raise TunewrightError("config.json names no model_type, so no architecture can be built from it",
-                              file=config_path, field="model_type")
-    return model_type
-
-
 def check_architecture(config_path: Path) -> None:
     """Refuse, before any heavy work, a folder whose model transformers cannot build as a text
     generator: one line naming config.json's model_type and what to do."""
@@ -88,13 +75,13 @@ def check_architecture(config_path: Path) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     import transformers
 
+    from .vision import VISION_FAMILIES, read_model_type
+
     model_type = read_model_type(config_path)
     if model_type not in CONFIG_MAPPING_NAMES:
         raise TunewrightError(f"model_type '{model_type}' is not an architecture transformers "
                               f"{transformers.__version__} knows; use a model transformers supports "
                               "(custom modelling code is not run)", file=config_path, field="model_type")
-    from .vision import VISION_FAMILIES
-
     if model_type in VISION_FAMILIES:
         raise TunewrightError(f"model_type '{model_type}' is a vision-language model; set train.vision in the recipe "
                               "to train it on rows with images", file=config_path, field="model_type")

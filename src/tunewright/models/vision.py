@@ -67,10 +67,22 @@ register_vision_family(VisionFamily(("qwen2_vl", "qwen2_5_vl"), language="model.
                                     vision_excludes=("model.visual.merger",), image_token="<|image_pad|>"))
 
 
+def read_model_type(config_path: Path) -> str:
+    """config.json's ``model_type``, or one line saying why there is none (text and vision models
+    alike: ``loading.check_architecture`` reads it here too)."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TunewrightError(f"cannot read the model config: {exc}", file=config_path) from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not model_type:
+        raise TunewrightError("config.json names no model_type, so no architecture can be built from it",
+                              file=config_path, field="model_type")
+    return model_type
+
+
 def find_family(folder: str | Path) -> VisionFamily:
     """The family of a local model folder; refuses a model_type that is not a known VLM."""
-    from .loading import read_model_type
-
     model_type = read_model_type(Path(folder) / "config.json")
     family = VISION_FAMILIES.get(model_type)
     if family is None:
