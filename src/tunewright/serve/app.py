@@ -21,7 +21,6 @@ from .engine import Completion, Draining, GenRequest, QueueFull
 from ..webguard import BodyLimit
 from .guards import HostAllowlist, InternalErrors, openai_error
 from .monitoring import feedback_candidate, scrub
-from ..align.adapter import AlignmentConfig
 from .media import as_text, decode_parts
 from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, checked_messages, validation_message
 from .server import ServeState
@@ -205,14 +204,13 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
                  messages: list[dict] | None = None, media: dict[str, bytes] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
-    # Off the event loop: a prompt near the body limit takes long enough to tokenise to stall every
-    # other client, stream and health check meanwhile.
     if messages is not None:
         # Image and audio parts read as the adapter was trained to read them (OCR, transcription),
         # off the event loop; the log keeps that text, what the model saw, not the request's base64.
-        messages = await asyncio.to_thread(as_text, messages, media or {}, AlignmentConfig.read(served.folder),
-                                           served.name)
+        messages = await asyncio.to_thread(as_text, messages, media or {}, served.folder, served.name)
         logged = {**logged, "messages": messages}
+    # Off the event loop: a prompt near the body limit takes long enough to tokenise to stall every
+    # other client, stream and health check meanwhile.
     prompt_ids = await asyncio.to_thread(_encode, state, served, prompt, messages)
     max_new = _budget(state, body, len(prompt_ids), served.lane.virtual_tokens)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex

@@ -9,6 +9,7 @@ trained with (``align.adapter``); a model without one is refused with a 400, nam
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..align.adapter import AlignmentConfig, align_messages
@@ -46,11 +47,13 @@ def decode_parts(messages: list[Any], limits) -> tuple[list[Any], dict[str, byte
     return converted, media
 
 
-def as_text(messages: list[dict], media: dict[str, bytes], config: AlignmentConfig | None, model: str) -> list[dict]:
-    """Messages whose parts are all text pass unchanged; media parts become the adapter's aligned text."""
+def as_text(messages: list[dict], media: dict[str, bytes], adapter_dir: Path | None, model: str) -> list[dict]:
+    """Messages whose parts are all text pass unchanged; media parts become the aligned text of the
+    adapter in ``adapter_dir`` (None: the base model, which reads text only)."""
     media_parts = [(field, part["type"]) for field, part in _parts(messages) if part.get("type") != "text"]
     if not media_parts:
         return messages
+    config = AlignmentConfig.read(adapter_dir)
     field, kind = media_parts[0]
     if config is None:
         raise TunewrightError(f"model '{model}' reads text only; {kind} parts need an adapter trained on a "
