@@ -443,3 +443,23 @@ def test_the_bias_data_scan_reads_the_text_parts_of_a_part_row(part_row):
     texts = [t for m in part_row.messages for t in m.text_parts()]
     assert texts and _row_text(part_row.messages) == "\n".join(texts)
     assert "media/" not in _row_text(part_row.messages)
+
+
+@pytest.mark.parametrize("source", ["/etc/hostname", "file:///etc/hostname", "https://example.com/a.png",
+                                    {"path": "/etc/hostname"}])
+def test_inline_only_parts_never_read_a_file_or_the_network(tmp_path, source):
+    from tunewright.data.media import MediaCollector
+    from tunewright.data.normalize import Where
+    from tunewright.data.part_shapes import PartContext, resolve_source
+    from tunewright.errors import TunewrightError
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buffer, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    ctx = PartContext(Where(None, None), base=tmp_path, media=MediaCollector(), inline_only=True)
+    assert resolve_source(data_url, ctx, "f") == buffer.getvalue()  # inline data is read as before
+    with pytest.raises(TunewrightError, match="must be a data URL") as info:
+        resolve_source(source, ctx, "messages[0].content[0].image_url.url")
+    assert info.value.field.startswith("messages[0].content[0].image_url.url")
+    # An import (not inline-only) still reads a file path.
+    assert resolve_source("x.png", PartContext(Where(None, None), tmp_path, MediaCollector()), "f") == tmp_path / "x.png"

@@ -34,6 +34,9 @@ class PartContext:
     where: "Where"
     base: Path | None
     media: MediaCollector
+    # Media only inside the data (data URLs, base64, bytes): what a server takes from clients, so a
+    # request cannot make it read its own files or the network.
+    inline_only: bool = False
 
     def fail(self, message: str, field: str) -> Exception:
         return self.where.error(message, field)
@@ -148,6 +151,9 @@ def resolve_source(value: Any, ctx: PartContext, field: str) -> Path | bytes:
     scheme = text.split(":", 1)[0].lower() if ":" in text[:12] else ""
     if scheme == "data":
         return _data_url(text, ctx, field)
+    if ctx.inline_only:
+        raise ctx.fail("must be a data URL (data:<type>;base64,...); files and web addresses are not read here",
+                       field)
     if scheme in ("http", "https"):
         raise ctx.fail("is a web address; download the file and give its path (import never fetches "
                        "from the network)", field)

@@ -2,8 +2,8 @@
 
 Parts are decoded and checked with the import's own code (``data.part_shapes``, ``data.media``) under
 the recipe's ``data.media`` limits, so a request is held to what training data is. Only inline media
-is taken: a file path or web address in a request would make the server read its own disk or the
-network for a client. The parts reach the model as text, through the alignment the adapter was
+is taken (``PartContext.inline_only``): a file path or web address in a request would make the
+server read its own disk or the network for a client. The parts reach the model as text, through the alignment the adapter was
 trained with (``align.adapter``); a model without one is refused with a 400, naming the part.
 """
 
@@ -36,13 +36,8 @@ def decode_parts(messages: list[Any], limits) -> tuple[list[Any], dict[str, byte
         if kind not in ACCEPTED:
             raise TunewrightError(f"part type {kind!r} is not taken here; send {', '.join(ACCEPTED)} parts",
                                   field=f"{field}.type")
-        url = part.get("image_url")
-        url = url.get("url") if isinstance(url, dict) else url
-        if kind == "image_url" and not (isinstance(url, str) and url.strip().lower().startswith("data:")):
-            raise TunewrightError("must be a data URL (data:image/...;base64,...); the server does not read "
-                                  "files or fetch web addresses", field=f"{field}.image_url.url")
     collector = MediaCollector(limits)
-    converted = convert_messages(messages, PartContext(Where(None, None), base=None, media=collector))
+    converted = convert_messages(messages, PartContext(Where(None, None), base=None, media=collector, inline_only=True))
     media = {ref: file.source for ref, file in collector.files.items()}
     return converted, media
 
