@@ -52,9 +52,18 @@ def _as_parts(message, folder: Path) -> tuple[dict, list]:
                 images.append(image.convert("RGB"))
             parts.append({"type": "image"})
         else:
-            raise TunewrightError(f"a vision-language model cannot read {part.modality} parts; align them to text first",
-                                  field="content")
+            raise TunewrightError(_unreadable(part), field="content")
     return {"role": message.role, "content": parts}, images
+
+
+def _unreadable(part) -> str:
+    return f"a vision-language model cannot read {part.modality} parts; align them to text first (tunewright data align)"
+
+
+def _shaped(messages, folder: Path) -> tuple[list[dict], list[list]]:
+    """Every message in the chat-template shape, and the images each one holds."""
+    pairs = [_as_parts(message, folder) for message in messages]
+    return [shaped for shaped, _ in pairs], [images for _, images in pairs]
 
 
 def require_image_rows(rows, file: str | Path) -> None:
@@ -64,8 +73,7 @@ def require_image_rows(rows, file: str | Path) -> None:
         for m_index, message in enumerate(row.messages):
             for p_index, part in enumerate([] if isinstance(message.content, str) else message.content):
                 if not isinstance(part, (TextPart, ImagePart)):
-                    raise TunewrightError(f"a vision-language model cannot read {part.modality} parts; align them to "
-                                          "text first (tunewright data align)", file=file, line=number,
+                    raise TunewrightError(_unreadable(part), file=file, line=number,
                                           field=f"messages[{m_index}].content[{p_index}]")
 
 
@@ -78,12 +86,7 @@ def _process(processor, messages: list[dict], images: list, *, generation_prompt
 def encode_vision_row(processor, messages, folder: str | Path, max_length: int) -> VisionRow:
     """One row (``data.schema.Message`` list) through the processor, labels on assistant turns only,
     each through its end-of-turn tokens (what the next turn's prompt adds is not the assistant's)."""
-    folder = Path(folder)
-    converted, images_per_message = [], []
-    for message in messages:
-        shaped, images = _as_parts(message, folder)
-        converted.append(shaped)
-        images_per_message.append(images)
+    converted, images_per_message = _shaped(messages, Path(folder))
     all_images = [image for images in images_per_message for image in images]
     full = _process(processor, converted, all_images, generation_prompt=False)
     ids = full["input_ids"][0]
@@ -113,12 +116,8 @@ def prompt_inputs(processor, messages, folder: str | Path) -> dict[str, torch.Te
     messages = list(messages)
     if messages and messages[-1].role == "assistant":
         messages = messages[:-1]
-    shaped, images = [], []
-    for message in messages:
-        part_dict, opened = _as_parts(message, Path(folder))
-        shaped.append(part_dict)
-        images.extend(opened)
-    return dict(_process(processor, shaped, images, generation_prompt=True))
+    shaped, images = _shaped(messages, Path(folder))
+    return dict(_process(processor, shaped, [image for opened in images for image in opened], generation_prompt=True))
 
 
 def collate_vision(rows: Sequence[VisionRow], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -126,21 +125,18 @@ def collate_vision(rows: Sequence[VisionRow], pad_token_id: int) -> dict[str, to
     Qwen2-VL flattens every image's patches into one (patches, dim) tensor with ``image_grid_thw``
     rows, Idefics3 and LLaVA stack per-row tensors (Idefics3 pads the image count per row)."""
     width = max(r.labels.shape[1] for r in rows)
-    batch = {
-        "input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
-        "labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
-    }
-    for i, row in enumerate(rows):
-        n = row.labels.shape[1]
-        batch["input_ids"][i, :n] = row.inputs["input_ids"][0]
-        batch["attention_mask"][i, :n] = row.inputs["attention_mask"][0]
-        batch["labels"][i, :n] = row.labels[0]
-    per_token = [k for k in rows[0].inputs if k in PER_TOKEN]
-    for key in per_token:  # Qwen2-VL's image-token marks: padded as text (0), like the ids
-        batch[key] = torch.zeros((len(rows), width), dtype=rows[0].inputs[key].dtype)
+
+    def padded(column, fill: int) -> torch.Tensor:
+        out = torch.full((len(rows), width), fill, dtype=column(rows[0]).dtype)
         for i, row in enumerate(rows):
-            batch[key][i, : row.labels.shape[1]] = row.inputs[key][0]
+            out[i, : row.labels.shape[1]] = column(row)[0]
+        return out
+
+    batch = {"input_ids": padded(lambda r: r.inputs["input_ids"], pad_token_id),
+             "attention_mask": padded(lambda r: r.inputs["attention_mask"], 0),
+             "labels": padded(lambda r: r.labels, IGNORE_INDEX)}
+    for key in (k for k in rows[0].inputs if k in PER_TOKEN):  # Qwen2-VL's image-token marks: text (0) on padding
+        batch[key] = padded(lambda r, key=key: r.inputs[key], 0)
     extra = [k for k in rows[0].inputs if k not in ("input_ids", "attention_mask", *PER_TOKEN)]
     for key in extra:
         tensors = [r.inputs[key] for r in rows if key in r.inputs]
