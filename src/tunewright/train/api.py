@@ -80,11 +80,7 @@ def train(
                 config["replay"] = replay
             if pii_override is not None:
                 config["pii_override"] = pii_override
-            run = registry.start_run(
-                name=adapter, kind="train", config=config, seed=spec.seed, hardware=hardware(),
-                library_versions=library_versions(), dataset_id=dataset_record.id, base_model_ref=base.ref,
-                base_model_sha256=base.sha256, output_path=str(workspace.dir("adapters") / adapter),
-            )
+            run = _start_run(workspace, adapter, config, spec, dataset_record, base)
             run_dir = _run_dir(workspace, run.id)
             held.enter_context(hold_lock(run_dir / "train.lock", f"run {run.id}"))
         adapter_dir = workspace.dir("adapters") / adapter / f"run-{run.id:04d}"
@@ -104,11 +100,24 @@ def train(
         _record_retrieval(dataset_record, adapter_dir)
         _record_alignment(dataset_record, adapter_dir)
         metrics = {**_metrics(result), **measured_against_plan(run.config.get("plan"))}
-        run, record = registry.complete_training(run.id, metrics=metrics, adapter=dict(
-            name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
-            method=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
-        ))
+        run, record = _complete(registry, run, metrics, adapter, adapter_dir, spec, base)
     return run, record, result
+
+
+def _start_run(workspace, adapter: str, config: dict, spec, dataset_record, base):
+    return workspace.registry.start_run(
+        name=adapter, kind="train", config=config, seed=spec.seed, hardware=hardware(),
+        library_versions=library_versions(), dataset_id=dataset_record.id, base_model_ref=base.ref,
+        base_model_sha256=base.sha256, output_path=str(workspace.dir("adapters") / adapter),
+    )
+
+
+def _complete(registry, run, metrics: dict, adapter: str, adapter_dir: Path, spec, base):
+    """The run completed and its adapter registered, by the hash of the weights file on disk."""
+    return registry.complete_training(run.id, metrics=metrics, adapter=dict(
+        name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
+        method=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
+    ))
 
 
 def _train_vision(workspace, spec, *, adapter: str, dataset: str | None, resume: bool, launch: LaunchOptions,
@@ -132,10 +141,7 @@ def _train_vision(workspace, spec, *, adapter: str, dataset: str | None, resume:
     if pii_override is not None:
         config["pii_override"] = pii_override
     registry = workspace.registry
-    run = registry.start_run(name=adapter, kind="train", config=config, seed=spec.seed, hardware=hardware(),
-                             library_versions=library_versions(), dataset_id=dataset_record.id,
-                             base_model_ref=base.ref, base_model_sha256=base.sha256,
-                             output_path=str(workspace.dir("adapters") / adapter))
+    run = _start_run(workspace, adapter, config, spec, dataset_record, base)
     adapter_dir = workspace.dir("adapters") / adapter / f"run-{run.id:04d}"
     with hold_lock(_run_dir(workspace, run.id) / "train.lock", f"run {run.id}"):
         try:
@@ -144,10 +150,7 @@ def _train_vision(workspace, spec, *, adapter: str, dataset: str | None, resume:
         except BaseException as exc:
             registry.finish_run(run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
-        run, record = registry.complete_training(run.id, metrics=_metrics(result), adapter=dict(
-            name=adapter, path=str(adapter_dir), weights_sha256=sha256_file(adapter_dir / "adapter_model.safetensors"),
-            method=spec.method, base_model_ref=base.ref, base_model_sha256=base.sha256,
-        ))
+        run, record = _complete(registry, run, _metrics(result), adapter, adapter_dir, spec, base)
     return run, record, result
 
 
