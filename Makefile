@@ -36,11 +36,13 @@ demo-multimodal: $(STAMP)
 	$(VENV)/bin/tunewright -w workspace-media data import workspace-media/train.jsonl workspace-media/eval.jsonl \
 	  workspace-media/eval-typed.jsonl --name peachtree-media
 	$(VENV)/bin/tunewright -w workspace-media data align peachtree-media
+	# Open book: the catalog and policy records each aligned question retrieves go into its prompt.
+	$(VENV)/bin/tunewright -w workspace-media data open-book peachtree-media-aligned
 	# The screenshots' checkout forms show customer e-mails the generator invented: the PII gate stops
 	# training on them until a person says why they may stay, and the reason is recorded with the run.
-	$(VENV)/bin/tunewright -w workspace-media train --dataset peachtree-media-aligned \
+	$(VENV)/bin/tunewright -w workspace-media train --dataset peachtree-media-aligned-open-book \
 	  --allow-pii "invented customer e-mails drawn into the demo's checkout screenshots"
-	$(VENV)/bin/tunewright -w workspace-media eval --dataset peachtree-media-aligned
+	$(VENV)/bin/tunewright -w workspace-media eval --dataset peachtree-media-aligned-open-book
 
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh

@@ -252,3 +252,90 @@ def test_source_hashes_are_read_again_only_when_a_file_changes(tmp_path, monkeyp
     source.write_text(TABLE.replace("35", "39"))  # same size; a new modification time
     os.utime(source, (old + 1, old + 1))
     assert context.hash_unless_unchanged(source) == f"hash of {TABLE.replace('35', '39')}" and len(calls) == 4
+
+
+def test_imported_rows_get_records_and_train_an_open_book_adapter(tmp_path, tiny_model_dir, capsys):
+    """`data open-book`: rows from elsewhere (imported, aligned) carry the records retrieval finds for
+    their last user message, in a new version whose parents are the rows and the index; the adapter
+    trained on it is open-book, and a second run with nothing changed registers nothing."""
+    from helpers import run_cli, write_jsonl
+    from tunewright.data.api import import_files, load_split
+    from tunewright.synth.build import open_book_dataset
+    from tunewright.train.api import train
+
+    workspace = _open_book_workspace(tmp_path, tiny_model_dir)
+    asked = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+              "meta": {"split": split}}
+             for q, a, split in (("what does the red pan cost", "It costs $35.", "train"),
+                                 ("can I still return it after 3 weeks", "Yes, within 30 days.", "train"),
+                                 ("blue kettle price?", "It costs $20.", "eval"))]
+    source = import_files(workspace, [write_jsonl(tmp_path / "chats.jsonl", asked)], name="chats")
+    result = open_book_dataset(workspace, "chats")
+    assert result.created and result.record.name == "chats-open-book" and result.source.id == source.id
+    [index] = workspace.registry.list_indexes()
+    assert result.record.spec["open_book"] == {"index": f"{index.name}@{index.version}", "index_sha256": index.sha256,
+                                               "k": 2}
+    assert result.record.spec["parent"]["spec"] == source.spec
+    edges = {(e["parent_kind"], e["parent_id"]) for e in workspace.registry.lineage("dataset", str(result.record.id))
+             if (e["child_kind"], e["child_id"]) == ("dataset", str(result.record.id))}
+    assert edges == {("dataset", str(source.id)), ("index", str(index.id))}
+    _, train_rows = load_split(workspace, "chats-open-book", "train")
+    _, eval_rows = load_split(workspace, "chats-open-book", "eval")
+    assert [r.messages[-2].content for r in train_rows + eval_rows] == [c["messages"][0]["content"] for c in asked]
+    # The records are what retrieval returns for each question (a row without a source has no oracle
+    # to place): the Red Pan's row for its price, the returns line for the return question.
+    assert "Red Pan; price: 35" in train_rows[0].messages[0].content.split("[2]")[0]
+    assert "30 days" in train_rows[1].messages[0].content
+    assert "Blue Kettle; price: 20" in eval_rows[0].messages[0].content.split("[2]")[0]
+    assert all(r.meta["retrieved"] and r.meta["placement"] == "retrieved" for r in train_rows + eval_rows)
+    again = open_book_dataset(workspace, "chats")
+    assert not again.created and again.record.id == result.record.id
+
+    code, out, _ = run_cli(["-w", workspace.root, "data", "open-book", "chats"], capsys)
+    assert code == 0 and "nothing changed" in out
+    _, adapter, _ = train(workspace, dataset="chats-open-book")
+    config = RetrievalConfig.read(adapter.path)
+    assert (config.index, config.trained_version, config.k) == (index.name, index.version, 2)
+
+
+def test_open_book_refuses_media_rows_rows_with_records_and_unknown_datasets(tmp_path, tiny_model_dir, capsys):
+    from helpers import run_cli, write_jsonl
+    from PIL import Image
+    from tunewright.data.api import import_files
+
+    workspace = _open_book_workspace(tmp_path, tiny_model_dir)
+    Image.new("RGB", (20, 10), (200, 0, 0)).save(tmp_path / "tag.png")
+    text = {"messages": [{"role": "user", "content": "Price of Red Pan?"}, {"role": "assistant", "content": "$35."}]}
+    photo = {"messages": [{"role": "user", "content": [{"type": "image", "image": "tag.png"},
+                                                       {"type": "text", "text": "how much?"}]},
+                          {"role": "assistant", "content": "$35."}]}
+    import_files(workspace, [write_jsonl(tmp_path / "photos.jsonl", [text, photo])], name="photos", eval_fraction=0.0)
+    ws = workspace.root
+    code, _, err = run_cli(["-w", ws, "data", "open-book", "photos"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "train.jsonl:2" in err and "messages" in err and "tunewright data align" in err
+    assert not (ws / "datasets" / "photos-open-book").exists()
+
+    import_files(workspace, [write_jsonl(tmp_path / "text.jsonl", [text])], name="text", eval_fraction=0.0)
+    assert run_cli(["-w", ws, "data", "open-book", "text"], capsys)[0] == 0
+    code, _, err = run_cli(["-w", ws, "data", "open-book", "text-open-book"], capsys)
+    assert code == 2 and "already carries records (index shop-index@" in err
+    code, _, err = run_cli(["-w", ws, "data", "open-book", "nope"], capsys)
+    assert code == 2 and "nope" in err
+
+
+def test_an_open_book_version_of_aligned_rows_keeps_their_alignment():
+    from types import SimpleNamespace
+
+    from tunewright.align.adapter import AlignmentConfig
+
+    aligned = {"kind": "align", "layout": "aligned-v1", "engines": {
+        "audio": {"engine": "faster-whisper", "settings": {"beam_size": 1}}}}
+    record = SimpleNamespace(name="m-aligned-open-book", version="v2", spec={
+        "kind": "open-book", "open_book": {"index": "i@1", "index_sha256": "0" * 64, "k": 2},
+        "parent": {"dataset": "m-aligned", "version": "v1", "id": 3, "spec": aligned}})
+    config = AlignmentConfig.from_dataset(record)
+    assert config.engines == {"audio": "faster-whisper"} and config.settings == {"faster-whisper": {"beam_size": 1}}
+    assert config.dataset == "m-aligned-open-book@v2"  # the version the adapter trained on
+    plain = SimpleNamespace(name="t", version="1", spec={"kind": "open-book", "parent": {"spec": {"kind": "import"}}})
+    assert AlignmentConfig.from_dataset(plain) is None

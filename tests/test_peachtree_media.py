@@ -312,3 +312,14 @@ def test_each_spoken_eval_question_is_also_shipped_typed():
         assert typed_row["messages"][0] == {"role": "user", "content": entries[media_path(clip_row)]["text"]}
         assert typed_row["messages"][1] == clip_row["messages"][1] and typed_row["reference"] == clip_row["reference"]
         assert typed_row["meta"] == {"id": clip_row["meta"]["id"] + "-typed", "kind": "audio, typed", "split": "eval"}
+
+
+def test_the_media_recipe_retrieves_from_the_text_demo_files_themselves():
+    """The open-book media adapter reads the same catalog and policies as the text demo: links, so an
+    edited price reaches both (and the generator, which reads them from the folder above)."""
+    import yaml
+
+    sources = yaml.safe_load((MEDIA / "tunewright.yaml").read_text())["retrieval"]["sources"]
+    assert sources == ["catalog.csv", "policies.md"]
+    for name in sources:
+        assert (MEDIA / name).is_symlink() and (MEDIA / name).resolve() == (SHOP / name).resolve()

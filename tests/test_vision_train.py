@@ -118,3 +118,69 @@ def test_an_audio_part_is_refused_and_leaves_no_adapter(tmp_path, smolvlm, capsy
     err = " ".join(err.split())
     assert code == 2 and "train.jsonl:4: field 'messages[0].content[0]': a vision-language model cannot read audio" in err
     assert not [r for r in _registry(ws).list_runs() if r.kind == "train"] and not (ws / "adapters" / "shop").exists()
+
+
+def test_eval_asks_base_and_adapter_with_the_images_and_records_both(tmp_path, smolvlm, capsys):
+    """`tunewright eval` on a native adapter: each held-out row answered with its image by the base
+    and by the adapter; the answers are what plain transformers + peft generate from the same row
+    (up to the first end-of-turn token), scored, written and registered like a text adapter's."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tunewright.config import EvalSpec
+
+    ws = _workspace(tmp_path, smolvlm, capsys)
+    assert run(["-w", ws, "train"], capsys)[0] == 0
+    code, out, err = run(["-w", ws, "eval", "--split", "train", "--show", "0"], capsys)
+    assert code == 0, err
+    report = json.loads((ws / "reports" / "shop" / "report.json").read_text())
+    results = [json.loads(line) for line in (ws / "reports" / "shop" / "results.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in results] == [f"[image: {_stored(ws, n)}] Which colour?" for n in COLOURS]
+
+    processor = AutoProcessor.from_pretrained(smolvlm)
+    base = AutoModelForImageTextToText.from_pretrained(smolvlm).eval()
+    adapter = Path(_registry(ws).list_adapters()[0].path)
+
+    def reference(model, name: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour?"}]}]
+        text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+        inputs = processor(text=[text], images=[[Image.open(tmp_path / "data" / f"{name}.png").convert("RGB")]],
+                           return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**inputs, max_new_tokens=EvalSpec().max_new_tokens, do_sample=False)
+        return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    expected_base = [reference(base, n) for n in COLOURS]
+    tuned = PeftModel.from_pretrained(base, adapter).eval()
+    expected_tuned = [reference(tuned, n) for n in COLOURS]
+    for result, want_base, want_tuned in zip(results, expected_base, expected_tuned):
+        assert want_base.startswith(result["base_response"]) and want_tuned.startswith(result["tuned_response"])
+        assert result["after"]["contains"] == float(result["expected"].lower() in result["tuned_response"].lower())
+    assert report["after"]["metrics"]["contains"] == sum(r["after"]["contains"] for r in results) / 3
+    assert "forgetting" not in report and "questions" not in report
+    evaluations = _registry(ws).list_evaluations()
+    assert sorted(e.model_ref for e in evaluations) == ["base", "shop"]
+
+
+def _stored(ws: Path, name: str) -> str:
+    """The content-addressed ref the import gave an image (media/<sha256>.png)."""
+    digest = hashlib.sha256((ws.parent / "data" / f"{name}.png").read_bytes()).hexdigest()
+    return f"media/{digest}.png"
+
+
+def test_eval_refuses_customer_questions_and_audio_rows_for_a_vision_adapter(tmp_path, smolvlm, capsys):
+    ws = _workspace(tmp_path, smolvlm, capsys, with_audio=True)
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question": "Colour?", "accept": ["red"], "kind": "x"}])
+    code, _, err = run(["-w", ws, "eval", "--split", "train", "--questions", questions], capsys)
+    assert code == 2 and "field 'eval.questions'" in err and "vision-language" in " ".join(err.split())
+    code, _, err = run(["-w", ws, "eval", "--split", "train", "--adapter", "base"], capsys)
+    assert code == 2 and "name the adapter" in err
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    folder = tmp_path / "lora"
+    get_peft_model(AutoModelForImageTextToText.from_pretrained(smolvlm), LoraConfig(r=2, target_modules=["q_proj"])
+                   ).save_pretrained(folder)
+    code, _, err = run(["-w", ws, "eval", "--split", "train", "--adapter", str(folder)], capsys)
+    err = " ".join(err.split())
+    assert code == 2 and "train.jsonl:4: field 'messages[0].content[0]': a vision-language model cannot read audio" in err
+    assert not (ws / "reports" / "shop").exists() and not _registry(ws).list_evaluations()

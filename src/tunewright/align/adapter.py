@@ -31,10 +31,13 @@ class AlignmentConfig:
 
     @classmethod
     def from_dataset(cls, record) -> "AlignmentConfig | None":
-        """The alignment a dataset version was made with (its spec from `data align`), else None."""
+        """The alignment a dataset version was made with (its spec from `data align`, or its parent's
+        for a version derived from aligned rows, such as `data open-book`), else None."""
         spec = record.spec or {}
-        if spec.get("kind") != "align":
-            return None
+        while spec.get("kind") != "align":
+            spec = (spec.get("parent") or {}).get("spec") or {}
+            if not spec:
+                return None
         engines = {kind: p["engine"] for kind, p in spec["engines"].items()}
         settings = {p["engine"]: p["settings"] for p in spec["engines"].values()}
         return cls(layout=spec["layout"], engines=engines, settings=settings,

@@ -82,6 +82,25 @@ def align(
         console.print("nothing changed: this aligned version was already registered")
 
 
+@app.command("open-book")
+def open_book(
+    dataset: Optional[str] = typer.Argument(None, help="Dataset name[@version] of text rows, imported or aligned "
+                                                       "(default: the recipe's)."),
+    name: Optional[str] = typer.Option(None, help="Name of the new dataset (default: <dataset>-open-book)."),
+) -> None:
+    """Put the top retrieval.k records of the workspace's index (retrieval.sources) in every row's
+    prompt and register the rows as a new version: an adapter trained on it answers open-book, and
+    eval, generate and serve retrieve for it the same way."""
+    from ..synth.build import open_book_dataset
+
+    result = open_book_dataset(open_workspace(), dataset, name=name)
+    index = result.record.spec["open_book"]["index"]
+    console.print(f"records from index {index} in the rows of {result.source.name}@{result.source.version}")
+    print_dataset(result.record)
+    if not result.created:
+        console.print("nothing changed: this open-book version was already registered")
+
+
 @app.command("list")
 def list_() -> None:
     """Registered dataset versions."""

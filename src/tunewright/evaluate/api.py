@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Callable
+from typing import Any, Callable
 
 from ..data.api import load_split
 from ..errors import TunewrightError
@@ -24,6 +25,18 @@ from .scoring import ModelScores, score_model
 MAX_EXAMPLES = 300
 
 
+@dataclass
+class Scored:
+    """Both models' answers on the held-out rows, and what else the evaluation measured."""
+    resolved: Any  # models.adapters.ResolvedRef
+    dataset: Any  # the DatasetRecord the rows came from
+    rows: list
+    before: ModelScores
+    after: ModelScores
+    forgetting: dict | None = None
+    asked: dict | None = None
+
+
 def evaluate(
     workspace,
     *,
@@ -38,10 +51,29 @@ def evaluate(
     spec = workspace.recipe.eval
     adapter = adapter or workspace.recipe.train.adapter or workspace.recipe.name
     split = split or spec.split
+    progress = {"on_batch": on_batch, "on_phase": on_phase}
+    if workspace.recipe.train.vision is not None:
+        # A native vision-language adapter answers rows with their images (the recipe trains it so).
+        from .vision import score_vision
+
+        if questions is not None or spec.questions is not None:
+            raise TunewrightError("customer questions are asked of text models; a vision-language adapter is "
+                                  "evaluated on held-out rows with images", field="eval.questions")
+        scored = score_vision(workspace, adapter=adapter, dataset=dataset or spec.dataset, split=split,
+                              limit=limit or spec.limit, **progress)
+    else:
+        scored = _score_text(workspace, adapter=adapter, dataset=dataset or spec.dataset, split=split,
+                             limit=limit or spec.limit, questions=questions, **progress)
+    return _record(workspace, adapter, split, scored)
+
+
+def _score_text(workspace, *, adapter: str, dataset: str | None, split: str, limit: int | None, questions,
+                on_batch, on_phase) -> Scored:
+    spec = workspace.recipe.eval
     registry = workspace.registry
     resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=registry)
-    dataset_record, rows = load_split(workspace, dataset or spec.dataset, split)
-    rows = _spread(rows, limit or spec.limit)
+    dataset_record, rows = load_split(workspace, dataset, split)
+    rows = spread(rows, limit)
     if not rows:
         raise TunewrightError(f"the {split} split of dataset '{dataset_record.name}' is empty")
     # An open-book adapter answers with its records, and so does the base it is compared with: the
@@ -80,10 +112,19 @@ def evaluate(
     if asker is not None:
         asked = customer.score_questions(asker.questions, base_answers, asker.ask("tuned", tuned, tokenizer),
                                          system_prompt=asker.system_prompt)
+    return Scored(resolved, dataset_record, rows, before, after, forgetting_details, asked)
 
+
+def _record(workspace, adapter: str, split: str, scored: Scored) -> EvalReport:
+    """results.jsonl, report.json and report.html under reports/<adapter>/, and both models'
+    scores in the registry."""
+    registry = workspace.registry
+    resolved, dataset_record, rows, before, after = (scored.resolved, scored.dataset, scored.rows, scored.before,
+                                                     scored.after)
+    forgetting_details, asked = scored.forgetting, scored.asked
     out_dir = workspace.dir("reports") / adapter
     results = [
-        {"question": row.messages[-2].content, "expected": row.expected, "base_response": b, "tuned_response": a,
+        {"question": question_text(row), "expected": row.expected, "base_response": b, "tuned_response": a,
          "before": pb, "after": pa, "meta": row.meta}
         for row, b, a, pb, pa in zip(rows, before.responses, after.responses, before.per_example, after.per_example)
     ]
@@ -158,7 +199,16 @@ def _customer_questions(workspace, override, dataset_record, rows, **progress) -
                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, **progress)
 
 
-def _spread(rows: list, limit: int | None) -> list:
+def question_text(row: ChatRow) -> str:
+    """The question a row asks, for the report: its last user turn, an image or audio part as the
+    stored file's name in brackets."""
+    content = row.messages[-2].content
+    if isinstance(content, str):
+        return content
+    return " ".join(part.text if part.modality == "text" else f"[{part.modality}: {part.ref}]" for part in content)
+
+
+def spread(rows: list, limit: int | None) -> list:
     """``limit`` rows spread evenly over the split: built splits are ordered by fact kind (every price,
     then every weight, ...), so the first rows alone would test one kind."""
     if not limit or limit >= len(rows):

@@ -50,10 +50,10 @@ def _looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "~", "/")) or "/" in ref or "\\" in ref
 
 
-def _adapter_folder(ref: str, base_model: str) -> ResolvedRef:
+def _adapter_folder(ref: str, base_model: str, vision: bool = False) -> ResolvedRef:
     folder = Path(ref).expanduser()
     read_adapter_config(folder)  # refuses a folder without one, or with a damaged one
-    return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=folder.resolve())
+    return ResolvedRef(ref=ref, base=prepare_base_model(base_model, vision=vision), adapter_path=folder.resolve())
 
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -87,18 +87,19 @@ def checked_adapter_folder(record, base: BaseModelInfo) -> Path:
     return path
 
 
-def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
+def resolve_ref(ref: str, *, base_model: str, registry=None, vision: bool = False) -> ResolvedRef:
     """``base``; a folder written as a path (``./x``, ``runs/x``, ``/abs/x``); else a registered
-    adapter, ``name`` (its latest version) or ``name@version``.
+    adapter, ``name`` (its latest version) or ``name@version``. ``vision``: the base is a
+    vision-language model (``prepare_base_model``).
 
     A bare name means the registered adapter even when a folder of that name sits in the current
     directory (a workspace's source folder is often named like its adapter); only when no adapter of
     that name is registered is a bare name read as an adapter folder.
     """
     if ref == BASE_REF:
-        return ResolvedRef(ref=ref, base=prepare_base_model(base_model), adapter_path=None)
+        return ResolvedRef(ref=ref, base=prepare_base_model(base_model, vision=vision), adapter_path=None)
     if _looks_like_path(ref):
-        return _adapter_folder(ref, base_model)
+        return _adapter_folder(ref, base_model, vision)
     from ..registry.deploy import split_adapter_ref
 
     try:
@@ -109,10 +110,10 @@ def resolve_ref(ref: str, *, base_model: str, registry=None) -> ResolvedRef:
         if not Path(ref).is_dir():
             raise
         if is_adapter_folder(Path(ref)):
-            return _adapter_folder(ref, base_model)
+            return _adapter_folder(ref, base_model, vision)
         raise NotFoundError(f"{exc}; the folder ./{ref} is no PEFT adapter folder (no adapter_config.json): "
                             f"a bare name means a registered adapter, write an adapter folder as a path "
                             f"(./{ref}/...)") from None
-    base = prepare_base_model(record.base_model_ref)
+    base = prepare_base_model(record.base_model_ref, vision=vision)
     path = checked_adapter_folder(record, base)
     return ResolvedRef(ref=ref, base=base, adapter_path=path, adapter_id=record.id)

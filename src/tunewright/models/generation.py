@@ -1,10 +1,11 @@
 """Batched greedy generation with the model's own chat template and end-of-turn tokens (``stops``): the one
 decoding loop evaluation, forgetting, explanations, the export check, replay rows and the local
-teacher share (the server streams and batches its own way, in ``serve.engine``)."""
+teacher share (the server streams and batches its own way, in ``serve.engine``); and its
+one-prompt-at-a-time sibling for vision-language models (``answer_inputs``)."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -89,3 +90,29 @@ def continue_texts(
     new = generate_ids(model, encoded, max_new_tokens=max_new_tokens, stop_ids=stops,
                        pad=pad_id(tokenizer), batch_size=batch_size, temperature=temperature, on_batch=on_batch)
     return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in new]
+
+
+@torch.inference_mode()
+def answer_inputs(
+    model,
+    tokenizer,
+    inputs: Iterable[dict],
+    *,
+    max_new_tokens: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy answers to prompts a processor already made (a vision-language model's ids with its
+    image tensors), one prompt at a time: each family lays out its image tensors differently, so
+    they are not padded into shared batches here. Stops as ``generate_responses`` does."""
+    stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
+    answers = []
+    for prompt in inputs:
+        output = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None,
+                                temperature=None, eos_token_id=stops if len(stops) > 1 else stops[0],
+                                pad_token_id=pad_id(tokenizer))
+        new = output[0, prompt["input_ids"].shape[1]:].tolist()
+        end = next((k for k, token in enumerate(new) if token in stops), None)
+        answers.append(tokenizer.decode(new if end is None else new[: end + 1], skip_special_tokens=True).strip())
+        if on_batch:
+            on_batch(1)
+    return answers

@@ -1,21 +1,25 @@
 """Build the recipe's dataset from its sources (tables and documents): grounded question/answer
-rows, and for an open-book recipe the retrieved records in each prompt; registered as a version."""
+rows, and for an open-book recipe the retrieved records in each prompt; registered as a version.
+Rows from elsewhere (imported, aligned) get their records here too (``open_book_dataset``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..data.api import register_prepared
-from ..data.prepare import prepare_rows
-from ..errors import TunewrightError
+from ..data.api import get_dataset, register_prepared
+from ..data.prepare import SPLITS, prepare_rows, read_split
+from ..errors import NotFoundError, TunewrightError
 from ..io import sha256_file
 from ..retrieval.api import build_workspace_index, load_workspace_index
 from ..retrieval.chunks import Chunk
-from ..retrieval.context import open_book_rows
+from ..retrieval.context import open_book_row, open_book_rows
 from .grounded import build_rows, read_table
 from .grounded_groups import group_summaries
 
 SUMMARIES_FIELD = "retrieval.group_summaries"
+OPEN_BOOK_SUFFIX = "-open-book"
 
 
 def build_dataset(workspace):
@@ -41,16 +45,66 @@ def build_dataset(workspace):
 def _open_book(workspace, rows):
     """The rows with retrieved records, and what the dataset (then the adapter) must remember: the
     index version and k it was built with."""
-    record = build_recipe_index(workspace)
-    ref = f"{record.name}@{record.version}"
-    index = load_workspace_index(workspace, ref)
+    record, index = _recipe_index(workspace)
     settings = workspace.recipe.build.open_book
     k = workspace.recipe.retrieval.k
     rows = open_book_rows(rows, index, k=k, oracle_rate=settings.oracle_rate, seed=settings.seed,
                           shuffle=settings.shuffle)
-    spec = {"index": ref, "index_sha256": index.sha256, "k": k, "oracle_rate": settings.oracle_rate,
-            "shuffle": settings.shuffle}
+    spec = {"index": f"{record.name}@{record.version}", "index_sha256": index.sha256, "k": k,
+            "oracle_rate": settings.oracle_rate, "shuffle": settings.shuffle}
     return rows, spec, record.id
+
+
+def _recipe_index(workspace):
+    record = build_recipe_index(workspace)
+    return record, load_workspace_index(workspace, f"{record.name}@{record.version}")
+
+
+@dataclass(frozen=True)
+class OpenBookDataset:
+    record: Any  # the registry's DatasetRecord of the new version
+    source: Any  # the version its rows came from
+    created: bool  # False: this exact version was registered before
+
+
+def open_book_dataset(workspace, ref: str | None = None, *, name: str | None = None) -> OpenBookDataset:
+    """Dataset ``ref`` (imported or aligned rows; default the recipe's) with the top ``retrieval.k``
+    records of the workspace's index in every prompt, registered as ``name`` (default
+    ``<dataset>-open-book``). An adapter trained on it is open-book: every command retrieves for it.
+
+    Unlike built rows, imported rows do not say which record holds their answer, so there is no RAFT
+    placement: each row keeps what retrieval returns for its last user message (for aligned rows,
+    the OCR or transcript text), and the model learns to read the record when retrieval finds it.
+    The new version's spec keeps its source's spec under ``parent``, so an aligned source still
+    tells the adapter how to read image and audio parts."""
+    source = get_dataset(workspace, ref)
+    label = f"{source.name}@{source.version}"
+    if (source.spec or {}).get("open_book"):
+        raise TunewrightError(f"dataset '{label}' already carries records (index "
+                              f"{source.spec['open_book']['index']}); open-book rows are made once")
+    folder = Path(source.path)
+    splits = {split: read_split(folder, split) for split in SPLITS}
+    for split, split_rows in splits.items():
+        for number, row in enumerate(split_rows, start=1):
+            if row.has_media:
+                raise TunewrightError("has image or audio parts, which retrieval cannot search: align the dataset "
+                                      "first (tunewright data align)", file=folder / f"{split}.jsonl", line=number,
+                                      field="messages")
+    record, index = _recipe_index(workspace)
+    k = workspace.recipe.retrieval.k
+    rows = [open_book_row(row.model_copy(update={"meta": {**row.meta, "split": split}}), index, k=k, rng=None,
+                          oracle_rate=0.0)
+            for split, split_rows in splits.items() for row in split_rows]
+    spec = {"kind": "open-book",
+            "open_book": {"index": f"{record.name}@{record.version}", "index_sha256": index.sha256, "k": k},
+            "parent": {"dataset": source.name, "version": source.version, "id": source.id, "spec": source.spec}}
+    prepared = prepare_rows(rows, [], eval_fraction=0.0)
+    target = name or f"{source.name}{OPEN_BOOK_SUFFIX}"
+    try:
+        return OpenBookDataset(workspace.registry.get_dataset(target, prepared.version), source, created=False)
+    except NotFoundError:
+        parents = [("dataset", source.id, "open_book_into"), ("index", record.id, "context_for")]
+        return OpenBookDataset(register_prepared(workspace, target, prepared, spec, parents), source, created=True)
 
 
 def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
