@@ -176,3 +176,32 @@ def test_text_requests_are_unchanged(server):
     missing_role = httpx.post(url + "/v1/chat/completions", timeout=30,
                               json={"model": "plain", "messages": [{"content": "hi"}]})
     assert missing_role.status_code == 400 and missing_role.json()["error"]["param"] == "messages.0.role"
+
+
+def test_generate_reads_image_and_audio_files_through_the_adapters_alignment(server, tmp_path, capsys):
+    """`tunewright generate` takes the same rows as import (parts naming files beside the JSONL): the
+    reader adapter answers them as the aligned text typed; a text-only adapter is refused naming the row."""
+    from helpers import run_cli, write_jsonl
+
+    _, workspace = server
+    (tmp_path / "tag.png").write_bytes(TAG)
+    (tmp_path / "clip.wav").write_bytes(CLIP)
+    rows = write_jsonl(tmp_path / "rows.jsonl", [
+        {"prompt": "hello"},
+        {"messages": [{"role": "user", "content": [{"type": "image", "image": "tag.png"},
+                                                   {"type": "text", "text": "how much is this?"}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "clip.wav"}]}]}])
+    out = tmp_path / "out.jsonl"
+    code, _, err = run_cli(["-w", workspace.root, "generate", "--model", "reader", "-i", rows, "-o", out,
+                            "--max-new-tokens", "12"], capsys)
+    assert code == 0, err
+    answers = [json.loads(line)["response"] for line in out.read_text().splitlines()]
+    assert answers[1:] == [typed_answer(workspace, "[image text]\nRidgeback 2 Tent\n$189\n[/image text]\n\nhow much is this?"),
+                           typed_answer(workspace, "[audio transcript]\nhow long is the warranty\n[/audio transcript]")]
+    refused = tmp_path / "refused.jsonl"
+    code, _, err = run_cli(["-w", workspace.root, "generate", "--model", "plain", "-i", rows, "-o", refused], capsys)
+    assert code == 2 and f"{rows}:2: field 'messages[0].content[0]'" in " ".join(err.split())
+    assert "reads text only" in err and not refused.exists()
+    (tmp_path / "clip.wav").write_bytes(b"RIFF not audio")
+    code, _, err = run_cli(["-w", workspace.root, "generate", "--model", "reader", "-i", rows, "-o", refused], capsys)
+    assert code == 2 and f"{rows}:3: field 'messages[0].content[0]" in " ".join(err.split()) and not refused.exists()

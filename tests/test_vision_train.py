@@ -160,6 +160,14 @@ def test_eval_asks_base_and_adapter_with_the_images_and_records_both(tmp_path, s
     evaluations = _registry(ws).list_evaluations()
     assert sorted(e.model_ref for e in evaluations) == ["base", "shop"]
 
+    # `generate` takes the same rows from a file (images beside it) and answers as eval did.
+    asked = write_jsonl(tmp_path / "data" / "ask.jsonl", [{"messages": [{"role": "user", "content": [
+        {"type": "image", "image": f"{n}.png"}, {"type": "text", "text": "Which colour?"}]}]} for n in COLOURS])
+    code, _, err = run(["-w", ws, "generate", "--model", "shop", "-i", asked, "-o", tmp_path / "out.jsonl"], capsys)
+    assert code == 0, err
+    answers = [json.loads(line)["response"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert answers == [r["tuned_response"] for r in results]
+
 
 def _stored(ws: Path, name: str) -> str:
     """The content-addressed ref the import gave an image (media/<sha256>.png)."""
@@ -172,6 +180,12 @@ def test_eval_refuses_customer_questions_and_audio_rows_for_a_vision_adapter(tmp
     questions = write_jsonl(tmp_path / "q.jsonl", [{"question": "Colour?", "accept": ["red"], "kind": "x"}])
     code, _, err = run(["-w", ws, "eval", "--split", "train", "--questions", questions], capsys)
     assert code == 2 and "field 'eval.questions'" in err and "vision-language" in " ".join(err.split())
+    spoken = write_jsonl(tmp_path / "ask.jsonl", [{"messages": [{"role": "user", "content": [
+        {"type": "audio", "audio": str(tmp_path / "data" / "q.wav")}]}]}])
+    code, _, err = run(["-w", ws, "generate", "--model", "base", "-i", spoken, "-o", tmp_path / "out.jsonl"], capsys)
+    err = " ".join(err.split())
+    assert code == 2 and f"{spoken}:1: field 'messages[0].content[0]': a vision-language model cannot read audio" in err
+    assert not (tmp_path / "out.jsonl").exists()
     code, _, err = run(["-w", ws, "eval", "--split", "train", "--adapter", "base"], capsys)
     assert code == 2 and "name the adapter" in err
     from peft import LoraConfig, get_peft_model
