@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import math
+import shutil
 import struct
+import subprocess
 import wave
 from typing import ClassVar
 
@@ -205,3 +207,57 @@ def test_generate_reads_image_and_audio_files_through_the_adapters_alignment(ser
     (tmp_path / "clip.wav").write_bytes(b"RIFF not audio")
     code, _, err = run_cli(["-w", workspace.root, "generate", "--model", "reader", "-i", rows, "-o", refused], capsys)
     assert code == 2 and f"{rows}:3: field 'messages[0].content[0]" in " ".join(err.split()) and not refused.exists()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (scripts/ensure-espeak.sh installs it)")
+def test_a_spoken_answer_is_the_text_answer_as_speech_in_openais_shape(server, tmp_path):
+    """modalities ["text", "audio"]: the answer's words in message.audio.transcript (content null, as
+    OpenAI answers), and base64 WAV of them; the words are the text answer to the same request."""
+    url, _ = server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    asked = [{"role": "user", "content": "hello there"}]
+    text = client.chat.completions.create(model="reader", max_tokens=12, messages=asked).choices[0].message.content
+    reply = client.chat.completions.create(model="reader", max_tokens=12, messages=asked, modalities=["text", "audio"],
+                                           audio={"voice": "alloy", "format": "wav"})
+    message = reply.choices[0].message
+    assert message.content is None and message.audio.transcript == text and message.audio.id.startswith("audio_")
+    with wave.open(io.BytesIO(base64.b64decode(message.audio.data))) as clip:
+        assert clip.getnchannels() == 1 and clip.getsampwidth() == 2
+        spoken = clip.readframes(clip.getnframes())
+    # The same words through espeak-ng's own command line (alloy is its en-us+f3 voice) give these samples.
+    reference = tmp_path / "reference.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+f3", "-s", "165", "-w", str(reference), "--stdin"],
+                   input=text.encode(), check=True, capture_output=True)
+    with wave.open(str(reference)) as clip:
+        assert spoken == clip.readframes(clip.getnframes()) and len(spoken) > 0
+
+
+@pytest.mark.parametrize("extra, param, message", [
+    ({"modalities": ["text", "audio"]}, "audio", "needs the 'audio' parameter"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "robot", "format": "wav"}}, "audio.voice", "voice 'robot'"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "mp3"}}, "audio.format", "'mp3'"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}, "stream": True}, "stream",
+     "returned whole"),
+    ({"modalities": ["video"]}, "modalities", "'video' is not offered"),
+])
+def test_spoken_answers_it_cannot_give_are_a_400_naming_the_field(server, extra, param, message):
+    url, _ = server
+    response = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+        "model": "reader", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], **extra})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param and message in error["message"]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing (scripts/ensure-espeak.sh installs it)")
+def test_the_speech_says_the_words_as_the_projects_own_transcriber_hears_them(tmp_path):
+    """An independent check of what is spoken: Whisper (the align stage's engine) hears the sentence."""
+    from tunewright.align import align
+    from tunewright.serve.speech import speak
+
+    sentence = "Standard shipping is free on orders over seventy five dollars."
+    path = tmp_path / "answer.wav"
+    path.write_bytes(speak(sentence, "echo"))
+    heard = align(path, "asr", tmp_path / "cache", {}).result.text.lower()
+    for word in ("shipping", "free", "orders", "75"):
+        assert word in heard, heard

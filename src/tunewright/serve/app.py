@@ -4,6 +4,7 @@ feedback, /metrics and the admin routes (serve/admin.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import time
@@ -22,6 +23,7 @@ from ..webguard import BodyLimit
 from .guards import HostAllowlist, InternalErrors, openai_error
 from .monitoring import feedback_candidate, scrub
 from .media import as_text, decode_parts
+from .speech import speak, wants_audio
 from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, checked_messages, validation_message
 from .server import ServeState
 
@@ -123,12 +125,13 @@ def create_app(state: ServeState) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=[Depends(require_inference_key)])
     async def chat(body: ChatRequest, request: Request):
         # Off the event loop: decoding and checking an image or a clip takes a while.
+        spoken = wants_audio(body.modalities, body.audio, stream=body.stream)
         raw, media = await asyncio.to_thread(decode_parts, body.messages, state.workspace.recipe.data.media)
         messages = checked_messages(raw)
         if messages[-1]["role"] == "assistant":
             raise ApiError(400, "the last message must not be the assistant's", param="messages")
         return await _serve(state, request, body, None, {"messages": messages}, chat=True, messages=messages,
-                            media=media)
+                            media=media, spoken=spoken)
 
     @app.post("/v1/completions", dependencies=[Depends(require_inference_key)])
     async def completions(body: CompletionRequest, request: Request):
@@ -201,7 +204,8 @@ def _budget(state: ServeState, body, prompt_tokens: int, virtual_tokens: int) ->
 
 
 async def _serve(state: ServeState, request: Request, body, prompt: str | None, logged: dict[str, Any], *, chat: bool,
-                 messages: list[dict] | None = None, media: dict[str, bytes] | None = None):
+                 messages: list[dict] | None = None, media: dict[str, bytes] | None = None,
+                 spoken: dict[str, str] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
     if messages is not None:
@@ -254,8 +258,14 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
     usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
              "total_tokens": result.prompt_tokens + result.completion_tokens}
     if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                  "finish_reason": result.finish_reason, "logprobs": None}
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        if spoken is not None:
+            # OpenAI's shape for a spoken answer: the words live in audio.transcript, content is null.
+            wav = await asyncio.to_thread(speak, result.text, spoken["voice"])
+            message = {"role": "assistant", "content": None, "audio": {
+                "id": "audio_" + uuid.uuid4().hex, "data": base64.b64encode(wav).decode("ascii"),
+                "expires_at": created + 3600, "transcript": result.text}}
+        choice = {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
         payload = {"id": request_id, "object": "chat.completion", "created": created, "model": body.model,
                    "choices": [choice], "usage": usage}
     else:

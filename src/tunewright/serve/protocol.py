@@ -86,6 +86,9 @@ class ChatRequest(_Sampling):
     # Validated as Message rows after image and audio parts are decoded (serve.media), which needs
     # the recipe's media limits; ``checked_messages`` then gives the same errors as a typed field.
     messages: list[Any] = Field(min_length=1)
+    # OpenAI's spoken answers: modalities ["text", "audio"] and audio {"voice", "format"} (serve.speech).
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
 
 _MESSAGES = TypeAdapter(list[Message])
