@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AlignSpec
-from ..data.api import get_dataset, register_prepared
+from ..data.api import get_dataset, register_once
 from ..data.media import media_path
 from ..data.prepare import SPLITS, prepare_rows, read_split
 from ..data.schema import ChatRow
@@ -112,11 +112,7 @@ def align_dataset(workspace, ref: str | None = None, *, name: str | None = None,
     }
     target = name or f"{source.name}{SUFFIX}"
     prepared = prepare_rows(rows, [], eval_fraction=0.0)
-    try:
-        record, created = workspace.registry.get_dataset(target, prepared.version), False
-    except NotFoundError:
-        record = register_prepared(workspace, target, prepared, spec, [("dataset", source.id, LINEAGE_RELATION)])
-        created = True
+    record, created = register_once(workspace, target, prepared, spec, [("dataset", source.id, LINEAGE_RELATION)])
     return AlignedDataset(record=record, source=source, created=created, media=spec["media"],
                           corrected=len(corrected))
 

@@ -35,6 +35,15 @@ def register_prepared(workspace, name: str, prepared: PreparedDataset, spec: dic
     return record
 
 
+def register_once(workspace, name: str, prepared: PreparedDataset, spec: dict, parents=()) -> tuple[object, bool]:
+    """A derived version (aligned, open-book) registered unless this very content already is: deriving
+    again with nothing changed returns the version there, and False."""
+    try:
+        return workspace.registry.get_dataset(name, prepared.version), False
+    except NotFoundError:
+        return register_prepared(workspace, name, prepared, spec, parents), True
+
+
 def register_rows(workspace, name: str, rows: list[ChatRow], *, spec: dict, source_files: list[dict] = (),
                   eval_fraction: float = 0.0, seed: int = 0, parents=(), media: dict[str, MediaFile] | None = None):
     """Register rows made inside the workspace (reviewed synthetic data) as a dataset version; part

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.api import get_dataset, register_prepared
+from ..data.api import get_dataset, register_once, register_prepared
 from ..data.prepare import SPLITS, prepare_rows, read_split
-from ..errors import NotFoundError, TunewrightError
+from ..errors import TunewrightError
 from ..io import sha256_file
 from ..retrieval.api import build_workspace_index, load_workspace_index
 from ..retrieval.chunks import Chunk
@@ -100,11 +100,9 @@ def open_book_dataset(workspace, ref: str | None = None, *, name: str | None = N
             "parent": {"dataset": source.name, "version": source.version, "id": source.id, "spec": source.spec}}
     prepared = prepare_rows(rows, [], eval_fraction=0.0)
     target = name or f"{source.name}{OPEN_BOOK_SUFFIX}"
-    try:
-        return OpenBookDataset(workspace.registry.get_dataset(target, prepared.version), source, created=False)
-    except NotFoundError:
-        parents = [("dataset", source.id, "open_book_into"), ("index", record.id, "context_for")]
-        return OpenBookDataset(register_prepared(workspace, target, prepared, spec, parents), source, created=True)
+    parents = [("dataset", source.id, "open_book_into"), ("index", record.id, "context_for")]
+    registered, created = register_once(workspace, target, prepared, spec, parents)
+    return OpenBookDataset(registered, source, created)
 
 
 def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
