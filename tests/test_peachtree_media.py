@@ -118,7 +118,7 @@ def test_counts_formats_and_size():
     for e in entries:
         count[e["kind"], e["split"]] += 1
     assert count == {("screenshot", "train"): 24, ("screenshot", "eval"): 8, ("label", "train"): 24,
-                     ("label", "eval"): 8, ("audio", "train"): 24, ("audio", "eval"): 8}
+                     ("label", "eval"): 8, ("audio", "train"): 24, ("audio", "eval"): 24}
     for e in entries:
         path = MEDIA / e["path"]
         if e["kind"] == "audio":
@@ -306,7 +306,7 @@ def test_each_spoken_eval_question_is_also_shipped_typed():
     entries = entries_by_path()
     spoken = [row for split, row in shipped_rows() if split == "eval" and row["meta"]["kind"] == "audio"]
     typed = [json.loads(line) for line in (MEDIA / "eval-typed.jsonl").read_text().splitlines()]
-    assert len(typed) == len(spoken) == 8
+    assert len(typed) == len(spoken) == 24
     for clip_row, typed_row in zip(spoken, typed):
         # What the clip says (the manifest's text, which espeak-ng spoke), as the user's whole turn.
         assert typed_row["messages"][0] == {"role": "user", "content": entries[media_path(clip_row)]["text"]}

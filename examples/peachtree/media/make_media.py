@@ -37,7 +37,7 @@ from tunewright.io import atomic_dir, atomic_write_json, atomic_write_jsonl, ens
 
 KINDS = ("screenshot", "label", "audio")
 COUNTS = {"screenshot": {"train": 24, "eval": 8}, "label": {"train": 24, "eval": 8},
-          "audio": {"train": 24, "eval": 8}}
+          "audio": {"train": 24, "eval": 24}}
 
 # The held-out partition: eval media use fonts, voices and noise levels that training never sees, so an
 # eval score measures reading and hearing, not recognising a rendering it was trained on.
