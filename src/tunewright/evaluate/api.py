@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Callable
+from typing import Callable
 
 from ..data.api import load_split
 from ..errors import TunewrightError
@@ -20,21 +19,9 @@ from ..retrieval.context import retriever_for
 from . import questions as customer
 from .forgetting import ForgettingCheck, summary
 from .report import write_report
-from .scoring import ModelScores, score_model
+from .scoring import ModelScores, Scored, score_model, spread
 
 MAX_EXAMPLES = 300
-
-
-@dataclass
-class Scored:
-    """Both models' answers on the held-out rows, and what else the evaluation measured."""
-    resolved: Any  # models.adapters.ResolvedRef
-    dataset: Any  # the DatasetRecord the rows came from
-    rows: list
-    before: ModelScores
-    after: ModelScores
-    forgetting: dict | None = None
-    asked: dict | None = None
 
 
 def evaluate(
@@ -206,14 +193,6 @@ def question_text(row: ChatRow) -> str:
     if isinstance(content, str):
         return content
     return " ".join(part.text if part.modality == "text" else f"[{part.modality}: {part.ref}]" for part in content)
-
-
-def spread(rows: list, limit: int | None) -> list:
-    """``limit`` rows spread evenly over the split: built splits are ordered by fact kind (every price,
-    then every weight, ...), so the first rows alone would test one kind."""
-    if not limit or limit >= len(rows):
-        return rows
-    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 def _with_records(row: ChatRow, retriever) -> ChatRow:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..data.schema import ChatRow
 from ..models.generation import generate_responses
@@ -49,3 +49,23 @@ def score_model(
     )
     per_example, means = score_responses(rows, responses, metric_names)
     return ModelScores(model_ref, responses, per_example, means, time.perf_counter() - started)
+
+
+@dataclass
+class Scored:
+    """Both models' answers on the held-out rows, and what else the evaluation measured."""
+    resolved: Any  # models.adapters.ResolvedRef
+    dataset: Any  # the DatasetRecord the rows came from
+    rows: list
+    before: ModelScores
+    after: ModelScores
+    forgetting: dict | None = None
+    asked: dict | None = None
+
+
+def spread(rows: list, limit: int | None) -> list:
+    """``limit`` rows spread evenly over the split: built splits are ordered by fact kind (every price,
+    then every weight, ...), so the first rows alone would test one kind."""
+    if not limit or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]

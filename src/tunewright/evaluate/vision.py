@@ -18,15 +18,13 @@ from ..errors import TunewrightError
 from ..models.adapters import resolve_ref
 from ..models.generation import answer_inputs
 from ..models.vision import load_processor, load_vision_model
-from .scoring import ModelScores, score_responses
+from .scoring import ModelScores, Scored, score_responses, spread
 
 
 def score_vision(workspace, *, adapter: str, dataset: str | None, split: str, limit: int | None,
                  on_batch: Callable[[int], None] | None = None,
-                 on_phase: Callable[[str, int], None] | None = None):
+                 on_phase: Callable[[str, int], None] | None = None) -> Scored:
     from peft import PeftModel
-
-    from .api import Scored, spread
 
     spec = workspace.recipe.eval
     resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=workspace.registry, vision=True)
