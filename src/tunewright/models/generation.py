@@ -30,6 +30,12 @@ def generate_responses(
                           on_batch=on_batch, temperature=temperature)
 
 
+def _through_stop(new: list[int], stops: Sequence[int]) -> list[int]:
+    """New tokens through the first stop id (kept): a batch row keeps decoding after its own stop."""
+    end = next((k for k, token in enumerate(new) if token in stops), None)
+    return new if end is None else new[: end + 1]
+
+
 def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -65,9 +71,7 @@ def generate_ids(
             temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
             eos_token_id=stops if len(stops) > 1 else stops[0], pad_token_id=pad)
         for row, i in enumerate(index):
-            new = output[row, width:].tolist()
-            end = next((k for k, token in enumerate(new) if token in stops), None)
-            result[i] = new if end is None else new[: end + 1]
+            result[i] = _through_stop(output[row, width:].tolist(), stops)
         if on_batch:
             on_batch(len(index))
     return result
@@ -110,9 +114,8 @@ def answer_inputs(
         output = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None,
                                 temperature=None, eos_token_id=stops if len(stops) > 1 else stops[0],
                                 pad_token_id=pad_id(tokenizer))
-        new = output[0, prompt["input_ids"].shape[1]:].tolist()
-        end = next((k for k, token in enumerate(new) if token in stops), None)
-        answers.append(tokenizer.decode(new if end is None else new[: end + 1], skip_special_tokens=True).strip())
+        new = _through_stop(output[0, prompt["input_ids"].shape[1]:].tolist(), stops)
+        answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
         if on_batch:
             on_batch(1)
     return answers
