@@ -64,7 +64,8 @@ def speak(text: str, voice: str) -> bytes:
 
 def _fixed_sizes(wav: bytes) -> bytes:
     """espeak-ng writing to a pipe cannot go back to fill in the RIFF and data sizes (it leaves
-    0xFFFFFFFF there); readers such as Python's ``wave`` need them, so they are set from the length."""
+    placeholders near 0x7FFFFFFF there); readers such as Python's ``wave`` need them, so they are set from
+    the length."""
     data_at = wav.find(b"data")
     if data_at < 0:
         return wav
