@@ -170,6 +170,12 @@ class MediaCollector:
         self.files[media.ref] = media
         return media
 
+    def contents(self) -> dict[str, bytes]:
+        """Each checked file's bytes by reference: what is read from them at inference (the server,
+        `generate`), where no dataset version is written."""
+        return {ref: media.source if isinstance(media.source, bytes) else media.source.read_bytes()
+                for ref, media in self.files.items()}
+
 
 def store_media(files: Iterable[MediaFile], folder: Path) -> None:
     """Copy each file into ``folder/media/`` under its reference, refusing one whose bytes changed

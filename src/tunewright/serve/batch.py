@@ -65,14 +65,13 @@ def generate_file(
     records = list(iter_records(Path(input_path)))
     collector = MediaCollector(recipe.data.media)
     conversations = [_conversation(record, Path(input_path), line, collector) for line, record in records]
-    media = {ref: file.source if isinstance(file.source, bytes) else file.source.read_bytes()
-             for ref, file in collector.files.items()}
     ensure_writable_dir(Path(output_path).parent)
     max_new_tokens = max_new_tokens or recipe.eval.max_new_tokens
     if recipe.train.vision is not None:
-        responses = _native_answers(workspace, model_ref, conversations, media, Path(input_path), max_new_tokens,
+        responses = _native_answers(workspace, model_ref, conversations, collector, Path(input_path), max_new_tokens,
                                     on_batch=on_batch, on_phase=on_phase)
     else:
+        media = collector.contents()
         resolved = resolve_ref(model_ref, base_model=recipe.base_model, registry=workspace.registry)
         conversations = [_aligned(c, media, resolved.adapter_path, model_ref, input_path, line)
                          for (line, _), c in zip(records, conversations)]
@@ -97,15 +96,15 @@ def _aligned(conversation: list[dict], media: dict[str, bytes], adapter_path, mo
         raise TunewrightError(exc.message, file=file, line=line, field=exc.field) from None
 
 
-def _native_answers(workspace, model_ref: str, conversations: list[list[dict]], media: dict[str, bytes],
+def _native_answers(workspace, model_ref: str, conversations: list[list[dict]], collector: MediaCollector,
                     input_path: Path, max_new_tokens: int, *, on_batch, on_phase) -> list[str]:
     """A vision-language base or its native adapter, each row answered with its images."""
     import tempfile
+    from types import SimpleNamespace
 
     from peft import PeftModel
 
-    from types import SimpleNamespace
-
+    from ..data.media import store_media
     from ..data.vision import prompt_inputs, require_image_rows
     from ..models.generation import answer_inputs
     from ..models.vision import load_processor, load_vision_model
@@ -116,11 +115,9 @@ def _native_answers(workspace, model_ref: str, conversations: list[list[dict]], 
     require_image_rows(rows, input_path)
     processor = load_processor(resolved.base.folder)
     with tempfile.TemporaryDirectory(prefix="tunewright-generate-") as tmp:
-        folder = Path(tmp)
-        for ref, data in media.items():  # the rows' refs (media/<sha256>.<ext>) resolve against this folder
-            (folder / ref).parent.mkdir(parents=True, exist_ok=True)
-            (folder / ref).write_bytes(data)
-        prompts = [prompt_inputs(processor, row.messages, folder) for row in rows]
+        # Laid out as in a dataset version, so the rows' refs (media/<sha256>.<ext>) resolve here.
+        store_media(collector.files.values(), Path(tmp))
+        prompts = [prompt_inputs(processor, row.messages, tmp) for row in rows]
     model = load_vision_model(resolved.base.folder)
     if resolved.adapter_path is not None:
         model = PeftModel.from_pretrained(model, resolved.adapter_path, is_trainable=False).eval()

@@ -38,8 +38,7 @@ def decode_parts(messages: list[Any], limits) -> tuple[list[Any], dict[str, byte
                                   field=f"{field}.type")
     collector = MediaCollector(limits)
     converted = convert_messages(messages, PartContext(Where(None, None), base=None, media=collector, inline_only=True))
-    media = {ref: file.source for ref, file in collector.files.items()}
-    return converted, media
+    return converted, collector.contents()
 
 
 def as_text(messages: list[dict], media: dict[str, bytes], adapter_dir: Path | None, model: str) -> list[dict]:
