@@ -126,3 +126,11 @@ def media_parts(content: str | list) -> list[MediaPart]:
 def text_parts(content: str | list) -> list[str]:
     """The message's text, part by part; image and audio parts are left out (for scans, not for a model)."""
     return [content] if isinstance(content, str) else [p.text for p in content if isinstance(p, TextPart)]
+
+
+def content_text(content: str | list) -> str:
+    """A message as one text, for reports and logs: each image or audio part as its stored file's
+    name in brackets, where the model read the file itself."""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.text if isinstance(part, TextPart) else f"[{part.modality}: {part.ref}]" for part in content)

@@ -10,9 +10,10 @@ always lie in a user turn, so they never carry a label.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 
@@ -23,6 +24,9 @@ from .tokenize import IGNORE_INDEX
 
 
 PER_TOKEN = ("mm_token_type_ids", "token_type_ids")  # one value per token: padded along with the ids
+# Where a row's image refs (media/<sha256>.<ext>) are read from: a dataset version's folder, or, where
+# no version is written (the server, `generate`), the checked bytes behind each ref.
+MediaSource = Union[str, Path, Mapping[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,17 @@ class VisionRow:
         return int((self.labels != IGNORE_INDEX).sum())
 
 
-def _as_parts(message, folder: Path) -> tuple[dict, list]:
-    """A message in the chat-template shape (content always a list of parts, as VLM templates
-    iterate it) and its images, opened in part order."""
+def _open_image(media: MediaSource, ref: str):
     from PIL import Image
 
+    if isinstance(media, Mapping):
+        return Image.open(io.BytesIO(media[ref]))
+    return Image.open(media_path(media, ref))
+
+
+def _as_parts(message, media: MediaSource) -> tuple[dict, list]:
+    """A message in the chat-template shape (content always a list of parts, as VLM templates
+    iterate it) and its images, opened in part order."""
     content = message.content
     if isinstance(content, str):
         return {"role": message.role, "content": [{"type": "text", "text": content}]}, []
@@ -48,7 +58,7 @@ def _as_parts(message, folder: Path) -> tuple[dict, list]:
         if isinstance(part, TextPart):
             parts.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
-            with Image.open(media_path(folder, part.image)) as image:
+            with _open_image(media, part.image) as image:
                 images.append(image.convert("RGB"))
             parts.append({"type": "image"})
         else:
@@ -60,9 +70,9 @@ def _unreadable(part) -> str:
     return f"a vision-language model cannot read {part.modality} parts; align them to text first (tunewright data align)"
 
 
-def _shaped(messages, folder: Path) -> tuple[list[dict], list[list]]:
+def _shaped(messages, media: MediaSource) -> tuple[list[dict], list[list]]:
     """Every message in the chat-template shape, and the images each one holds."""
-    pairs = [_as_parts(message, folder) for message in messages]
+    pairs = [_as_parts(message, media) for message in messages]
     return [shaped for shaped, _ in pairs], [images for _, images in pairs]
 
 
@@ -110,13 +120,13 @@ def encode_vision_row(processor, messages, folder: str | Path, max_length: int) 
     return VisionRow(inputs=dict(full), labels=labels.unsqueeze(0))
 
 
-def prompt_inputs(processor, messages, folder: str | Path) -> dict[str, torch.Tensor]:
+def prompt_inputs(processor, messages, media: MediaSource) -> dict[str, torch.Tensor]:
     """The processor's inputs to answer a row: every message before its last assistant turn (all of
     them if it has none), ending with the generation prompt."""
     messages = list(messages)
     if messages and messages[-1].role == "assistant":
         messages = messages[:-1]
-    shaped, images = _shaped(messages, Path(folder))
+    shaped, images = _shaped(messages, media if isinstance(media, Mapping) else Path(media))
     return dict(_process(processor, shaped, [image for opened in images for image in opened], generation_prompt=True))
 
 

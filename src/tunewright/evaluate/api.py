@@ -11,6 +11,7 @@ from ..data.api import load_split
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl
 from ..models import load_model, load_tokenizer
+from ..data.parts import content_text
 from ..data.schema import ChatRow
 from ..methods.attach import load_adapter
 from ..models.adapters import resolve_ref
@@ -189,10 +190,7 @@ def _customer_questions(workspace, override, dataset_record, rows, **progress) -
 def question_text(row: ChatRow) -> str:
     """The question a row asks, for the report: its last user turn, an image or audio part as the
     stored file's name in brackets."""
-    content = row.messages[-2].content
-    if isinstance(content, str):
-        return content
-    return " ".join(part.text if part.modality == "text" else f"[{part.modality}: {part.ref}]" for part in content)
+    return content_text(row.messages[-2].content)
 
 
 def _with_records(row: ChatRow, retriever) -> ChatRow:

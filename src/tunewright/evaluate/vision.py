@@ -17,15 +17,13 @@ from ..data.vision import prompt_inputs, require_image_rows
 from ..errors import TunewrightError
 from ..models.adapters import resolve_ref
 from ..models.generation import answer_inputs
-from ..models.vision import load_processor, load_vision_model
+from ..models.vision import attach_vision_adapter, load_processor, load_vision_model
 from .scoring import ModelScores, Scored, score_responses, spread
 
 
 def score_vision(workspace, *, adapter: str, dataset: str | None, split: str, limit: int | None,
                  on_batch: Callable[[int], None] | None = None,
                  on_phase: Callable[[str, int], None] | None = None) -> Scored:
-    from peft import PeftModel
-
     spec = workspace.recipe.eval
     resolved = resolve_ref(adapter, base_model=workspace.recipe.base_model, registry=workspace.registry, vision=True)
     if resolved.adapter_path is None:
@@ -52,7 +50,6 @@ def score_vision(workspace, *, adapter: str, dataset: str | None, split: str, li
         return ModelScores(ref, answers, per_example, means, time.perf_counter() - started)
 
     before = run("base", model)
-    tuned = PeftModel.from_pretrained(model, resolved.adapter_path, is_trainable=False)
-    tuned.eval()
+    tuned = attach_vision_adapter(model, resolved.adapter_path)
     after = run(adapter, tuned)
     return Scored(resolved, dataset_record, rows, before, after)

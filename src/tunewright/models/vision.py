@@ -155,6 +155,14 @@ def load_vision_model(folder: str | Path, dtype=None):
     return model
 
 
+def attach_vision_adapter(model, adapter_folder: str | Path):
+    """A native adapter (standard PEFT folder) on a loaded vision-language model, for answering:
+    what eval, generate and the server each wrap the base in."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_folder), is_trainable=False).eval()
+
+
 def load_processor(folder: str | Path):
     """The model's own processor (image preprocessing, image-token expansion, chat template)."""
     from transformers import AutoProcessor

@@ -22,7 +22,7 @@ from .engine import Completion, Draining, GenRequest, QueueFull
 from ..webguard import BodyLimit
 from .guards import HostAllowlist, InternalErrors, openai_error
 from .monitoring import feedback_candidate, scrub
-from .media import as_text, decode_parts
+from .media import as_logged, as_text, decode_parts, vision_inputs
 from .speech import speak, wants_audio
 from .protocol import ApiError, ChatRequest, CompletionRequest, FeedbackRequest, checked_messages, validation_message
 from .server import ServeState
@@ -171,12 +171,16 @@ def create_app(state: ServeState) -> FastAPI:
                          bound_host=state.spec.host, port=state.spec.port)
 
 
-def _encode(state: ServeState, served, prompt: str | None, messages: list[dict] | None) -> list[int]:
+def _encode(state: ServeState, served, prompt: str | None, messages: list[dict] | None,
+            media: dict[str, bytes]) -> tuple[list[int], dict | None]:
+    """The prompt's token ids, and a vision-language prompt's image tensors (None for text)."""
     if messages is not None:
         # Rendered once the serving adapter is known: an open-book adapter gets its records first.
         messages = state.with_records(served, messages)
+        if state.processor is not None:
+            return vision_inputs(state.processor, messages, media)
         prompt = render(state.tokenizer, messages)
-    return state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return state.tokenizer(prompt, add_special_tokens=False)["input_ids"], None
 
 
 def _remember(state: ServeState, request_id: str, record: dict) -> None:
@@ -208,20 +212,22 @@ async def _serve(state: ServeState, request: Request, body, prompt: str | None, 
                  spoken: dict[str, str] | None = None):
     arrived = time.monotonic()
     served = await state.resolve(body.model, body.user)
-    if messages is not None:
+    if messages is not None and state.processor is None:
         # Image and audio parts read as the adapter was trained to read them (OCR, transcription),
         # off the event loop; the log keeps that text, what the model saw, not the request's base64.
         messages = await asyncio.to_thread(as_text, messages, media or {}, served.folder, served.name)
         logged = {**logged, "messages": messages}
+    elif messages is not None:
+        logged = {**logged, "messages": as_logged(messages)}
     # Off the event loop: a prompt near the body limit takes long enough to tokenise to stall every
-    # other client, stream and health check meanwhile.
-    prompt_ids = await asyncio.to_thread(_encode, state, served, prompt, messages)
+    # other client, stream and health check meanwhile; images take a while to preprocess too.
+    prompt_ids, inputs = await asyncio.to_thread(_encode, state, served, prompt, messages, media or {})
     max_new = _budget(state, body, len(prompt_ids), served.lane.virtual_tokens)
     request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     sink = AsyncSink(asyncio.get_running_loop())
     job = GenRequest(request_id=request_id, target=served, prompt_ids=prompt_ids, max_new_tokens=max_new, sink=sink,
                      deadline=arrived + state.spec.request_timeout_s, temperature=body.temperature, top_p=body.top_p,
-                     seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos)
+                     seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos, inputs=inputs)
     try:
         state.engine.submit(job)
     except QueueFull:

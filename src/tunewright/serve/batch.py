@@ -99,28 +99,22 @@ def _aligned(conversation: list[dict], media: dict[str, bytes], adapter_path, mo
 def _native_answers(workspace, model_ref: str, conversations: list[list[dict]], collector: MediaCollector,
                     input_path: Path, max_new_tokens: int, *, on_batch, on_phase) -> list[str]:
     """A vision-language base or its native adapter, each row answered with its images."""
-    import tempfile
     from types import SimpleNamespace
 
-    from peft import PeftModel
-
-    from ..data.media import store_media
     from ..data.vision import prompt_inputs, require_image_rows
     from ..models.generation import answer_inputs
-    from ..models.vision import load_processor, load_vision_model
+    from ..models.vision import attach_vision_adapter, load_processor, load_vision_model
 
     resolved = resolve_ref(model_ref, base_model=workspace.recipe.base_model, registry=workspace.registry,
                            vision=True)
     rows = [SimpleNamespace(messages=_MESSAGES.validate_python(c)) for c in conversations]
     require_image_rows(rows, input_path)
     processor = load_processor(resolved.base.folder)
-    with tempfile.TemporaryDirectory(prefix="tunewright-generate-") as tmp:
-        # Laid out as in a dataset version, so the rows' refs (media/<sha256>.<ext>) resolve here.
-        store_media(collector.files.values(), Path(tmp))
-        prompts = [prompt_inputs(processor, row.messages, tmp) for row in rows]
+    media = collector.contents()
+    prompts = [prompt_inputs(processor, row.messages, media) for row in rows]
     model = load_vision_model(resolved.base.folder)
     if resolved.adapter_path is not None:
-        model = PeftModel.from_pretrained(model, resolved.adapter_path, is_trainable=False).eval()
+        model = attach_vision_adapter(model, resolved.adapter_path)
     if on_phase:
         on_phase(model_ref, len(prompts))
     return answer_inputs(model, processor.tokenizer, prompts, max_new_tokens=max_new_tokens, on_batch=on_batch)

@@ -63,6 +63,9 @@ class GenRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False  # benchmarks: every row runs to its token budget, as in vLLM
+    # A vision-language prompt's image tensors (and per-token marks), as its processor made them for
+    # ``prompt_ids``. Each family lays these out its own way, so such a request is decoded alone.
+    inputs: dict | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued_at: float = field(default_factory=time.monotonic)
 
@@ -70,7 +73,7 @@ class GenRequest:
     def batch_key(self) -> tuple:
         lane = self.target.lane
         # Seeded sampling is only reproducible alone: its random stream must not be shared.
-        alone = id(self) if self.seed is not None else None
+        alone = id(self) if self.seed is not None or self.inputs is not None else None
         sampling = (round(self.temperature, 6), round(self.top_p, 6)) if self.temperature > 0 else ("greedy",)
         return (id(lane), sampling, alone, self.ignore_eos)
 
@@ -322,7 +325,7 @@ class Engine:
             n = len(request.prompt_ids)
             input_ids[i, width - n:] = torch.tensor(request.prompt_ids)
             attention[i, width - n:] = 1
-        kwargs = {}
+        kwargs = dict(first.inputs or {})  # a request with images is alone in its batch
         sampling = first.temperature > 0
         if sampling:
             kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=None)

@@ -3,8 +3,10 @@
 Parts are decoded and checked with the import's own code (``data.part_shapes``, ``data.media``) under
 the recipe's ``data.media`` limits, so a request is held to what training data is. Only inline media
 is taken (``PartContext.inline_only``): a file path or web address in a request would make the
-server read its own disk or the network for a client. The parts reach the model as text, through the alignment the adapter was
-trained with (``align.adapter``); a model without one is refused with a 400, naming the part.
+server read its own disk or the network for a client. On a text base the parts reach the model as
+text, through the alignment the adapter was trained with (``align.adapter``); a model without one
+is refused with a 400, naming the part. On a vision-language base (``train.vision``) the model's own
+processor reads the images, as in eval and training (``data.vision``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from ..align.adapter import AlignmentConfig, align_messages
 from ..data.media import MediaCollector
 from ..data.normalize import Where
 from ..data.part_shapes import PartContext, convert_messages
+from ..data.parts import content_text
+from ..data.schema import Message
+from ..data.vision import prompt_inputs
 from ..errors import TunewrightError
 
 ACCEPTED = ("text", "image_url", "input_audio")
@@ -57,3 +62,26 @@ def as_text(messages: list[dict], media: dict[str, bytes], adapter_dir: Path | N
             raise TunewrightError(f"model '{model}' was trained on {', '.join(config.engines)} parts, not {kind}",
                                   field=field)
     return align_messages(messages, config, media)
+
+
+def vision_inputs(processor, messages: list[dict], media: dict[str, bytes]) -> tuple[list[int], dict | None]:
+    """A chat request as a vision-language model's prompt: its token ids, and the image tensors (with
+    any per-token marks) the processor made for them, or None when the request holds no image (its
+    ids then batch with other text prompts)."""
+    images = False
+    for field, part in _parts(messages):
+        if part["type"] == "audio":
+            raise TunewrightError("a vision-language model cannot read audio parts; send image_url and text parts",
+                                  field=field)
+        images = images or part["type"] == "image"
+    inputs = prompt_inputs(processor, [Message.model_validate(m) for m in messages], media)
+    ids = inputs["input_ids"][0].tolist()
+    if not images:
+        return ids, None
+    return ids, {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask")}
+
+
+def as_logged(messages: list[dict]) -> list[dict]:
+    """What the request log, drift report and feedback keep of a native model's request: each image
+    part as its content-addressed name in brackets, never its bytes."""
+    return [{"role": m["role"], "content": content_text(Message.model_validate(m).content)} for m in messages]

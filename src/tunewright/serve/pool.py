@@ -16,7 +16,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -82,8 +82,12 @@ def verify_adapter_weights(folder: Path) -> None:
 
 class AdapterPool:
     def __init__(self, base: BaseModelInfo, base_model, *, max_adapters: int = 16,
-                 merge_hot_adapter: bool = True, reserved_names: frozenset[str] = frozenset()) -> None:
+                 merge_hot_adapter: bool = True, reserved_names: frozenset[str] = frozenset(),
+                 load_base: Callable[[], object] | None = None) -> None:
         self.base = base
+        # A fresh copy of the base weights for an adapter that needs its own lane (a vision-language
+        # base loads through its own class).
+        self.load_base = load_base or (lambda: load_model(base))
         # Names requests reach something else by (the deployment aliases, the base model's name):
         # an adapter loaded under one of them would shadow it and bypass the release gates.
         self.reserved_names = frozenset(n.casefold() for n in reserved_names | {BASE})
@@ -183,7 +187,7 @@ class AdapterPool:
         from ..methods.attach import load_adapter
 
         try:
-            attached = load_adapter(load_model(self.base), folder, merge=True)
+            attached = load_adapter(self.load_base(), folder, merge=True)
         except TunewrightError:
             raise
         except Exception as exc:

@@ -46,6 +46,7 @@ class ServeState:
     inference_keys: frozenset[str]
     admin_keys: frozenset[str]
     context_length: int
+    processor: object | None = None  # a vision-language base's processor: chat requests go through it
     started_at: float = field(default_factory=time.time)
     _alias_cache: dict = field(default_factory=dict)
     _retrievers: dict = field(default_factory=dict)
@@ -175,11 +176,23 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
     spec = spec or workspace.recipe.serve
     inference_keys = _keys(spec.api_keys_env)
     check_exposure(spec, inference_keys)  # before minutes of model loading
-    base = prepare_base_model(workspace.recipe.base_model)
-    tokenizer = load_tokenizer(base, padding_side="left")
-    model = load_model(base)
+    vision = workspace.recipe.train.vision is not None
+    base = prepare_base_model(workspace.recipe.base_model, vision=vision)
+    processor = None
+    if vision:  # the native adapters' base: its processor reads a request's images, as eval's does
+        from ..models.vision import load_processor, load_vision_model
+
+        processor = load_processor(base.folder)
+        tokenizer = processor.tokenizer
+        tokenizer.padding_side = "left"
+        model = load_vision_model(base.folder)
+        load_base = lambda: load_vision_model(base.folder)  # noqa: E731
+    else:
+        tokenizer = load_tokenizer(base, padding_side="left")
+        model = load_model(base)
+        load_base = lambda: load_model(base)  # noqa: E731
     pool = AdapterPool(base, model, max_adapters=spec.max_adapters, merge_hot_adapter=spec.merge_hot_adapter,
-                       reserved_names=frozenset(ALIASES) | {workspace.recipe.base_model})
+                       reserved_names=frozenset(ALIASES) | {workspace.recipe.base_model}, load_base=load_base)
     # The gauges read the engine when scraped, after it exists.
     metrics = ServeMetrics(lambda: engine.queue_depth, lambda: len(pool.adapters()))
     engine = Engine(pool, tokenizer, max_batch_size=spec.max_batch_size, batch_wait_ms=spec.batch_wait_ms,
@@ -191,7 +204,8 @@ def build_state(workspace, spec: ServeSpec | None = None) -> ServeState:
                                redact_pii=spec.redact_pii),
         recent=RecentResponses(redact_pii=spec.redact_pii), inference_keys=inference_keys,
         admin_keys=_keys(spec.admin_keys_env),
-        context_length=int(getattr(model.config, "max_position_embeddings", 2048)))
+        context_length=int(getattr(model.config.get_text_config(), "max_position_embeddings", 2048)),
+        processor=processor)
     load_startup_adapters(state)
     return state
 
