@@ -296,6 +296,9 @@ def test_what_other_stages_ask_is_answered_by_the_method_class():
     # The server's shared LoRA lane and vLLM: plain LoRA yes, DoRA and other peft types no, each with a reason.
     assert adapter_shares_lane({"peft_type": "LORA"}) and vllm_refusal({"peft_type": "LORA", "r": 8}) is None
     assert not adapter_shares_lane({"peft_type": "LORA", "use_dora": True})
+    # Modules saved whole would be left out of the shared lane's merged LoRA weights (test_serve_vision).
+    assert not adapter_shares_lane({"peft_type": "LORA", "modules_to_save": ["connector"]})
+    assert adapter_shares_lane({"peft_type": "LORA", "modules_to_save": None})
     assert "DoRA" in vllm_refusal({"peft_type": "LORA", "use_dora": True})
     assert not adapter_shares_lane({"peft_type": "IA3"}) and "this adapter is IA3" in vllm_refusal({"peft_type": "IA3"})
     assert not adapter_shares_lane({"peft_type": "NOT_A_TYPE"}) and vllm_refusal({"peft_type": "NOT_A_TYPE"})

@@ -26,19 +26,23 @@ def _png() -> bytes:
     return out.getvalue()
 
 
-def _random_lora(folder, out):
-    """A LoRA adapter on the language model and connector with weights big enough to change answers."""
+def _random_lora(folder, out, whole: str | None = None):
+    """A LoRA adapter on the language model's attention with weights big enough to change answers;
+    ``whole``: a module trained whole beside it (peft's ``modules_to_save``, as a trained connector is)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(1)
     model = AutoModelForImageTextToText.from_pretrained(folder)
     tuned = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                             modules_to_save=[whole] if whole else None,
                                              target_modules=r".*(?:language_model|text_model).*\.(?:q_proj|v_proj)"))
     with torch.no_grad():
         for name, p in tuned.named_parameters():
             if "lora_B" in name:
                 p.mul_(30)
+            elif "modules_to_save" in name:
+                p.normal_(0, 0.5)
     tuned.save_pretrained(out)
     return out
 
@@ -47,6 +51,7 @@ def _random_lora(folder, out):
 def served(request, tiny_model_dir, tmp_path_factory):
     from tunewright.config import Recipe
     from tunewright.io import sha256_file
+    from tunewright.models.vision import VISION_FAMILIES
     from tunewright.serve.server import build_state
     from tunewright.workspace import Workspace
 
@@ -59,9 +64,15 @@ def served(request, tiny_model_dir, tmp_path_factory):
     workspace.registry.add_adapter(name="labels", path=str(adapter), method="lora", run_id=None,
                                    weights_sha256=sha256_file(adapter / "adapter_model.safetensors"),
                                    base_model_ref=str(folder), base_model_sha256=None)
+    # The connector trained whole: its weights replace the base's, which a merged-LoRA lane must keep.
+    connector = VISION_FAMILIES[request.param].connector.rsplit(".", 1)[-1]
+    whole = _random_lora(folder, root / "ws" / "adapters" / "whole", whole=connector)
+    workspace.registry.add_adapter(name="whole", path=str(whole), method="lora", run_id=None,
+                                   weights_sha256=sha256_file(whole / "adapter_model.safetensors"),
+                                   base_model_ref=str(folder), base_model_sha256=None)
     state = build_state(workspace)
     with running_server(state) as url:
-        yield url, folder, adapter, root / "ws"
+        yield url, folder, {"labels": adapter, "whole": whole}, root / "ws"
 
 
 def _reference(folder, adapter, content: list[dict], image: bytes | None) -> str:
@@ -94,7 +105,8 @@ def _chat(client, url, model, content, **extra):
 def test_image_parts_are_read_by_the_base_and_its_native_adapter(served):
     import httpx
 
-    url, folder, adapter, ws = served
+    url, folder, adapters, ws = served
+    adapter = adapters["labels"]
     image = _png()
     content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
                {"type": "text", "text": "Which colour?"}]
@@ -126,6 +138,10 @@ def test_image_parts_are_read_by_the_base_and_its_native_adapter(served):
                     pieces.append(delta.get("content") or "")
         assert "".join(pieces) == tuned_text
         assert text_only.json()["choices"][0]["message"]["content"] != tuned_text  # the image was seen
+        # An adapter that also replaces a whole module (the connector) answers with that module too.
+        whole = _chat(client, url, "whole", content).json()["choices"][0]["message"]["content"]
+        assert _reference(folder, adapters["whole"], asked, image).startswith(whole.strip())
+        assert whole != tuned_text
     # The request log keeps the image as its content-addressed name, never its bytes.
     [log] = (ws / "logs" / "requests").glob("*.jsonl")
     logged = [json.loads(line) for line in log.read_text().splitlines()]

@@ -27,8 +27,11 @@ class LoraFamily(PeftMethod):
 
     @classmethod
     def shares_lane(cls, adapter_config: dict) -> bool:
-        # DoRA's magnitude vectors have no place in peft's mixed-batch LoRA forward.
-        return not adapter_config.get("use_dora")
+        # DoRA's magnitude vectors have no place in peft's mixed-batch LoRA forward. Modules saved
+        # whole (``modules_to_save``: a trained connector, a composed model's projector) replace the
+        # base's own, and the shared lane runs one adapter's rows over merged LoRA weights with the
+        # adapters switched off, which would leave them out: such an adapter gets its own lane.
+        return not adapter_config.get("use_dora") and not adapter_config.get("modules_to_save")
 
     @classmethod
     def vllm_refusal(cls, adapter_config: dict) -> str | None:
