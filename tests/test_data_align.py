@@ -238,6 +238,28 @@ def test_the_text_path_trains_and_evaluates_on_the_aligned_version(shop, capsys)
     assert report["n_examples"] == 2
 
 
+def test_a_damaged_alignment_file_is_refused_naming_it(tmp_path):
+    """The server and generate read parts through alignment.json: a damaged one, or a layout this
+    version does not render, is refused naming the file (and the field), never half-read."""
+    from tunewright.align.adapter import AlignmentConfig
+    from tunewright.errors import TunewrightError
+
+    assert AlignmentConfig.read(tmp_path) is None and AlignmentConfig.read(None) is None
+    config = AlignmentConfig(layout="aligned-v1", engines={"image": "ocr"}, settings={"ocr": {}}, dataset="d@1")
+    config.save(tmp_path)
+    assert AlignmentConfig.read(tmp_path) == config
+    (tmp_path / "alignment.json").write_text('{"layout": "aligned-v1"')
+    with pytest.raises(TunewrightError, match=r"alignment.json: cannot read the adapter's alignment"):
+        AlignmentConfig.read(tmp_path)
+    (tmp_path / "alignment.json").write_text('{"layout": "aligned-v1", "engines": {}}')
+    with pytest.raises(TunewrightError, match=r"alignment.json: cannot read the adapter's alignment: .*settings"):
+        AlignmentConfig.read(tmp_path)
+    (tmp_path / "alignment.json").write_text(
+        '{"layout": "aligned-v0", "engines": {}, "settings": {}, "dataset": "d@1"}')
+    with pytest.raises(TunewrightError, match=r"field 'layout'.*layout 'aligned-v0' is not one this version renders"):
+        AlignmentConfig.read(tmp_path)
+
+
 def _peachtree_row(row_id: str) -> dict:
     for line in (PEACHTREE / "train.jsonl").read_text().splitlines():
         row = json.loads(line)

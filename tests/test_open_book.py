@@ -121,10 +121,10 @@ def test_retrieval_config_round_trip_and_errors(tmp_path):
     assert "top 3 chunks" in readme and INSTRUCTION in readme
     assert RetrievalConfig.read(tmp_path / "elsewhere") is None and RetrievalConfig.read(None) is None
     (tmp_path / CONFIG_FILE).write_text('{"index": "x"}')
-    with pytest.raises(TunewrightError, match=r"tunewright_retrieval.json: unreadable retrieval config"):
+    with pytest.raises(TunewrightError, match=r"tunewright_retrieval.json: cannot read the adapter's retrieval config"):
         RetrievalConfig.read(tmp_path)
     (tmp_path / CONFIG_FILE).write_text('{"index": "x", "trained_version": "1", "index_sha256": "f", "k": 3, "layout": "v9"}')
-    with pytest.raises(TunewrightError, match=r"field 'layout'.*unknown prompt layout 'v9'"):
+    with pytest.raises(TunewrightError, match=r"field 'layout'.*layout 'v9' is not one this version renders \(records-v1\)"):
         RetrievalConfig.read(tmp_path)
 
 

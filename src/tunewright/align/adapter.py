@@ -8,7 +8,6 @@ settings; an adapter without the file reads text only, and the base model too.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import TunewrightError
 from ..io import atomic_write_json
+from ..models.adapters import read_sidecar
 from .engines import engine_settings
 from .render import ALIGNED_LAYOUT, render_aligned
 
@@ -48,17 +48,7 @@ class AlignmentConfig:
 
     @classmethod
     def read(cls, adapter_dir: Path | None) -> "AlignmentConfig | None":
-        path = None if adapter_dir is None else Path(adapter_dir) / FILE
-        if path is None or not path.is_file():
-            return None
-        try:
-            config = cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
-            raise TunewrightError(f"cannot read the adapter's alignment: {exc}", file=path) from None
-        if config.layout != ALIGNED_LAYOUT:
-            raise TunewrightError(f"layout '{config.layout}' is not one this version renders ({ALIGNED_LAYOUT})",
-                                  file=path, field="layout")
-        return config
+        return read_sidecar(adapter_dir, FILE, what="alignment", build=lambda data: cls(**data), layout=ALIGNED_LAYOUT)
 
 
 def align_messages(messages: list[dict], config: AlignmentConfig, media: Mapping[str, bytes]) -> list[dict]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from ..errors import NotFoundError, TunewrightError
 from ..io import recover_dir
 from .loading import BaseModelInfo, prepare_base_model
 
 BASE_REF = "base"
+T = TypeVar("T")
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -31,6 +33,24 @@ def read_adapter_config(folder: Path) -> dict:
         raise TunewrightError(f"unreadable {ADAPTER_CONFIG}: {exc}", file=config_file) from None
     if not isinstance(config, dict):
         raise TunewrightError(f"unreadable {ADAPTER_CONFIG}: not a JSON object", file=config_file)
+    return config
+
+
+def read_sidecar(adapter_dir: Path | None, name: str, *, what: str, build: Callable[[dict], T], layout: str) -> T | None:
+    """A file Tunewright writes beside an adapter's weights saying how the adapter must be asked
+    (``alignment.json``, ``tunewright_retrieval.json``), built into its config; None when the adapter
+    has none. A damaged file, or a prompt layout this version does not render, is refused naming it:
+    asking in another layout than the one trained would quietly give worse answers."""
+    path = None if adapter_dir is None else Path(adapter_dir) / name
+    if path is None or not path.is_file():
+        return None
+    try:
+        config = build(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError and JSON errors are ValueErrors
+        raise TunewrightError(f"cannot read the adapter's {what}: {exc}", file=path) from None
+    if config.layout != layout:
+        raise TunewrightError(f"layout '{config.layout}' is not one this version renders ({layout})",
+                              file=path, field="layout")
     return config
 
 

@@ -13,7 +13,6 @@ to read the record it is given and to answer from memory when retrieval fails.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -76,19 +75,13 @@ class RetrievalConfig:
 
     @classmethod
     def read(cls, adapter_dir: Path | None) -> "RetrievalConfig | None":
-        if adapter_dir is None or not (Path(adapter_dir) / CONFIG_FILE).is_file():
-            return None
-        path = Path(adapter_dir) / CONFIG_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            config = cls(index=data["index"], trained_version=data["trained_version"],
-                         index_sha256=data["index_sha256"], k=int(data["k"]), layout=data.get("layout", LAYOUT))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TunewrightError(f"unreadable retrieval config: {exc}", file=path) from None
-        if config.layout != LAYOUT:
-            raise TunewrightError(f"unknown prompt layout '{config.layout}' (this Tunewright knows {LAYOUT})",
-                                  file=path, field="layout")
-        return config
+        from ..models.adapters import read_sidecar
+
+        def build(data: dict) -> "RetrievalConfig":
+            return cls(index=data["index"], trained_version=data["trained_version"],
+                       index_sha256=data["index_sha256"], k=int(data["k"]), layout=data.get("layout", LAYOUT))
+
+        return read_sidecar(adapter_dir, CONFIG_FILE, what="retrieval config", build=build, layout=LAYOUT)
 
 
 def _readme(config: RetrievalConfig) -> str:
