@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
@@ -198,3 +199,68 @@ def test_eval_refuses_customer_questions_and_audio_rows_for_a_vision_adapter(tmp
     err = " ".join(err.split())
     assert code == 2 and "train.jsonl:4: field 'messages[0].content[0]': a vision-language model cannot read audio" in err
     assert not (ws / "reports" / "shop").exists() and not _registry(ws).list_evaluations()
+
+
+def test_export_writes_a_merged_folder_plain_transformers_loads_and_checks_it(tmp_path, smolvlm, capsys):
+    """`tunewright export` of a native adapter: the merged folder answers an image question as the
+    adapter on its base does (plain transformers on the folder against plain peft on the base), the
+    parity check passes on the held-out rows, and text-model formats are refused naming `formats`."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    ws = _workspace(tmp_path, smolvlm, capsys)
+    assert run(["-w", ws, "train"], capsys)[0] == 0
+    code, _, err = run(["-w", ws, "export", "shop", "--format", "merged,gguf", "-o", tmp_path / "refused"], capsys)
+    assert code == 2 and "field 'formats'" in err and "'gguf' is a text-model export" in " ".join(err.split())
+    assert not (tmp_path / "refused").exists()
+    # No eval split (the rows were imported with --eval-fraction 0): the check has nothing to ask.
+    code, _, err = run(["-w", ws, "export", "shop", "--check", "-o", tmp_path / "nothing"], capsys)
+    assert code == 2 and "field 'check'" in err and not (tmp_path / "nothing").exists()
+
+    code, out, err = run(["-w", ws, "export", "shop", "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    merged = tmp_path / "out" / "merged"
+    assert not [p for p in merged.iterdir() if p.suffix in (".bin", ".pt")]
+    image = Image.open(tmp_path / "data" / "red.png").convert("RGB")
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour?"}]}]
+
+    def answer(model, processor) -> tuple[str, torch.Tensor]:
+        text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+        inputs = processor(text=[text], images=[[image]], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+            logits = model(**inputs).logits
+        return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True), logits
+
+    adapter = Path(_registry(ws).list_adapters()[0].path)
+    base = AutoModelForImageTextToText.from_pretrained(smolvlm).eval()
+    want, want_logits = answer(PeftModel.from_pretrained(base, adapter).eval(), AutoProcessor.from_pretrained(smolvlm))
+    got, got_logits = answer(AutoModelForImageTextToText.from_pretrained(merged).eval(), AutoProcessor.from_pretrained(merged))
+    assert got == want and (got_logits - want_logits).abs().max() < 1e-4 * max(1.0, want_logits.abs().max())
+
+    # With held-out rows (a new version of the dataset), --check asks them with their images and
+    # registers the export when they match.
+    data = tmp_path / "more"
+    data.mkdir()
+    held = [{**row, "meta": {"split": "eval"}} for row in map(json.loads, _rows(data).read_text().splitlines())]
+    code, _, err = run(["-w", ws, "data", "import", write_jsonl(data / "held.jsonl", held)], capsys)
+    assert code == 0, err
+    code, out, err = run(["-w", ws, "export", "shop", "--check", "--probes", "2", "-o", tmp_path / "checked"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "checked" / "check.json").read_text())
+    assert report["passed"] and len(report["probes"]) == 2
+    assert report["probes"][0][0]["content"].startswith("[image: media/")
+    assert report["formats"]["merged"]["texts_match"] and report["formats"]["merged"]["max_logit_diff"] < 1e-3
+    # The check fails when the folder is not the adapter merged: the base's own weights, exported.
+    from tunewright.data.api import load_split
+    from tunewright.export.vision import run_vision_check
+    from tunewright.models.adapters import resolve_ref
+    from tunewright.workspace import Workspace
+
+    code, _, err = run(["-w", ws, "export", "base", "-o", tmp_path / "plain"], capsys)
+    assert code == 0, err
+    workspace = Workspace.open(ws)
+    record, rows = load_split(workspace, None, "eval", text_only=False)
+    resolved = resolve_ref("shop", base_model=str(smolvlm), registry=workspace.registry, vision=True)
+    wrong = run_vision_check(resolved, tmp_path / "plain" / "merged", rows, Path(record.path), max_new_tokens=8)
+    assert not wrong["passed"] and any("max logit difference" in f for f in wrong["failures"])

@@ -13,8 +13,9 @@ from .context import console, err_console, open_workspace
 
 def export(
     model: str = typer.Argument(..., help="base, a registered adapter (name or name@version), or an adapter folder"),
-    fmt: str = typer.Option("merged,gguf,ollama,vllm", "--format", "-f",
-                            help="comma-separated: merged, gguf, ollama, vllm"),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="comma-separated: merged, gguf, ollama, vllm (default: all; a "
+                                           "vision-language model: merged)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="new folder (default: exports/<model>-<time>/)"),
     gguf_dtype: str = typer.Option("f32", "--gguf-dtype", help="f32 or f16"),
     check: bool = typer.Option(False, "--check", help="reload every export and compare greedy answers and logits "
@@ -25,7 +26,7 @@ def export(
     """Export a model for other engines (llama.cpp/Ollama via GGUF, vLLM multi-LoRA, plain transformers)."""
     from ..export.workspace import export_for_workspace
 
-    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    formats = None if fmt is None else [f.strip() for f in fmt.split(",") if f.strip()]
     result, record = export_for_workspace(open_workspace(), model, out_dir=out, formats=formats, gguf_dtype=gguf_dtype,
                                           check=check, probes=probes, max_new_tokens=max_new_tokens)
     table = Table("format", "written")

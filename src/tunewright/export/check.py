@@ -156,7 +156,7 @@ def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Pat
                 "logit_scale": scale,
             })
         del model
-        report = _judge(fmt, rows, reference, thresholds[fmt], failures)
+        report = judge_format(fmt, rows, reference, thresholds[fmt], failures)
         formats[fmt] = report
 
     return CheckReport(
@@ -177,7 +177,7 @@ def run_check(base: BaseModelInfo, adapter_path: Path | None, *, merged_dir: Pat
     )
 
 
-def _judge(fmt: str, rows: list[dict], reference: list[dict], threshold: float, failures: list[str]) -> FormatCheck:
+def judge_format(fmt: str, rows: list[dict], reference: list[dict], threshold: float, failures: list[str]) -> FormatCheck:
     for i, (row, ref) in enumerate(zip(rows, reference)):
         if row["text"] != ref["text"]:
             failures.append(f"{fmt}: probe {i} answered {row['text']!r}, the reference {ref['text']!r}")

@@ -42,33 +42,68 @@ def _hashes(result: ExportResult) -> dict[str, str]:
     return hashes
 
 
+TEXT_FORMATS = ("merged", "gguf", "ollama", "vllm")
+
+
 def export_for_workspace(workspace, model_ref: str, *, out_dir: Path | None = None,
-                         formats: Sequence[str] = ("merged", "gguf", "ollama", "vllm"), gguf_dtype: str = "f32",
+                         formats: Sequence[str] | None = None, gguf_dtype: str = "f32",
                          check: bool = False, probes: int = DEFAULT_PROBES, max_new_tokens: int = 32):
     """Export ``model_ref`` (``base``, a registered adapter, or an adapter folder); returns the result
-    and the export's registry record (None when its check failed: it is then not registered)."""
+    and the export's registry record (None when its check failed: it is then not registered).
+    ``formats`` None: every format the model has (a vision-language model: the merged folder)."""
     from ..models.adapters import resolve_ref
     from ..registry.deploy import DeploymentStore
 
-    resolved = resolve_ref(model_ref, base_model=workspace.recipe.base_model, registry=workspace.registry)
+    vision = workspace.recipe.train.vision is not None
+    if vision:
+        from .vision import FORMATS as VISION_FORMATS, check_formats
+
+        formats = check_formats(VISION_FORMATS if formats is None else formats)  # before any model loads
+    resolved = resolve_ref(model_ref, base_model=workspace.recipe.base_model, registry=workspace.registry,
+                           vision=vision)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     safe_name = Path(model_ref).name if Path(model_ref).is_dir() else model_ref.replace("@", "-v")
     out_dir = Path(out_dir) if out_dir is not None else workspace.root / "exports" / f"{safe_name}-{stamp}"
     if probes < 1:
         raise TunewrightError("need at least one probe prompt", field="probes")
-    asked = None
-    if check:
-        from ..retrieval.context import retriever_for
+    if vision:
+        result = _export_vision(workspace, resolved, out_dir, safe_name, formats, check, probes, max_new_tokens)
+    else:
+        asked = None
+        if check:
+            from ..retrieval.context import retriever_for
 
-        # An open-book adapter is checked as it will answer: with its records, from sources the
-        # index still matches (a stale index would prove answers no user gets).
-        retriever = retriever_for(workspace, resolved.adapter_path, refuse_stale=True)
-        asked = probe_conversations(workspace, probes, retriever)
-    result = export_adapter(resolved.base, resolved.adapter_path, out_dir, name=safe_name, formats=formats,
-                            gguf_dtype=gguf_dtype, check=check, probes=asked, max_new_tokens=max_new_tokens)
+            # An open-book adapter is checked as it will answer: with its records, from sources the
+            # index still matches (a stale index would prove answers no user gets).
+            retriever = retriever_for(workspace, resolved.adapter_path, refuse_stale=True)
+            asked = probe_conversations(workspace, probes, retriever)
+        result = export_adapter(resolved.base, resolved.adapter_path, out_dir, name=safe_name,
+                                formats=TEXT_FORMATS if formats is None else formats, gguf_dtype=gguf_dtype,
+                                check=check, probes=asked, max_new_tokens=max_new_tokens)
     if not result.passed:
         return result, None
     record = DeploymentStore(workspace.registry).add_export(
         model_ref=model_ref, adapter_id=resolved.adapter_id, path=str(result.out_dir), formats=list(result.files),
         files={fmt: str(path) for fmt, path in result.files.items()}, check=result.check, files_sha256=_hashes(result))
     return result, record
+
+
+def _export_vision(workspace, resolved, out_dir: Path, name: str, formats, check: bool, probes: int,
+                   max_new_tokens: int):
+    """The merged vision-language folder, checked on the dataset's first held-out rows with their images."""
+    from ..data.api import load_split
+    from ..data.vision import require_image_rows
+    from .vision import export_vision
+
+    rows, media = [], None
+    if check:
+        try:
+            record, rows = load_split(workspace, None, "eval", text_only=False)
+        except NotFoundError:
+            rows = []
+        else:
+            rows = rows[:probes]
+            media = Path(record.path)
+            require_image_rows(rows, media / "eval.jsonl")
+    return export_vision(resolved, out_dir, name=name, formats=formats, check=check, rows=rows, media=media,
+                         max_new_tokens=max_new_tokens)

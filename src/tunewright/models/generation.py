@@ -97,6 +97,16 @@ def continue_texts(
 
 
 @torch.inference_mode()
+def answer_ids(model, tokenizer, inputs: dict, *, max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+    """Greedy new token ids for one prompt a processor made, through its first stop id (kept)."""
+    stops = list(stop_ids)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None,
+                            temperature=None, eos_token_id=stops if len(stops) > 1 else stops[0],
+                            pad_token_id=pad_id(tokenizer))
+    return _through_stop(output[0, inputs["input_ids"].shape[1]:].tolist(), stops)
+
+
+@torch.inference_mode()
 def answer_inputs(
     model,
     tokenizer,
@@ -111,10 +121,7 @@ def answer_inputs(
     stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     answers = []
     for prompt in inputs:
-        output = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None,
-                                temperature=None, eos_token_id=stops if len(stops) > 1 else stops[0],
-                                pad_token_id=pad_id(tokenizer))
-        new = _through_stop(output[0, prompt["input_ids"].shape[1]:].tolist(), stops)
+        new = answer_ids(model, tokenizer, prompt, max_new_tokens=max_new_tokens, stop_ids=stops)
         answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
         if on_batch:
             on_batch(1)
