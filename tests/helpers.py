@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import struct
+import wave
 from pathlib import Path
 
 from tunewright.data.schema import ChatRow
@@ -51,3 +55,24 @@ def init_cli_workspace(root: Path, base_model, capsys, recipe_tail: str = "") ->
         recipe = root / "tunewright.yaml"
         recipe.write_text(recipe.read_text() + recipe_tail)
     return root
+
+
+def png(colour, size=(40, 30)) -> bytes:
+    """A plain image, PNG-encoded."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def wav(seconds: float) -> bytes:
+    """A 440 Hz tone, 16 kHz mono 16-bit WAV."""
+    buffer, rate = io.BytesIO(), 16_000
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                                 for i in range(int(rate * seconds))))
+    return buffer.getvalue()

@@ -6,12 +6,10 @@ image; a folder holding other weights fails it."""
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pytest
 import torch
-from PIL import Image
-
+from helpers import png
 from vision_models import save_tiny_vlm
 
 
@@ -41,13 +39,12 @@ def test_merged_folder_passes_the_check_and_other_weights_fail_it(family, tiny_m
     folder = save_tiny_vlm(family, tiny_model_dir, tmp_path / "vlm")
     base = prepare_base_model(str(folder), vision=True)
     resolved = ResolvedRef(ref="x", base=base, adapter_path=_lora(folder, tmp_path / "lora"))
-    png = io.BytesIO()
-    Image.new("RGB", (40, 30), (30, 160, 60)).save(png, format="PNG")
-    ref = f"media/{hashlib.sha256(png.getvalue()).hexdigest()}.png"
+    image = png((30, 160, 60))
+    ref = f"media/{hashlib.sha256(image).hexdigest()}.png"
     row = ChatRow(messages=[{"role": "user", "content": [{"type": "image", "image": ref},
                                                          {"type": "text", "text": "Which colour?"}]},
                             {"role": "assistant", "content": "Green."}])
-    media = {ref: png.getvalue()}
+    media = {ref: image}
 
     merged = write_merged(resolved, tmp_path / "merged")
     report = run_vision_check(resolved, merged, [row], media, max_new_tokens=6)

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from helpers import png, wav
 from serve_helpers import make_adapter, running_server
 from tunewright.align import AlignEngine, EngineResult, register_aligner
 from tunewright.align.adapter import AlignmentConfig
@@ -53,23 +54,6 @@ class FakeOcrServe(_Fake):
 @register_aligner
 class FakeAsrServe(_Fake):
     name, modality = "fake-asr-serve", "audio"
-
-
-def png(colour, size=(40, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def wav(seconds: float) -> bytes:
-    buffer, rate = io.BytesIO(), 16_000
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
-                                 for i in range(int(rate * seconds))))
-    return buffer.getvalue()
 
 
 def data_url(data: bytes, mime="image/png") -> str:

@@ -13,17 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import png, wav
 from serve_helpers import running_server
 from vision_models import save_tiny_vlm
 
 IMAGE_COLOUR = (200, 40, 40)
 MAX_TOKENS = 10
-
-
-def _png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (40, 30), IMAGE_COLOUR).save(out, format="PNG")
-    return out.getvalue()
 
 
 def _random_lora(folder, out, whole: str | None = None):
@@ -107,7 +102,7 @@ def test_image_parts_are_read_by_the_base_and_its_native_adapter(served):
 
     url, folder, adapters, ws = served
     adapter = adapters["labels"]
-    image = _png()
+    image = png(IMAGE_COLOUR)
     content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}},
                {"type": "text", "text": "Which colour?"}]
     asked = [{"type": "image"}, {"type": "text", "text": "Which colour?"}]
@@ -154,15 +149,7 @@ def test_audio_and_bad_images_get_a_400_naming_the_part(served):
     import httpx
 
     url, *_ = served
-    wav = io.BytesIO()
-    import wave
-
-    with wave.open(wav, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes(b"\x00\x10" * 8000)
-    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav.getvalue()).decode(), "format": "wav"}}
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(0.5)).decode(), "format": "wav"}}
     with httpx.Client(timeout=120) as client:
         response = _chat(client, url, "labels", [{"type": "text", "text": "Hi"}, audio])
         error = response.json()["error"]
