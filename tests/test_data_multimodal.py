@@ -226,6 +226,22 @@ def test_a_file_changed_after_checking_is_refused_and_nothing_is_written(media, 
     assert list((tmp_path / "datasets").iterdir()) == []
 
 
+def test_bytes_read_for_inference_are_the_bytes_checked(media):
+    """The server and `generate` read a part's bytes after checking them (no version is written):
+    a file swapped in between is refused, so the model never reads what passed no limit."""
+    from tunewright.data.media import MediaCollector
+
+    collector = MediaCollector()
+    path = media["folder"] / "img" / "swap.png"
+    png(path, 40, 30)
+    checked = collector.add(path, "image")
+    assert collector.contents() == {checked.ref: path.read_bytes()}
+    png(path, 41, 30)
+    with pytest.raises(TunewrightError, match="changed after it was checked") as info:
+        collector.contents()
+    assert info.value.file == str(path)
+
+
 # --- stats -----------------------------------------------------------------------------------------
 
 

@@ -172,9 +172,15 @@ class MediaCollector:
 
     def contents(self) -> dict[str, bytes]:
         """Each checked file's bytes by reference: what is read from them at inference (the server,
-        `generate`), where no dataset version is written."""
-        return {ref: media.source if isinstance(media.source, bytes) else media.source.read_bytes()
-                for ref, media in self.files.items()}
+        `generate`), where no dataset version is written. A file whose bytes changed since it was
+        checked is refused, as ``store_media`` refuses it: the model reads only what passed the limits."""
+        out = {}
+        for ref, media in self.files.items():
+            data = media.source if isinstance(media.source, bytes) else media.source.read_bytes()
+            if hashlib.sha256(data).hexdigest() != media.sha256:
+                raise TunewrightError("changed after it was checked; run again", file=media.source)
+            out[ref] = data
+        return out
 
 
 def store_media(files: Iterable[MediaFile], folder: Path) -> None:

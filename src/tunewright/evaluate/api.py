@@ -8,10 +8,10 @@ from statistics import fmean
 from typing import Callable
 
 from ..data.api import load_split
+from ..data.parts import content_text
 from ..errors import TunewrightError
 from ..io import atomic_write_jsonl
 from ..models import load_model, load_tokenizer
-from ..data.parts import content_text
 from ..data.schema import ChatRow
 from ..methods.attach import load_adapter
 from ..models.adapters import resolve_ref

@@ -87,11 +87,14 @@ def export_vision(resolved: ResolvedRef, out_dir: Path, *, name: str, formats: S
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise TunewrightError("output folder exists and is not empty; choose a new one", file=out_dir)
+    if check and not rows:  # before minutes of merging
+        raise TunewrightError("the check asks the dataset's held-out rows with their images, and there are none; "
+                              "export without --check, or register a dataset with an eval split", field="check")
     report = None
     with atomic_dir(out_dir) as tmp:
         merged = write_merged(resolved, tmp / "merged")
         if check:
-            report = run_vision_check(resolved, merged, rows or [], media, max_new_tokens=max_new_tokens)
+            report = run_vision_check(resolved, merged, rows, media, max_new_tokens=max_new_tokens)
             atomic_write_json(tmp / "check.json", report)
         atomic_write_json(tmp / "export.json", {
             "name": name, "base_ref": resolved.base.ref, "base_sha256": resolved.base.sha256,
@@ -123,9 +126,6 @@ def run_vision_check(resolved: ResolvedRef, merged: Path, rows: Sequence, media,
     from ..models.vision import attach_vision_adapter, load_processor, load_vision_model
 
     started = time.perf_counter()
-    if not rows:
-        raise TunewrightError("the check asks the dataset's held-out rows with their images, and there are none; "
-                              "export without --check, or register a dataset with an eval split", field="check")
     processor = load_processor(resolved.base.folder)
     prompts = [prompt_inputs(processor, row.messages, media) for row in rows]
     model = load_vision_model(resolved.base.folder)
@@ -139,9 +139,10 @@ def run_vision_check(resolved: ResolvedRef, merged: Path, rows: Sequence, media,
     merged_prompts = [prompt_inputs(merged_processor, row.messages, media) for row in rows]
     merged_model = load_vision_model(merged)
     generation = merged_model.generation_config.eos_token_id  # the merged folder stops where its files say
-    merged_stops = [generation] if isinstance(generation, int) else list(generation or [])
+    merged_stops = ([generation] if isinstance(generation, int) else list(generation or [])) or \
+        [merged_processor.tokenizer.eos_token_id]
     rows_out = []
-    for i, (inputs, ref) in enumerate(zip(merged_prompts, reference)):
+    for inputs, ref in zip(merged_prompts, reference):
         [answer] = _answers(merged_model, merged_processor, [inputs], max_new_tokens, merged_stops)
         same = answer["logits"].shape == ref["logits"].shape
         rows_out.append({"text": answer["text"], "token_ids": answer["new_ids"],
