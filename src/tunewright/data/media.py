@@ -176,7 +176,10 @@ class MediaCollector:
         checked is refused, as ``store_media`` refuses it: the model reads only what passed the limits."""
         out = {}
         for ref, media in self.files.items():
-            data = media.source if isinstance(media.source, bytes) else media.source.read_bytes()
+            if isinstance(media.source, bytes):  # inline bytes (a request's data URL) cannot change
+                out[ref] = media.source
+                continue
+            data = media.source.read_bytes()
             if hashlib.sha256(data).hexdigest() != media.sha256:
                 raise TunewrightError("changed after it was checked; run again", file=media.source)
             out[ref] = data

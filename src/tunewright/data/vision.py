@@ -126,7 +126,7 @@ def prompt_inputs(processor, messages, media: MediaSource) -> dict[str, torch.Te
     messages = list(messages)
     if messages and messages[-1].role == "assistant":
         messages = messages[:-1]
-    shaped, images = _shaped(messages, media if isinstance(media, Mapping) else Path(media))
+    shaped, images = _shaped(messages, media)
     return dict(_process(processor, shaped, [image for opened in images for image in opened], generation_prompt=True))
 
 

@@ -44,10 +44,32 @@ def _read_json(path: Path) -> dict:
         raise TunewrightError(f"unreadable {path.name}: {exc}", file=path) from None
 
 
+def check_target(out_dir: Path, name: str) -> None:
+    """The export's name and folder, refused before any weight is read (vision exports too)."""
+    if not _NAME.match(name or ""):
+        raise TunewrightError(f"export name '{name}' must be letters, digits, '.', '_' or '-'", field="name")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise TunewrightError("output folder exists and is not empty; choose a new one", file=out_dir)
+
+
+def check_mergeable(adapter_path: Path | None, merging: Sequence[str]) -> None:
+    """Refuse, before any weight is read, formats that need the adapter merged when its method cannot be."""
+    from ..methods import merge_policy
+
+    if adapter_path is None or not merging:
+        return
+    peft_type = str(read_adapter_config(Path(adapter_path)).get("peft_type"))
+    policy = merge_policy(peft_type)
+    if not policy.mergeable:
+        method = "/".join(policy.methods) or peft_type
+        raise TunewrightError(
+            f"method {method} cannot be exported as {', '.join(merging)}: these need the adapter merged "
+            f"into the base weights, and {policy.reason}", field="formats")
+
+
 def _validate(job: ExportJob, formats: Sequence[str], check: bool, load_tokenizer) -> list:
     """Every refusable input refused before any weight is read; the formats to write, deduplicated,
     in writing order."""
-    from ..methods import merge_policy
     from .gguf_writer import check_gguf_supported
 
     wanted = list(dict.fromkeys(formats))
@@ -61,19 +83,9 @@ def _validate(job: ExportJob, formats: Sequence[str], check: bool, load_tokenize
     if job.gguf_dtype not in GGUF_DTYPES:
         raise TunewrightError(f"unknown GGUF dtype '{job.gguf_dtype}' (known: {', '.join(GGUF_DTYPES)})",
                               field="gguf_dtype")
-    if not _NAME.match(job.name or ""):
-        raise TunewrightError(f"export name '{job.name}' must be letters, digits, '.', '_' or '-'", field="name")
-    if job.out_dir.exists() and (not job.out_dir.is_dir() or any(job.out_dir.iterdir())):
-        raise TunewrightError("output folder exists and is not empty; choose a new one", file=job.out_dir)
+    check_target(job.out_dir, job.name)
     merging = [e.name for e in exporters if e.merges]
-    if job.adapter_path is not None and merging:
-        peft_type = str(read_adapter_config(Path(job.adapter_path)).get("peft_type"))
-        policy = merge_policy(peft_type)
-        if not policy.mergeable:
-            method = "/".join(policy.methods) or peft_type
-            raise TunewrightError(
-                f"method {method} cannot be exported as {', '.join(merging)}: these need the adapter merged "
-                f"into the base weights, and {policy.reason}", field="formats")
+    check_mergeable(job.adapter_path, merging)
     for exporter in exporters:
         if not exporter.needs_tokenizer:
             exporter.validate(job)

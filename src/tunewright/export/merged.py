@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ..errors import TunewrightError
 from ..models.loading import BaseModelInfo, load_model
 from ..models.stops import stop_token_ids
 
 
-def merged_model(base: BaseModelInfo, adapter_path: Path | None):
-    """The base with the adapter merged into its weights (the base alone when there is no adapter)."""
+def merged_model(base: BaseModelInfo, adapter_path: Path | None, load: Callable[[BaseModelInfo], object] = load_model):
+    """The base (loaded by ``load``: a vision-language model has its own class) with the adapter merged
+    into its weights; the base alone when there is no adapter."""
     from ..methods.attach import load_adapter
 
-    model = load_model(base)
+    model = load(base)
     if adapter_path is None:
         return model
     attached = load_adapter(model, adapter_path, merge=True)

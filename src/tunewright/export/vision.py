@@ -25,11 +25,11 @@ import torch
 
 from ..errors import TunewrightError
 from ..io import atomic_dir, atomic_write_json
-from ..models.adapters import ResolvedRef, read_adapter_config
+from ..models.adapters import ResolvedRef
 from ..reports import CHECK_REPORT, CheckReport
-from .api import ExportResult
+from .api import ExportResult, check_mergeable, check_target
 from .check import RELATIVE_THRESHOLDS, judge_format
-from .merged import save_merged
+from .merged import merged_model, save_merged
 
 FORMATS = ("merged",)
 # What the base folder holds besides its processor: weights and configs, which the merged model
@@ -51,26 +51,11 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return wanted
 
 
-def _merged_vision_model(resolved: ResolvedRef):
-    from ..methods import merge_policy
-    from ..models.vision import attach_vision_adapter, load_vision_model
-
-    model = load_vision_model(resolved.base.folder)
-    if resolved.adapter_path is None:
-        return model
-    peft_type = str(read_adapter_config(resolved.adapter_path)["peft_type"])
-    policy = merge_policy(peft_type)
-    if not policy.mergeable:
-        raise TunewrightError(f"method {'/'.join(policy.methods) or peft_type} cannot be exported as merged: "
-                              f"{policy.reason}", field="formats")
-    return attach_vision_adapter(model, resolved.adapter_path).merge_and_unload().eval()
-
-
 def write_merged(resolved: ResolvedRef, folder: Path) -> Path:
-    from ..models.vision import load_processor
+    from ..models.vision import load_processor, load_vision_model
 
     processor = load_processor(resolved.base.folder)  # refuses a folder without a usable processor first
-    model = _merged_vision_model(resolved)
+    model = merged_model(resolved.base, resolved.adapter_path, load=lambda base: load_vision_model(base.folder))
     save_merged(model, processor.tokenizer, folder)
     for item in sorted(Path(resolved.base.folder).iterdir()):
         if item.is_file() and item.name not in _NOT_COPIED and item.suffix not in _WEIGHT_SUFFIXES:
@@ -83,10 +68,9 @@ def export_vision(resolved: ResolvedRef, out_dir: Path, *, name: str, formats: S
     """The merged folder in ``out_dir`` (new or empty), checked against the adapter when asked on
     ``rows`` (``data.schema.ChatRow``s with their images in ``media``)."""
     started = time.perf_counter()
-    check_formats(formats)
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise TunewrightError("output folder exists and is not empty; choose a new one", file=out_dir)
+    check_mergeable(resolved.adapter_path, check_formats(formats))
+    check_target(out_dir, name)
     if check and not rows:  # before minutes of merging
         raise TunewrightError("the check asks the dataset's held-out rows with their images, and there are none; "
                               "export without --check, or register a dataset with an eval split", field="check")
