@@ -265,6 +265,9 @@ class TrainSpec(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: what this hardware measurably runs fastest (fp32 on a CPU without bf16)")
     replay: ReplaySpec | None = Field(None, description="mix in the base model's own answers to general requests")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of scale alpha/sqrt(length*hidden) on the input embeddings "
+                                "while training (arXiv 2310.05914; the paper uses 5-15); None: off")
     vision: VisionSpec | None = Field(None, description="vision-language models: which parts train (default language, connector)")
 
 

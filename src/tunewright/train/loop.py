@@ -28,6 +28,7 @@ from .checkpoint import (LoadedCheckpoint, TrainerState, latest_checkpoint, load
                          save_checkpoint)
 from .distributed import DistContext
 from .fused import fuse_lora_projections
+from .neftune import EmbeddingNoise
 from .distill import base_targets, batch_targets
 from .losses import head_cross_entropy_sum, soft_cross_entropy_sum
 from .packing import pack_after_prefix, packing_pays, supports_packing
@@ -67,8 +68,8 @@ class TrainResult:
 def config_fingerprint(spec: TrainSpec, rows: Sequence[ChatRow], base: BaseModelInfo) -> str:
     """What must match for a checkpoint to be resumable: hyperparameters, data and base weights."""
     digest = hashlib.sha256()
-    # ``vision`` unset is left out, so checkpoints written before the field existed still resume.
-    skip = {"checkpoint_every", "threads", *(() if spec.vision else ("vision",))}
+    # Fields left unset are left out, so checkpoints written before they existed still resume.
+    skip = {"checkpoint_every", "threads", *(name for name in ("vision", "neftune_alpha") if getattr(spec, name) is None)}
     digest.update(json.dumps(spec.model_dump(mode="json", exclude=skip), sort_keys=True).encode())
     for row in rows:
         digest.update(row.content_key().encode())
@@ -303,6 +304,7 @@ class _Recipe:
                       if spec.fuse_lora and not dist.sharded else None)
         # Taken before sharding leaves each rank holding pieces.
         self.counts = parameter_counts(model)
+        self.noise = EmbeddingNoise(model, spec.neftune_alpha) if spec.neftune_alpha else None
         self.adapter_shapes = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
         self.model = model
 
@@ -431,6 +433,8 @@ class _Recipe:
             batch.update(batch_targets([encoded[i] for i in rows_here], [self.soft.get(i) for i in rows_here],
                                        self.distill_k, spec.replay.weight))
         batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.noise is not None:
+            self.noise.set_rows(batch["attention_mask"])
         with self.precision.autocast():
             loss = supervised_loss_sum(self.model, batch, self.prefix_len, full_forward=self.dist.sharded,
                                        packing=spec.packing) / n_labels
@@ -470,6 +474,9 @@ class _Recipe:
         if self.fused is not None:
             self.extra["fused_lora_modules"] = self.fused.fused_modules
             self.fused.remove()
+        if self.noise is not None:
+            self.noise.remove()
+            self.extra["neftune_alpha"] = self.spec.neftune_alpha
         _save_adapter(self.dist, self.model, adapter_dir, self.adapter_shapes)
         return TrainResult(
             adapter_dir=adapter_dir,
