@@ -76,3 +76,16 @@ def wav(seconds: float) -> bytes:
         out.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
                                  for i in range(int(rate * seconds))))
     return buffer.getvalue()
+
+
+class Crash(Exception):
+    """Raised by ``crash_at``: a run cut short at a known step."""
+
+
+def crash_at(step: int):
+    """A training callback that stops the run after ``step`` (to test resuming from checkpoints)."""
+    def callback(info) -> None:
+        if info.step == step:
+            raise Crash
+
+    return callback

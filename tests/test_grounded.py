@@ -310,3 +310,30 @@ def test_overall_extremes_span_the_whole_table(tmp_path):
     missing = {"by": "kind", "name": "label", "overall_highest": {"colour": {"questions": ["a?", "b?"], "answer": "x"}}}
     with pytest.raises(TunewrightError, match=r"column 'colour' is not in the table"):
         build_rows(_shop_spec(tmp_path, groups=missing), lambda p: tmp_path / p)
+
+
+def test_group_phrasings_caps_facts_across_rows_apart_from_table_facts(tmp_path):
+    (tmp_path / "shop.csv").write_text(SHOP)
+    group = {"by": "kind", "name": "label", "labels": {"kettles": "kettle"},
+             "members": {"questions": ["What {group} do you sell?", "Any {group}?", "Which {group} are there?",
+                                       "List your {group}.", "Do you stock {group}?"],
+                         "answer": "Our {group}: {names}."}}
+    table = {"path": "shop.csv", "groups": group,
+             "columns": {"price": {"questions": ["Price of {label}?", "Cost of {label}?", "{label} price?", "How much is {label}?"],
+                                   "answer": "{label} costs ${price}."}}}
+
+    def train_rows(**caps):
+        rows = build_rows(BuildSpec(tables=[table], wrappers=["{q}"], **caps), lambda p: tmp_path / p)
+        facts: dict[str, set[str]] = {}
+        for r in rows:
+            if r.split == "train":
+                facts.setdefault(r.row.meta["fact"], set()).add(r.row.meta["phrasing"])
+        return facts
+
+    # Four training phrasings of members are written (one of five is held out).
+    capped = train_rows(train_phrasings=1, group_phrasings=3)
+    assert {f: len(p) for f, p in capped.items() if f.startswith("group@")} == {"group@kettles:members": 3, "group@pans:members": 3}
+    assert all(len(p) == 1 for f, p in capped.items() if f.startswith("price@"))
+    assert len([f for f in capped if f.startswith("price@")]) == 4
+    # Unset, groups follow train_phrasings.
+    assert all(len(p) == 1 for p in train_rows(train_phrasings=1).values())

@@ -15,7 +15,7 @@ from tunewright.models import prepare_base_model
 from tunewright.train.loop import train_adapter
 from tunewright.train.neftune import EmbeddingNoise
 
-from helpers import qa_rows
+from helpers import Crash, crash_at, qa_rows
 
 
 def _spec(**overrides) -> TrainSpec:
@@ -63,15 +63,8 @@ def test_a_noisy_run_differs_resumes_exactly_and_leaves_no_hook(tiny_model_dir, 
     assert full_result.extra["neftune_alpha"] == 5.0
     assert any(not torch.equal(plain[k], full[k]) for k in plain)
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_5(info):
-        if info.step == 5:
-            raise Crash
-
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "cut", _spec(neftune_alpha=5.0), callbacks=[crash_at_step_5])
+        _train(tiny_model_dir, tmp_path, "cut", _spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
     resumed = _train(tiny_model_dir, tmp_path, "cut", _spec(neftune_alpha=5.0), resume=True)
     assert resumed.resumed_from_step == 4
     weights = load_file(resumed.adapter_dir / "adapter_model.safetensors")
@@ -79,7 +72,7 @@ def test_a_noisy_run_differs_resumes_exactly_and_leaves_no_hook(tiny_model_dir, 
     assert all(torch.equal(full[k], weights[k]) for k in full)
     # A different alpha is a different run: its checkpoint is not resumed.
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "other", _spec(neftune_alpha=5.0), callbacks=[crash_at_step_5])
+        _train(tiny_model_dir, tmp_path, "other", _spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
     with pytest.raises(TunewrightError, match="different data, base model or settings"):
         _train(tiny_model_dir, tmp_path, "other", _spec(neftune_alpha=10.0), resume=True)
 

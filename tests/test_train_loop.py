@@ -13,7 +13,7 @@ from tunewright.errors import TunewrightError
 from tunewright.models import prepare_base_model
 from tunewright.train.loop import supervised_loss_sum, train_adapter
 
-from helpers import qa_rows
+from helpers import Crash, crash_at, qa_rows
 
 
 def _spec(**overrides) -> TrainSpec:
@@ -65,15 +65,8 @@ def test_same_seed_same_weights_other_seed_differs(tiny_model_dir, tmp_path):
 def test_resume_after_interrupt_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     full = load_file(_train(tiny_model_dir, tmp_path, "full", spec=_spec(dropout=0.1)).adapter_dir / "adapter_model.safetensors")
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_5(info):
-        if info.step == 5:
-            raise Crash
-
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "cut", spec=_spec(dropout=0.1), callbacks=[crash_at_step_5])
+        _train(tiny_model_dir, tmp_path, "cut", spec=_spec(dropout=0.1), callbacks=[crash_at(5)])
     assert not (tmp_path / "adapter-cut").exists(), "no adapter may be written by an interrupted run"
     resumed = _train(tiny_model_dir, tmp_path, "cut", spec=_spec(dropout=0.1), resume=True)
     assert resumed.resumed_from_step == 4  # checkpoints every 2 steps; step 5 was lost

@@ -175,6 +175,9 @@ class BuildSpec(_Strict):
     train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
     seed_phrasings: int | None = Field(
         None, ge=1, description="cap for document seeds (few facts, asked in many ways); unset: train_phrasings")
+    group_phrasings: int | None = Field(
+        None, ge=1, description="cap for facts across a table's rows (groups: members, lowest, highest, compared), "
+                                "which no single record answers and the model must remember; unset: train_phrasings")
     wrappers: list[str] = Field(
         default_factory=lambda: ["{q}"],
         description="surface forms rotated over training questions: {q} is the question, {q_lower} it in lower case",

@@ -120,13 +120,15 @@ class GroundedQA:
         return spec.wrappers[index % len(spec.wrappers)].format(q=question, q_lower=question.lower())
 
     def _fact(self, spec: BuildSpec, key: str, split: tuple[list[str], list[str]], values: dict[str, str],
-              answer: str, reference: str, meta: dict, start: int, sources: tuple[str, ...]) -> Iterable[GeneratedRow]:
-        """One fact: its training phrasings (a rotating window, wrapped) and one held-out phrasing."""
+              answer: str, reference: str, meta: dict, start: int, sources: tuple[str, ...],
+              cap: int | None = None) -> Iterable[GeneratedRow]:
+        """One fact: its training phrasings (a rotating window of ``cap``, default ``train_phrasings``,
+        wrapped) and one held-out phrasing."""
         train_q, eval_q = split
         answer = answer.format(**values)
         reference = reference.format(**values)
         meta = {**meta, "fact": key}
-        for k, question in enumerate(_rotate(train_q, start, spec.train_phrasings)):
+        for k, question in enumerate(_rotate(train_q, start, cap if cap is not None else spec.train_phrasings)):
             q = self._wrap(spec, question.format(**values), start + k)
             yield GeneratedRow(_qa(q, answer, reference, {**meta, "phrasing": question}), "train", sources)
         question = eval_q[start % len(eval_q)]
@@ -184,7 +186,7 @@ class GroundedQA:
                 source["group"] = fact.group  # what a group summary passage in the index states
             meta = {"generator": self.name, "source": source}
             yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
-                                  fact.reference or fact.answer, meta, number, (str(path),))
+                                  fact.reference or fact.answer, meta, number, (str(path),), cap=spec.group_phrasings)
 
     def _absent_rows(self, spec: BuildSpec) -> Iterable[GeneratedRow]:
         absent = spec.absent
