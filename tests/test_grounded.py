@@ -337,3 +337,25 @@ def test_group_phrasings_caps_facts_across_rows_apart_from_table_facts(tmp_path)
     assert len([f for f in capped if f.startswith("price@")]) == 4
     # Unset, groups follow train_phrasings.
     assert all(len(p) == 1 for p in train_rows(train_phrasings=1).values())
+
+
+def test_holdout_by_fact_trains_every_pattern_and_never_a_facts_own_held_out_one(tmp_path):
+    (tmp_path / "shop.csv").write_text(SHOP)
+    questions = ["Price of {label}?", "Cost of {label}?", "{label} price?"]
+    table = {"path": "shop.csv", "columns": {"price": {"questions": questions, "answer": "{label} costs ${price}."}}}
+
+    def phrasings(holdout):
+        rows = build_rows(BuildSpec(tables=[table], wrappers=["{q}"], holdout=holdout), lambda p: tmp_path / p)
+        by_fact: dict[str, dict[str, set[str]]] = {}
+        for r in rows:
+            by_fact.setdefault(r.row.meta["fact"], {"train": set(), "eval": set()})[r.split].add(r.row.meta["phrasing"])
+        return by_fact
+
+    by_pattern = phrasings("pattern")
+    assert len({p for f in by_pattern.values() for p in f["eval"]}) == 1  # one pattern held out for every row
+    assert len({p for f in by_pattern.values() for p in f["train"]}) == 2
+    by_fact = phrasings("fact")
+    assert len(by_fact) == 4 and all(len(f["eval"]) == 1 and len(f["train"]) == 2 for f in by_fact.values())
+    assert all(not (f["eval"] & f["train"]) for f in by_fact.values())
+    assert {p for f in by_fact.values() for p in f["train"]} == set(questions)
+    assert {p for f in by_fact.values() for p in f["eval"]} == set(questions)  # four rows, three patterns in turn

@@ -172,6 +172,11 @@ class BuildSpec(_Strict):
     open_book: OpenBookSpec | None = Field(
         None, description="put retrieved records in every row's prompt (needs the retrieval index of the sources)")
     eval_phrasings: int = Field(1, ge=1, description="phrasings per fact held out for the eval split")
+    holdout: Literal["pattern", "fact"] = Field(
+        "pattern", description="pattern: a question pattern held out is held out for every row, so the eval asks "
+                               "in words no training row used; fact: each row holds out its own pattern in turn, so "
+                               "every pattern trains on the other rows (more of the recipe's wordings reach the "
+                               "model) and each fact is still asked in words it never trained with")
     train_phrasings: int | None = Field(None, ge=1, description="cap on training phrasings per fact")
     seed_phrasings: int | None = Field(
         None, ge=1, description="cap for document seeds (few facts, asked in many ways); unset: train_phrasings")

@@ -125,6 +125,13 @@ class GroundedQA:
         """One fact: its training phrasings (a rotating window of ``cap``, default ``train_phrasings``,
         wrapped) and one held-out phrasing."""
         train_q, eval_q = split
+        if spec.holdout == "fact":
+            # The seeded held-out pattern first, then the rest: row ``start`` holds out the pattern
+            # at its turn, so over a table's rows every pattern is trained and held out.
+            pool = [*eval_q, *train_q]
+            held = {(start + j) % len(pool) for j in range(len(eval_q))}
+            train_q = [p for i, p in enumerate(pool) if i not in held]
+            eval_q = [pool[i] for i in sorted(held)]
         answer = answer.format(**values)
         reference = reference.format(**values)
         meta = {**meta, "fact": key}
