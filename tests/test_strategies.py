@@ -125,3 +125,18 @@ def test_run_is_an_api_the_cli_prints(tmp_path, tiny_model_dir, capsys):
     code, out, err = run_cli(["-w", str(workspace.root), "run"], capsys)
     assert code == 0, err
     assert "time: dataset" in out and "strategy closed-augmented+kl (this run)" in out
+
+
+def test_run_refuses_a_question_a_training_row_asks_before_it_trains(tmp_path, tiny_model_dir, capsys):
+    from tunewright.workspace import Workspace
+
+    workspace = Workspace.init(tmp_path / "ws", _recipe(str(tiny_model_dir)))
+    (workspace.root / "shop.csv").write_text(TABLE)
+    (workspace.root / "rules.md").write_text(RULES)
+    # Every training question about the kettle's price names it, whichever phrasing is held out.
+    leaked = [*QUESTIONS, {"question": "blue kettle?", "accept": ["$20"], "kind": "price"}]
+    (workspace.root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in leaked))
+    code, _, err = run_cli(["-w", str(workspace.root), "run"], capsys)
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "questions.jsonl:3: field 'question': question is contained in training row" in err
+    assert not workspace.registry.list_runs()  # refused before any training run was registered

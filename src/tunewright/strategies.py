@@ -147,7 +147,7 @@ def run_recipe(workspace, progress: RunProgress | None = None) -> RecipeRun:
     """The whole recipe as it stands: build the dataset (or import the recipe's data sources), train,
     evaluate. `tunewright run` and every strategy of a comparison go through here."""
     from .data.api import import_files
-    from .evaluate.api import evaluate
+    from .evaluate.api import checked_questions, evaluate
     from .synth.build import build_dataset
     from .train.api import train
 
@@ -161,6 +161,7 @@ def run_recipe(workspace, progress: RunProgress | None = None) -> RecipeRun:
     clock.append(time.perf_counter())
     progress.dataset(dataset)
     ref = f"{dataset.name}@{dataset.version}"
+    checked_questions(workspace, ref)  # a leaked question fails now, before the training it would waste
     with progress.training() as on_step:
         run, adapter, result = train(workspace, dataset=ref, callbacks=[on_step] if on_step else ())
     clock.append(time.perf_counter())

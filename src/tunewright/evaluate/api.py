@@ -174,14 +174,23 @@ def by_kind(rows: list, before: list[dict[str, float]], after: list[dict[str, fl
             for kind, indices in groups.items()}
 
 
-def _customer_questions(workspace, override, dataset_record, rows, **progress) -> customer.QuestionAsker | None:
-    """Read, check and leak-test the questions file now: a bad line should fail before any model loads."""
+def checked_questions(workspace, dataset: str, override: str | None = None) -> customer.QuestionFile | None:
+    """The customer questions (``override`` or the recipe's ``eval.questions``), read and refused if any
+    is in the training rows of ``dataset`` (``name@version``). `tunewright run` calls this before it
+    trains, so a question a training row asks fails in seconds, not after the training."""
     found = customer.questions_for(workspace, override)
     if found is None:
         return None
-    pinned = f"{dataset_record.name}@{dataset_record.version}"
-    _, train_rows = load_split(workspace, pinned, "train")
-    customer.check_no_leak(found, train_rows, dataset=pinned)
+    _, train_rows = load_split(workspace, dataset, "train")
+    customer.check_no_leak(found, train_rows, dataset=dataset)
+    return found
+
+
+def _customer_questions(workspace, override, dataset_record, rows, **progress) -> customer.QuestionAsker | None:
+    """Read, check and leak-test the questions file now: a bad line should fail before any model loads."""
+    found = checked_questions(workspace, f"{dataset_record.name}@{dataset_record.version}", override)
+    if found is None:
+        return None
     spec = workspace.recipe.eval
     return customer.QuestionAsker(found, system_prompt=customer.shared_system_prompt(rows),
                                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, **progress)
