@@ -89,3 +89,20 @@ def crash_at(step: int):
             raise Crash
 
     return callback
+
+
+def tiny_spec(**overrides):
+    """The training settings the loop tests run a tiny random model with (checkpoints every 2 steps)."""
+    from tunewright.config import TrainSpec
+
+    fields = dict(r=4, alpha=8, learning_rate=5e-3, epochs=2, batch_size=4, checkpoint_every=2, seed=3, max_length=128)
+    return TrainSpec(**{**fields, **overrides})
+
+
+def train_tiny(tiny_model_dir, tmp_path, name="a", rows=None, spec=None, **kwargs):
+    """``train_adapter`` on the tiny model, into ``run-NAME`` and ``adapter-NAME`` under ``tmp_path``."""
+    from tunewright.models import prepare_base_model
+    from tunewright.train.loop import train_adapter
+
+    return train_adapter(base=prepare_base_model(str(tiny_model_dir)), rows=rows or qa_rows(16), spec=spec or tiny_spec(),
+                         run_dir=tmp_path / f"run-{name}", adapter_dir=tmp_path / f"adapter-{name}", **kwargs)

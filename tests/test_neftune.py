@@ -11,21 +11,9 @@ from safetensors.torch import load_file
 
 from tunewright.config import TrainSpec, load_recipe
 from tunewright.errors import TunewrightError
-from tunewright.models import prepare_base_model
-from tunewright.train.loop import train_adapter
 from tunewright.train.neftune import EmbeddingNoise
 
-from helpers import Crash, crash_at, qa_rows
-
-
-def _spec(**overrides) -> TrainSpec:
-    fields = dict(r=4, alpha=8, learning_rate=5e-3, epochs=2, batch_size=4, checkpoint_every=2, seed=3, max_length=128)
-    return TrainSpec(**{**fields, **overrides})
-
-
-def _train(tiny_model_dir, tmp_path, name, spec, **kwargs):
-    return train_adapter(base=prepare_base_model(str(tiny_model_dir)), rows=qa_rows(16), spec=spec,
-                         run_dir=tmp_path / f"run-{name}", adapter_dir=tmp_path / f"adapter-{name}", **kwargs)
+from helpers import Crash, crash_at, tiny_spec, train_tiny
 
 
 def test_noise_has_the_papers_scale_in_training_and_none_at_answer_time(tiny_model_dir):
@@ -57,24 +45,24 @@ def test_noise_has_the_papers_scale_in_training_and_none_at_answer_time(tiny_mod
 
 
 def test_a_noisy_run_differs_resumes_exactly_and_leaves_no_hook(tiny_model_dir, tmp_path):
-    plain = load_file(_train(tiny_model_dir, tmp_path, "plain", _spec()).adapter_dir / "adapter_model.safetensors")
-    full_result = _train(tiny_model_dir, tmp_path, "full", _spec(neftune_alpha=5.0))
+    plain = load_file(train_tiny(tiny_model_dir, tmp_path, "plain", spec=tiny_spec()).adapter_dir / "adapter_model.safetensors")
+    full_result = train_tiny(tiny_model_dir, tmp_path, "full", spec=tiny_spec(neftune_alpha=5.0))
     full = load_file(full_result.adapter_dir / "adapter_model.safetensors")
     assert full_result.extra["neftune_alpha"] == 5.0
     assert any(not torch.equal(plain[k], full[k]) for k in plain)
 
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "cut", _spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
-    resumed = _train(tiny_model_dir, tmp_path, "cut", _spec(neftune_alpha=5.0), resume=True)
+        train_tiny(tiny_model_dir, tmp_path, "cut", spec=tiny_spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
+    resumed = train_tiny(tiny_model_dir, tmp_path, "cut", spec=tiny_spec(neftune_alpha=5.0), resume=True)
     assert resumed.resumed_from_step == 4
     weights = load_file(resumed.adapter_dir / "adapter_model.safetensors")
     # The noise is drawn from the random state the checkpoint restores, so the adapters are equal.
     assert all(torch.equal(full[k], weights[k]) for k in full)
     # A different alpha is a different run: its checkpoint is not resumed.
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "other", _spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
+        train_tiny(tiny_model_dir, tmp_path, "other", spec=tiny_spec(neftune_alpha=5.0), callbacks=[crash_at(5)])
     with pytest.raises(TunewrightError, match="different data, base model or settings"):
-        _train(tiny_model_dir, tmp_path, "other", _spec(neftune_alpha=10.0), resume=True)
+        train_tiny(tiny_model_dir, tmp_path, "other", spec=tiny_spec(neftune_alpha=10.0), resume=True)
 
 
 def test_alpha_must_be_positive_and_the_recipe_error_names_line_and_field(tmp_path):

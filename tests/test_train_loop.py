@@ -8,35 +8,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunewright.config import TrainSpec
 from tunewright.errors import TunewrightError
 from tunewright.models import prepare_base_model
 from tunewright.train.loop import supervised_loss_sum, train_adapter
 
-from helpers import Crash, crash_at, qa_rows
-
-
-def _spec(**overrides) -> TrainSpec:
-    fields = dict(r=4, alpha=8, learning_rate=5e-3, epochs=2, batch_size=4, checkpoint_every=2, seed=3, max_length=128)
-    return TrainSpec(**{**fields, **overrides})
-
-
-def _train(tiny_model_dir, tmp_path, name="a", rows=None, spec=None, **kwargs):
-    return train_adapter(
-        base=prepare_base_model(str(tiny_model_dir)),
-        rows=rows or qa_rows(16),
-        spec=spec or _spec(),
-        run_dir=tmp_path / f"run-{name}",
-        adapter_dir=tmp_path / f"adapter-{name}",
-        **kwargs,
-    )
+from helpers import Crash, crash_at, qa_rows, tiny_spec, train_tiny
 
 
 def test_loss_falls_and_adapter_is_standard_peft(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    result = _train(tiny_model_dir, tmp_path, spec=_spec(epochs=10, learning_rate=3e-2))
+    result = train_tiny(tiny_model_dir, tmp_path, spec=tiny_spec(epochs=10, learning_rate=3e-2))
     # A random 2-layer model learns slowly through a rank-4 adapter; a clear, steady fall is the check.
     assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.2
     files = {p.name for p in result.adapter_dir.iterdir()}
@@ -55,20 +38,20 @@ def test_loss_falls_and_adapter_is_standard_peft(tiny_model_dir, tmp_path):
 
 
 def test_same_seed_same_weights_other_seed_differs(tiny_model_dir, tmp_path):
-    a = load_file(_train(tiny_model_dir, tmp_path, "a").adapter_dir / "adapter_model.safetensors")
-    b = load_file(_train(tiny_model_dir, tmp_path, "b").adapter_dir / "adapter_model.safetensors")
-    c = load_file(_train(tiny_model_dir, tmp_path, "c", spec=_spec(seed=4)).adapter_dir / "adapter_model.safetensors")
+    a = load_file(train_tiny(tiny_model_dir, tmp_path, "a").adapter_dir / "adapter_model.safetensors")
+    b = load_file(train_tiny(tiny_model_dir, tmp_path, "b").adapter_dir / "adapter_model.safetensors")
+    c = load_file(train_tiny(tiny_model_dir, tmp_path, "c", spec=tiny_spec(seed=4)).adapter_dir / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
 def test_resume_after_interrupt_matches_uninterrupted_run(tiny_model_dir, tmp_path):
-    full = load_file(_train(tiny_model_dir, tmp_path, "full", spec=_spec(dropout=0.1)).adapter_dir / "adapter_model.safetensors")
+    full = load_file(train_tiny(tiny_model_dir, tmp_path, "full", spec=tiny_spec(dropout=0.1)).adapter_dir / "adapter_model.safetensors")
 
     with pytest.raises(Crash):
-        _train(tiny_model_dir, tmp_path, "cut", spec=_spec(dropout=0.1), callbacks=[crash_at(5)])
+        train_tiny(tiny_model_dir, tmp_path, "cut", spec=tiny_spec(dropout=0.1), callbacks=[crash_at(5)])
     assert not (tmp_path / "adapter-cut").exists(), "no adapter may be written by an interrupted run"
-    resumed = _train(tiny_model_dir, tmp_path, "cut", spec=_spec(dropout=0.1), resume=True)
+    resumed = train_tiny(tiny_model_dir, tmp_path, "cut", spec=tiny_spec(dropout=0.1), resume=True)
     assert resumed.resumed_from_step == 4  # checkpoints every 2 steps; step 5 was lost
     weights = load_file(resumed.adapter_dir / "adapter_model.safetensors")
     assert weights.keys() == full.keys()
@@ -81,20 +64,20 @@ def test_resume_refuses_changed_settings(tiny_model_dir, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(tiny_model_dir, tmp_path, "x", callbacks=[stop])
+        train_tiny(tiny_model_dir, tmp_path, "x", callbacks=[stop])
     with pytest.raises(TunewrightError, match="different data, base model or settings"):
-        _train(tiny_model_dir, tmp_path, "x", spec=_spec(learning_rate=1e-2), resume=True)
+        train_tiny(tiny_model_dir, tmp_path, "x", spec=tiny_spec(learning_rate=1e-2), resume=True)
 
 
 def test_resume_without_checkpoint_is_an_error(tiny_model_dir, tmp_path):
     with pytest.raises(TunewrightError, match="no checkpoint"):
-        _train(tiny_model_dir, tmp_path, "none", resume=True)
+        train_tiny(tiny_model_dir, tmp_path, "none", resume=True)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir, tmp_path):
     rows = qa_rows(8)
-    big = _train(tiny_model_dir, tmp_path, "big", rows=rows, spec=_spec(batch_size=8, grad_accum=1, max_steps=3))
-    acc = _train(tiny_model_dir, tmp_path, "acc", rows=rows, spec=_spec(batch_size=2, grad_accum=4, max_steps=3))
+    big = train_tiny(tiny_model_dir, tmp_path, "big", rows=rows, spec=tiny_spec(batch_size=8, grad_accum=1, max_steps=3))
+    acc = train_tiny(tiny_model_dir, tmp_path, "acc", rows=rows, spec=tiny_spec(batch_size=2, grad_accum=4, max_steps=3))
     assert big.losses == pytest.approx(acc.losses, rel=1e-4)
 
 
@@ -115,7 +98,7 @@ def test_selective_logits_loss_equals_full_logits_loss(tiny_model_dir):
 def test_empty_training_split_is_an_error(tiny_model_dir, tmp_path):
     with pytest.raises(TunewrightError, match="empty"):
         train_adapter(
-            base=prepare_base_model(str(tiny_model_dir)), rows=[], spec=_spec(), run_dir=tmp_path / "r", adapter_dir=tmp_path / "a"
+            base=prepare_base_model(str(tiny_model_dir)), rows=[], spec=tiny_spec(), run_dir=tmp_path / "r", adapter_dir=tmp_path / "a"
         )
 
 
