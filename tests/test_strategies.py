@@ -127,7 +127,13 @@ def test_run_is_an_api_the_cli_prints(tmp_path, tiny_model_dir, capsys):
     assert "time: dataset" in out and "strategy closed-augmented+kl (this run)" in out
 
 
-def test_run_refuses_a_question_a_training_row_asks_before_it_trains(tmp_path, tiny_model_dir, capsys):
+def test_a_built_row_that_asks_a_recipe_question_is_left_out_and_named(tmp_path, tiny_model_dir, capsys):
+    """A template can write a customer's question word for word: the build leaves those training rows
+    out (and only those), names them in the dataset's spec, and the run's leak check then passes."""
+    from tunewright.evaluate.api import checked_questions
+    from tunewright.evaluate.questions import normalise_question
+    from tunewright.synth.build import build_dataset
+    from tunewright.synth.grounded import build_rows
     from tunewright.workspace import Workspace
 
     workspace = Workspace.init(tmp_path / "ws", _recipe(str(tiny_model_dir)))
@@ -136,7 +142,42 @@ def test_run_refuses_a_question_a_training_row_asks_before_it_trains(tmp_path, t
     # Every training question about the kettle's price names it, whichever phrasing is held out.
     leaked = [*QUESTIONS, {"question": "blue kettle?", "accept": ["$20"], "kind": "price"}]
     (workspace.root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in leaked))
+    built = [g.row.messages[-2].content for g in build_rows(workspace.recipe.build, workspace.path) if g.split == "train"]
+    expected_out = [q for q in built if " blue kettle " in f" {normalise_question(q)} "]
+    assert expected_out  # the template really does write the question
+
+    record = build_dataset(workspace)
+    kept = [r.messages[-2].content for r in _split_rows(record, "train")]
+    assert sorted(kept) == sorted(q for q in built if q not in expected_out)
+    left = record.spec["questions_left_out"]
+    assert left["questions"] == "questions.jsonl" and {r["question_line"] for r in left["rows"]} == {3}
+    assert len(left["rows"]) == len(expected_out)
+    assert checked_questions(workspace, f"{record.name}@{record.version}") is not None
+    code, out, err = run_cli(["-w", str(workspace.root), "data", "build"], capsys)
+    assert code == 0, err
+    assert f"left out {len(expected_out)} training row(s) that ask questions.jsonl line(s) 3" in " ".join(out.split())
+
+
+def test_run_refuses_a_question_an_imported_row_asks_before_it_trains(tmp_path, tiny_model_dir, capsys):
+    """Imported rows are the user's own and are not pruned: a leak there fails before training."""
+    from tunewright.workspace import Workspace
+
+    recipe = _recipe(str(tiny_model_dir)).model_copy(update={"build": None})
+    recipe = Recipe.model_validate({**recipe.model_dump(mode="json"), "data": {"sources": [{"path": "chats.jsonl"}]}})
+    workspace = Workspace.init(tmp_path / "ws", recipe)
+    chats = [{"messages": [{"role": "user", "content": f"Question {i}: so what do you charge for that red pan"},
+                           {"role": "assistant", "content": "$35."}]} for i in range(12)]
+    (workspace.root / "chats.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    (workspace.root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     code, _, err = run_cli(["-w", str(workspace.root), "run"], capsys)
     assert code != 0 and len(err.strip().splitlines()) == 1
-    assert "questions.jsonl:3: field 'question': question is contained in training row" in err
+    assert "questions.jsonl:1: field 'question': question is contained in training row" in err
     assert not workspace.registry.list_runs()  # refused before any training run was registered
+
+
+def _split_rows(record, split):
+    from pathlib import Path
+
+    from tunewright.data.prepare import read_split
+
+    return read_split(Path(record.path), split)

@@ -18,6 +18,11 @@ def print_dataset(record) -> None:
         f"dataset [bold]{record.name}[/bold]@{record.version}: {record.n_train} train, {record.n_eval} eval, "
         f"{record.n_duplicates} exact duplicates removed"
     )
+    left_out = (record.spec or {}).get("questions_left_out")
+    if left_out:
+        lines = sorted({r["question_line"] for r in left_out["rows"]})
+        console.print(f"left out {len(left_out['rows'])} training row(s) that ask {left_out['questions']} "
+                      f"line(s) {', '.join(map(str, lines))}: evaluation questions are never trained on")
 
 
 def print_media(record) -> None:

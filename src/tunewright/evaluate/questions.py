@@ -122,19 +122,28 @@ def normalise_question(text: str) -> str:
     return " ".join(kept.split())
 
 
-def check_no_leak(questions: QuestionFile, train_rows: Sequence, *, dataset: str) -> None:
-    """Refuse a question whose words equal, or are contained (as whole words) in, a training user message."""
+def leaks(questions: QuestionFile, train_rows: Sequence) -> list[tuple[int, str, CustomerQuestion]]:
+    """(training row number from 1, its normalised user message, the question) for each user message
+    that equals or contains (as whole words) a question, in the questions' file order."""
     texts = [(number, normalise_question(m.content)) for number, row in enumerate(train_rows, start=1)
              for m in row.messages if m.role == "user"]
     # One joined haystack keeps the common case (no leak) a single C-level search per question;
     # folded whitespace means no normalised message holds a newline, so no match spans two rows.
     haystack = "\n".join(f" {text} " for _, text in texts)
+    found = []
     for q in questions.questions:
         needle = f" {normalise_question(q.question)} "
-        if needle not in haystack:
-            continue
-        number, text = next((n, t) for n, t in texts if needle in f" {t} ")
-        how = "is" if text == needle.strip() else "is contained in"
+        if needle in haystack:
+            found.extend((number, text, q) for number, text in texts if needle in f" {text} ")
+    return found
+
+
+def check_no_leak(questions: QuestionFile, train_rows: Sequence, *, dataset: str) -> None:
+    """Refuse a question whose words equal, or are contained (as whole words) in, a training user message."""
+    found = leaks(questions, train_rows)
+    if found:
+        number, text, q = found[0]
+        how = "is" if text == normalise_question(q.question) else "is contained in"
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise TunewrightError(f"question {how} training row {number} of dataset '{dataset}' ({shown!r}); "
                               "questions used for evaluation must never be trained on",

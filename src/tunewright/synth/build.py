@@ -27,19 +27,45 @@ def build_dataset(workspace):
     build = workspace.recipe.build
     if build is None:
         raise TunewrightError("the recipe has no 'build' section", file=workspace.recipe_path, field="build")
-    generated = build_rows(build, workspace.path)
+    generated, left_out = _without_questions(workspace, build_rows(build, workspace.path))
     rows = [g.row.model_copy(update={"meta": {**g.row.meta, "split": g.split}}) for g in generated]
     files = sorted({s for g in generated for s in g.sources})
     source_files = [
         {"path": Path(f).name, "sha256": sha256_file(f), "rows": sum(1 for g in generated if f in g.sources)} for f in files
     ]
     spec = {"kind": "build", "generator": build.generator, "build": build.model_dump(mode="json")}
+    if left_out is not None:
+        spec["questions_left_out"] = left_out
     parents = []
     if build.open_book is not None:
         rows, spec["open_book"], index_id = _open_book(workspace, rows)
         parents.append(("index", index_id, "context_for"))
     prepared = prepare_rows(rows, source_files, eval_fraction=0.0, seed=build.seed)
     return register_prepared(workspace, workspace.recipe.dataset_name, prepared, spec, parents)
+
+
+def _without_questions(workspace, generated):
+    """The built rows less the training rows that ask one of the recipe's customer questions
+    (``eval.questions``), and what was left out (None when nothing was).
+
+    A template can write, word for word, a question a customer also typed ("which fixed wireless
+    plans do you have"); the leak check would then refuse the whole file at evaluation. Leaving
+    those few rows out keeps the questions unseen, as decontamination does for public benchmarks;
+    the file only ever removes rows, and the dataset's spec names it and every row removed. A file
+    given later with ``eval --questions`` is still refused on a leak: the build never saw it."""
+    from ..evaluate.questions import leaks, questions_for
+
+    found = questions_for(workspace)
+    if found is None:
+        return generated, None
+    train = [g for g in generated if g.split == "train"]
+    hits = leaks(found, [g.row for g in train])
+    if not hits:
+        return generated, None
+    dropped = {id(train[number - 1]) for number, _, _ in hits}
+    left_out = {"questions": found.name, "sha256": found.sha256,
+                "rows": [{"question_line": q.line, "row": text} for _, text, q in hits]}
+    return [g for g in generated if id(g) not in dropped], left_out
 
 
 def _open_book(workspace, rows):
