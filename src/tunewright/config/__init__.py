@@ -122,9 +122,31 @@ class AbsentSpec(_Strict):
     reference: str | None = None
 
 
+class RuleSide(_Strict):
+    answer: str
+    reference: str | None = None
+
+
+class RuleSpec(_Strict):
+    """A threshold the document states, asked with the customer's own number: "I bought it 20 days
+    ago, can you still price match?" needs the rule applied, not quoted. Question patterns name
+    ``{n}``; each of ``values`` (numbers, or the text a customer writes mapped to its number:
+    ``{"1 pm": 13}``) is one fact, answered with ``at_most`` when it is at most ``limit`` and
+    ``over`` otherwise. ``quote`` is the document's words that state the rule: the build refuses a
+    quote the document does not hold, and an open-book row shows the passage that holds it."""
+
+    quote: str
+    limit: float
+    values: list[float] | dict[str, float] = Field(min_length=2)
+    questions: list[str] = Field(min_length=2)
+    at_most: RuleSide
+    over: RuleSide
+
+
 class DocumentSource(_Strict):
     path: str
     seeds: list[QuestionSet] = Field(min_length=1)
+    rules: list[RuleSpec] = Field(default_factory=list)
 
 
 class OpenBookSpec(_Strict):

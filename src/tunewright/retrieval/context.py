@@ -193,11 +193,12 @@ def _normal(text: str) -> str:
 
 def oracle_ids(row, chunks: Sequence) -> set[str]:
     """The chunks that hold a built row's fact: the table row it came from (by file and line), or the
-    document chunk of its file whose text contains the row's reference. Rows about things the sources
-    do not hold (absent items) have none. A fact across rows (the cheapest tent, what a category
-    holds) has its group's summary passage when the index has one (``retrieval.group_summaries``),
-    else none: putting the winning row in the prompt would teach the shortcut "the answer is
-    whichever record is shown", which fails as soon as retrieval shows another member of the group.
+    document chunk of its file whose text contains the row's reference (for a rule's row, its quote).
+    Rows about things the sources do not hold (absent items) have none. A fact across rows (the
+    cheapest tent, what a category holds) has its group's summary passage when the index has one
+    (``retrieval.group_summaries``), else none: putting the winning row in the prompt would teach the
+    shortcut "the answer is whichever record is shown", which fails as soon as retrieval shows
+    another member of the group.
     Rows without an oracle keep what retrieval returns and are answered from memory."""
     source = (row.meta or {}).get("source") or {}
     file, line = source.get("file"), source.get("line")
@@ -210,7 +211,8 @@ def oracle_ids(row, chunks: Sequence) -> set[str]:
     same_file = [c for c in chunks if c.source.get("file") == file]
     if line is not None:
         return {c.id for c in same_file if c.source.get("line") == line}
-    reference = _normal(row.reference or "")
+    # A rule's rows name the policy's own words ("quote"); their references differ by side of the limit.
+    reference = _normal(source.get("quote") or row.reference or "")
     return {c.id for c in same_file if reference and reference in _normal(c.text)}
 
 

@@ -19,6 +19,7 @@ from ..data.schema import ChatRow
 from ..errors import TunewrightError
 from .base import GeneratedRow, register_generator
 from .grounded_groups import group_facts
+from .grounded_rules import check_rule, rule_cases
 
 Resolve = Callable[[str], Path]
 
@@ -251,6 +252,15 @@ class GroundedQA:
                 yield from self._mentioned(spec, train_q, mentions, field, seed.answer, reference, meta, path)
             for question in eval_q:
                 yield GeneratedRow(_qa(question, seed.answer, reference, {**meta, "phrasing": question}), "eval", (str(path),))
+        for r_index, rule in enumerate(document.rules):
+            field = f"build.documents.{d_index}.rules.{r_index}"
+            check_rule(rule, field, text, path.name)
+            split = _split_phrasings(rule.questions, spec, f"{field}.questions")
+            # "quote" names the passage an open-book row shows: the references differ by side.
+            meta = {"generator": self.name, "source": {"file": path.name, "quote": rule.quote}}
+            for i, (shown, side) in enumerate(rule_cases(rule)):
+                yield from self._fact(spec, f"rule{d_index}.{r_index}@{shown}", split, {"n": shown}, side.answer,
+                                      side.reference or side.answer, meta, i, (str(path),))
 
 
 def build_rows(spec: BuildSpec, resolve_path: Resolve) -> list[GeneratedRow]:
