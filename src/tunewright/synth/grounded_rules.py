@@ -41,13 +41,14 @@ def check_rule(rule: RuleSpec, field: str, document_text: str, document_name: st
         if "n" not in _named(pattern):
             raise TunewrightError(f"question '{pattern}' does not name {{n}}, the customer's number the rule is "
                                   "applied to", field=f"{field}.questions")
-    for name, side in (("at_most", rule.at_most), ("over", rule.over)):
-        for pattern in (*rule.questions, side.answer, side.reference or ""):
-            unknown = _named(pattern) - {"n"}
-            if unknown:
-                where = "questions" if pattern in rule.questions else name
-                raise TunewrightError(f"pattern '{pattern}' names {', '.join(sorted(unknown))}; a rule's patterns "
-                                      "see only {n}", field=f"{field}.{where}")
+    patterns = [("questions", p) for p in rule.questions]
+    patterns += [(name, p) for name, side in (("at_most", rule.at_most), ("over", rule.over))
+                 for p in (side.answer, side.reference or "")]
+    for where, pattern in patterns:
+        unknown = _named(pattern) - {"n"}
+        if unknown:
+            raise TunewrightError(f"pattern '{pattern}' names {', '.join(sorted(unknown))}; a rule's patterns "
+                                  "see only {n}", field=f"{field}.{where}")
     numbers = rule.values.values() if isinstance(rule.values, dict) else rule.values
     if any(number == rule.limit for number in numbers):
         raise TunewrightError(f"a value equals the limit {_shown(rule.limit)}: which side it falls on is for the "
