@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import random
 import re
-import string
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -20,12 +19,9 @@ from ..errors import TunewrightError
 from .base import GeneratedRow, register_generator
 from .grounded_groups import group_facts
 from .grounded_rules import check_rule, rule_cases
+from .patterns import placeholders
 
 Resolve = Callable[[str], Path]
-
-
-def _placeholders(pattern: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(pattern) if name}
 
 
 def _read_text(path: Path) -> str:
@@ -53,7 +49,7 @@ def _split_phrasings(
 
 def _check_patterns(patterns, allowed: set[str], field: str) -> None:
     for pattern in [*patterns.questions, patterns.answer, patterns.reference or ""]:
-        missing = _placeholders(pattern) - allowed
+        missing = placeholders(pattern) - allowed
         if missing:
             raise TunewrightError(f"pattern '{pattern}' names unknown columns: {', '.join(sorted(missing))}", field=field)
 

@@ -11,14 +11,9 @@ contains (held-out scoring could not tell a wrong side from a right one).
 
 from __future__ import annotations
 
-import string
-
 from ..config import RuleSide, RuleSpec
 from ..errors import TunewrightError
-
-
-def _named(pattern: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(pattern) if name}
+from .patterns import placeholders
 
 
 def _shown(value: float) -> str:
@@ -38,14 +33,14 @@ def check_rule(rule: RuleSpec, field: str, document_text: str, document_name: st
     if " ".join(rule.quote.lower().split()) not in document_text:
         raise TunewrightError(f"quote '{rule.quote}' does not appear in {document_name}", field=f"{field}.quote")
     for pattern in rule.questions:
-        if "n" not in _named(pattern):
+        if "n" not in placeholders(pattern):
             raise TunewrightError(f"question '{pattern}' does not name {{n}}, the customer's number the rule is "
                                   "applied to", field=f"{field}.questions")
     patterns = [("questions", p) for p in rule.questions]
     patterns += [(name, p) for name, side in (("at_most", rule.at_most), ("over", rule.over))
                  for p in (side.answer, side.reference or "")]
     for where, pattern in patterns:
-        unknown = _named(pattern) - {"n"}
+        unknown = placeholders(pattern) - {"n"}
         if unknown:
             raise TunewrightError(f"pattern '{pattern}' names {', '.join(sorted(unknown))}; a rule's patterns "
                                   "see only {n}", field=f"{field}.{where}")
