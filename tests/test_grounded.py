@@ -256,6 +256,22 @@ def test_mentions_ask_document_questions_with_an_entity_in_them(tmp_path):
         _spec(tmp_path, mentions=mentions), lambda p: tmp_path / p)]
 
 
+def test_short_forms_mention_an_entity_as_customers_shorten_it(tmp_path):
+    from tunewright.synth.grounded import _short_forms
+
+    assert _short_forms("Basecamp 4 Tent") == ["Basecamp 4 Tent", "tent", "4 tent"]
+    assert _short_forms("Lantern") == ["Lantern"]
+    mentions = {"table": "table.csv", "column": "label", "per_seed": 40, "short_forms": True,
+                "wrappers": ["I bought the {mention}. {q}"]}
+    rows = [r for r in build_rows(_spec(tmp_path, mentions=mentions), lambda p: tmp_path / p) if "mention" in r.row.meta]
+    used = {r.row.meta["mention"] for r in rows}
+    assert used == {"Blue Kettle", "kettle", "Red Pan", "pan"}  # 40 draws: every form, and nothing else
+    assert all(f"I bought the {r.row.meta['mention']}. " in r.row.messages[0].content for r in rows)
+    # Off (the default), only the column's values are mentioned.
+    plain = build_rows(_spec(tmp_path, mentions={**mentions, "short_forms": False}), lambda p: tmp_path / p)
+    assert {r.row.meta["mention"] for r in plain if "mention" in r.row.meta} == {"Blue Kettle", "Red Pan"}
+
+
 def test_mention_errors_name_the_field(tmp_path):
     bad_column = {"table": "table.csv", "column": "colour", "wrappers": ["{mention}: {q}"]}
     with pytest.raises(TunewrightError, match="column 'colour' is not in the table") as err:

@@ -174,6 +174,9 @@ class MentionSpec(_Strict):
     column: str
     wrappers: list[str] = Field(min_length=1)
     per_seed: int = Field(2, ge=1, description="extra training rows per document seed")
+    short_forms: bool = Field(
+        False, description="also mention an entity as customers shorten its name: the last word ('tent' for "
+                           "'Basecamp 4 Tent') or all but the first ('4 tent'), lower case; drawn with the full name")
 
     @model_validator(mode="after")
     def _wrappers_have_slots(self) -> "MentionSpec":

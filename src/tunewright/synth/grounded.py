@@ -61,6 +61,17 @@ def _rotate(items: Sequence[str], start: int, count: int | None) -> list[str]:
     return [items[(start + k) % len(items)] for k in range(count)]
 
 
+def _short_forms(name: str) -> list[str]:
+    """A name and the shorter ways customers write it: "the tent", "my rain shell" (the last word, and
+    all but the first; lower case). On the demo, policy questions naming "the Basecamp tent" or "a rain
+    shell" were answered about the product instead of the policy while the full name was all it trained."""
+    words = name.split()
+    if len(words) < 2:
+        return [name]
+    # Three ways, drawn alike; for a two-word name the short two are the same word.
+    return [name, words[-1].lower(), " ".join(words[1:]).lower()]
+
+
 def _qa(question: str, answer: str, reference: str, meta: dict) -> ChatRow:
     return ChatRow(
         messages=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
@@ -222,6 +233,8 @@ class GroundedQA:
         wrappers = spec.mentions.wrappers
         for k in range(spec.mentions.per_seed):
             question, name = rng.choice(list(train_q)), rng.choice(list(mentions))
+            if spec.mentions.short_forms:
+                name = rng.choice(_short_forms(name))
             wrapper = wrappers[rng.randrange(len(wrappers))]
             text = wrapper.format(q=question, q_lower=question.lower(), mention=name)
             yield GeneratedRow(_qa(text, answer, reference, {**meta, "phrasing": question, "mention": name}),
