@@ -58,6 +58,12 @@ def test_holdout_is_deterministic_and_seeded(tmp_path):
 def test_train_phrasings_caps_rows(tmp_path):
     rows = build_rows(_spec(tmp_path, train_phrasings=1), lambda p: tmp_path / p)
     assert sum(r.split == "train" for r in rows) == 3
+    # A document seed's own ``phrasings`` wins over the cap (two of its three are left for training).
+    seeds = [{"questions": ["Return window?", "How long to return?", "Returns deadline?"], "answer": "Within 30 days.",
+              "reference": "30 days", "phrasings": 2}]
+    rows = build_rows(_spec(tmp_path, train_phrasings=1, documents=[{"path": "doc.md", "seeds": seeds}]), lambda p: tmp_path / p)
+    assert sum(r.split == "train" and r.row.meta["fact"].startswith("seed@") for r in rows) == 2
+    assert sum(r.split == "train" for r in rows) == 4
     # Document seeds have their own cap: few facts, each worth asking in every way written.
     rows = build_rows(_spec(tmp_path, train_phrasings=1, seed_phrasings=2), lambda p: tmp_path / p)
     seeds = [r for r in rows if r.split == "train" and r.row.meta["fact"].startswith("seed@")]
@@ -174,6 +180,35 @@ def test_groups_members_extremes_by_quantity_and_pairs(tmp_path):
     assert all("Red Kettle" in q and "Blue Kettle" in q and q.index("Red") < q.index("Blue") for q in asked)
     kettle_q = [r.row.messages[0].content for r in rows if r.row.meta["fact"] == "group@kettles:lowest:weight"]
     assert all("kettle" in q and "kettles" not in q for q in kettle_q)  # the label, as a customer names one
+
+
+def test_others_name_the_rest_of_the_named_members_group(tmp_path):
+    group = {"by": "kind", "name": "label", "labels": {"kettles": "kettle"},
+             "others": {"questions": ["Besides the {label}, which {group}?", "Other {group} than the {label}?",
+                                      "Is the {label} your only {item}?"],
+                        "answer": "Besides the {label} (${price}), our {group}: {others}.", "reference": "{others}"}}
+    rows = build_rows(_shop_spec(tmp_path, groups=group), lambda p: tmp_path / p)
+    answers = _answers(rows, "group@")
+    # Read from SHOP: kettles on lines 2, 3 and 5; the Iron Pan is alone in pans, so it has no others.
+    assert answers == {"group@kettles:others:2": "Besides the Blue Kettle ($20), our kettles: Red Kettle and Steel Kettle.",
+                       "group@kettles:others:3": "Besides the Red Kettle ($35), our kettles: Blue Kettle and Steel Kettle.",
+                       "group@kettles:others:5": "Besides the Steel Kettle ($35), our kettles: Blue Kettle and Red Kettle."}
+    by_fact = {r.row.meta["fact"]: r for r in rows}
+    assert by_fact["group@kettles:others:3"].row.reference == "Blue Kettle and Steel Kettle"
+    assert by_fact["group@kettles:others:3"].row.meta["source"] == {"file": "shop.csv", "line": 3, "across_rows": True,
+                                                                     "group": "kettles"}
+    asked = [r.row.messages[0].content for r in rows if r.row.meta["fact"] == "group@kettles:others:5"]
+    assert asked and all("Steel Kettle" in q for q in asked)
+    # A group's summary passage states its members once, not once per member named.
+    from tunewright.config import GroupSpec
+    from tunewright.synth.grounded import read_table
+    from tunewright.synth.grounded_groups import group_summaries
+
+    header, records = read_table(tmp_path / "shop.csv")
+    assert group_summaries(GroupSpec(**group), records, header, "groups", "shop.csv") == {}
+    bad = {**group, "others": {"questions": ["a {label}?", "b {rest}?"], "answer": "x"}}
+    with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups.others'.*unknown columns: rest"):
+        build_rows(_shop_spec(tmp_path, groups=bad), lambda p: tmp_path / p)
 
 
 def test_compare_across_groups_pairs_each_row_with_rows_of_other_groups(tmp_path):
@@ -353,6 +388,13 @@ def test_group_phrasings_caps_facts_across_rows_apart_from_table_facts(tmp_path)
     assert len([f for f in capped if f.startswith("price@")]) == 4
     # Unset, groups follow train_phrasings.
     assert all(len(p) == 1 for p in train_rows(train_phrasings=1).values())
+    # A question set's own ``phrasings`` wins over both caps, for that set only.
+    group["members"]["phrasings"] = 4
+    table["columns"]["price"]["phrasings"] = 2
+    own = train_rows(train_phrasings=1, group_phrasings=3)
+    assert {f: len(p) for f, p in own.items()} == {**{f: 4 for f in own if f.startswith("group@")},
+                                                   **{f: 2 for f in own if f.startswith("price@")}}
+    assert len(own) == 6
 
 
 def test_holdout_by_fact_trains_every_pattern_and_never_a_facts_own_held_out_one(tmp_path):

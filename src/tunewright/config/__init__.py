@@ -58,6 +58,9 @@ class QuestionSet(_Strict):
     questions: list[str] = Field(min_length=2)
     answer: str
     reference: str | None = None
+    phrasings: int | None = Field(
+        None, ge=1, description="training phrasings per fact of this set, over the build's cap "
+                                "(train_phrasings, group_phrasings): for a few facts asked in many ways")
 
 
 class CompareSet(QuestionSet):
@@ -86,6 +89,9 @@ class GroupSpec(_Strict):
     name: str = Field(description="the column that names a row in answers")
     labels: dict[str, str] = Field(default_factory=dict)
     members: QuestionSet | None = None
+    # For each member of a group of two or more, the rest of its group ("besides the X, what other
+    # boots do you have?"): patterns also see the named row's columns and {others} (the rest, joined).
+    others: QuestionSet | None = None
     lowest: dict[str, QuestionSet] = Field(default_factory=dict)
     highest: dict[str, QuestionSet] = Field(default_factory=dict)
     compare: list[CompareSet] = Field(default_factory=list)
@@ -120,6 +126,9 @@ class AbsentSpec(_Strict):
     questions: list[str] = Field(min_length=2)
     answer: str
     reference: str | None = None
+    phrasings: int | None = Field(
+        None, ge=1, description="training phrasings per fact of this set, over the build's cap "
+                                "(train_phrasings, group_phrasings): for a few facts asked in many ways")
 
 
 class RuleSide(_Strict):

@@ -169,13 +169,15 @@ class GroundedQA:
                     continue  # an empty cell is no fact to teach
                 meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}}
                 yield from self._fact(spec, f"{column}@{line_no}", split, values, patterns.answer,
-                                      patterns.reference or "{" + column + "}", meta, line_no, (str(path),))
+                                      patterns.reference or "{" + column + "}", meta, line_no, (str(path),),
+                                      cap=patterns.phrasings)
         for r_index, patterns in enumerate(table.records):
             split = _split_phrasings(patterns.questions, spec, f"{prefix}.records.{r_index}.questions")
             for line_no, values in records:
                 meta = {"generator": self.name, "source": {"file": path.name, "line": line_no}}
                 yield from self._fact(spec, f"record{r_index}@{line_no}", split, values, patterns.answer,
-                                      patterns.reference or patterns.answer, meta, line_no, (str(path),))
+                                      patterns.reference or patterns.answer, meta, line_no, (str(path),),
+                                      cap=patterns.phrasings)
         if table.groups is not None:
             yield from self._group_rows(spec, table.groups, records, header, f"{prefix}.groups", path)
 
@@ -187,6 +189,8 @@ class GroundedQA:
                                *[(f"overall_highest.{c}", q) for c, q in groups.overall_highest.items()]]:
             if patterns is not None:
                 _check_patterns(patterns, header | named, f"{field}.{name}")
+        if groups.others is not None:
+            _check_patterns(groups.others, header | named | {"others"}, f"{field}.others")
         for c_index, compare in enumerate(groups.compare):
             _check_patterns(compare, header | named | {"a", "b"} | {f"other_{h}" for h in header}, f"{field}.compare.{c_index}")
         splits: dict[str, tuple[list[str], list[str]]] = {}
@@ -201,7 +205,8 @@ class GroundedQA:
                 source["group"] = fact.group  # what a group summary passage in the index states
             meta = {"generator": self.name, "source": source}
             yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
-                                  fact.reference or fact.answer, meta, number, (str(path),), cap=spec.group_phrasings)
+                                  fact.reference or fact.answer, meta, number, (str(path),),
+                                  cap=fact.phrasings if fact.phrasings is not None else spec.group_phrasings)
 
     def _absent_rows(self, spec: BuildSpec) -> Iterable[GeneratedRow]:
         absent = spec.absent
@@ -254,7 +259,7 @@ class GroundedQA:
                 raise TunewrightError(f"reference '{reference}' does not appear in {path.name}", field=f"{field}.reference")
             train_q, eval_q = _split_phrasings(seed.questions, spec, f"{field}.questions")
             meta = {"generator": self.name, "source": {"file": path.name}, "fact": f"seed@{d_index}.{s_index}"}
-            cap = spec.seed_phrasings if spec.seed_phrasings is not None else spec.train_phrasings
+            cap = next((c for c in (seed.phrasings, spec.seed_phrasings) if c is not None), spec.train_phrasings)
             for k, question in enumerate(_rotate(train_q, s_index, cap)):
                 yield GeneratedRow(_qa(self._wrap(spec, question, s_index + k), seed.answer, reference, {**meta, "phrasing": question}), "train", (str(path),))
             if mentions:

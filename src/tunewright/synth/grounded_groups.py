@@ -30,6 +30,8 @@ class GroupFact:
     line: int  # source line of the row the fact is about (the winner); first member for membership
     group: str | None = None  # the group a members/lowest/highest fact states; None for a compared pair
     wrong_values: dict[str, str] | None = None  # a compared pair's values with the loser as the winner
+    phrasings: int | None = None  # the question set's own cap on training phrasings
+    summarised: bool = True  # stated in the group's summary passage (the rest of a group is not: members is)
 
 
 def _join(names: list[str]) -> str:
@@ -79,9 +81,19 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
         if groups.members is not None:
             yield GroupFact(f"group@{group}:members", f"{field}.members.questions", groups.members.questions,
                             groups.members.answer, groups.members.reference, {**base, "names": _join(names)},
-                            members[0][0], group)
+                            members[0][0], group, phrasings=groups.members.phrasings)
         if len(members) < 2:
             continue  # the cheapest of one is no question a customer needs answered
+        if groups.others is not None:
+            # Asked with one member named: without it the model answers such a question by listing the
+            # one record retrieval showed (peachtree: "Besides the Trailhawk boots, what other footwear
+            # ..." -> "our footwear: the Trailhawk Hiking Boot").
+            for line, record in members:
+                rest = [name for name in names if name != record[groups.name]]
+                yield GroupFact(f"group@{group}:others:{line}", f"{field}.others.questions", groups.others.questions,
+                                groups.others.answer, groups.others.reference,
+                                {**record, **base, "names": _join(names), "others": _join(rest)}, line, group,
+                                phrasings=groups.others.phrasings, summarised=False)
         for direction, sets in (("lowest", groups.lowest), ("highest", groups.highest)):
             for column, patterns in sets.items():
                 extreme = _extreme(members, column, direction, f"{field}.{direction}.{column}", path_name)
@@ -90,7 +102,7 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
                 line, winner = extreme
                 yield GroupFact(f"group@{group}:{direction}:{column}", f"{field}.{direction}.{column}.questions",
                                 patterns.questions, patterns.answer, patterns.reference,
-                                {**winner, **base, "names": _join(names)}, line, group)
+                                {**winner, **base, "names": _join(names)}, line, group, phrasings=patterns.phrasings)
         for c_index, compare in enumerate(groups.compare):
             ordered = _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
             for i in range(len(ordered)):
@@ -119,7 +131,7 @@ def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, pat
             group = winner.get(groups.by, "")
             base = {"group": group, "item": groups.labels.get(group, group), "names": names}
             yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns.questions, patterns.answer,
-                            patterns.reference, {**winner, **base}, line)
+                            patterns.reference, {**winner, **base}, line, phrasings=patterns.phrasings)
 
 
 def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b: tuple, scope: str,
@@ -137,7 +149,8 @@ def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b:
     values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base, **asked}
     wrong = {**{f"other_{k}": v for k, v in win[2].items()}, **lose[2], **base, **asked}
     return GroupFact(f"{scope}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
-                     compare.questions, compare.answer, compare.reference, values, win[1], wrong_values=wrong)
+                     compare.questions, compare.answer, compare.reference, values, win[1], wrong_values=wrong,
+                     phrasings=compare.phrasings)
 
 
 def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_name: str,
@@ -168,7 +181,7 @@ def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: 
     no single row answers. Compared pairs are left out: a table's pairs grow with its square."""
     passages: dict[str, list[str]] = defaultdict(list)
     for fact in group_facts(groups, records, header, field, path_name):
-        if fact.group is not None:
+        if fact.group is not None and fact.summarised:
             passages[fact.group].append(fact.answer.format(**fact.values))
     return {group: f"{groups.labels.get(group, group)} ({groups.by}: {group}): {' '.join(texts)}"
             for group, texts in passages.items()}
