@@ -353,11 +353,16 @@ def test_overall_extremes_span_the_whole_table(tmp_path):
                        "all:lowest:weight": "The Red Kettle, 480 g.",
                        "all:highest:weight": "The Iron Pan, 2 kg, of Blue Kettle, Red Kettle, Iron Pan and Steel Kettle."}
     assert {r.row.meta["source"]["line"] for r in rows if r.row.meta["fact"] == "all:highest:weight"} == {4}
-    assert all(r.row.meta["source"]["across_rows"] and "group" not in r.row.meta["source"]
+    # Their group is the whole table ("*", which no cell can name): its summary passage is their oracle.
+    assert all(r.row.meta["source"]["across_rows"] and r.row.meta["source"]["group"] == "*"
                for r in rows if r.row.meta["fact"].startswith("all:"))
     bad = {"by": "kind", "name": "label", "overall_lowest": {"price": {"questions": ["a?", "b {shelf}?"], "answer": "x"}}}
     with pytest.raises(TunewrightError, match=r"field 'build.tables.0.groups.overall_lowest.price'.*unknown columns: shelf"):
         build_rows(_shop_spec(tmp_path, groups=bad), lambda p: tmp_path / p)
+    (tmp_path / "star.csv").write_text(SHOP.replace("pans", "*"))
+    star = BuildSpec(tables=[{"path": "star.csv", "groups": group}], wrappers=["{q}"])
+    with pytest.raises(TunewrightError, match=r"star.csv: field 'build.tables.0.groups': a 'kind' value is '\*'"):
+        build_rows(star, lambda p: tmp_path / p)
     missing = {"by": "kind", "name": "label", "overall_highest": {"colour": {"questions": ["a?", "b?"], "answer": "x"}}}
     with pytest.raises(TunewrightError, match=r"column 'colour' is not in the table"):
         build_rows(_shop_spec(tmp_path, groups=missing), lambda p: tmp_path / p)

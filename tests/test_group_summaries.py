@@ -5,6 +5,8 @@ the oracle of group facts in RAFT rows, and they follow the table on a rebuild."
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from tunewright.data.schema import ChatRow
 from tunewright.errors import TunewrightError
 from tunewright.retrieval import Chunk, Index
 from tunewright.retrieval.context import open_book_row, oracle_ids
+from tunewright.retrieval.index import index_sha256
 
 SHOP = ("sku,label,kind,price,weight\n"
         "A-1,Blue Kettle,kettles,20,1.2 kg\n"
@@ -35,14 +38,14 @@ KETTLES = ("kettle (kind: kettles): Our kettles: Blue Kettle, Red Kettle and Ste
            "The Blue Kettle is our cheapest kettle at $20. The Blue Kettle is our heaviest kettle.")
 
 
-def _workspace(tmp_path, base_model, *, summaries=True, groups=GROUPS):
+def _workspace(tmp_path, base_model, *, summaries=True, groups=GROUPS, retrieval=None):
     from tunewright.config import BuildSpec, Recipe
     from tunewright.workspace import Workspace
 
     build = BuildSpec(tables=[{"path": "shop.csv", "columns": {"price": {
         "questions": ["Price of {label}?", "Cost of {label}?", "What is {label} priced at?"],
         "answer": "{label} costs ${price}."}}, **({"groups": groups} if groups else {})}], open_book={"oracle_rate": 1.0})
-    recipe = Recipe(name="shop", base_model=str(base_model), build=build, retrieval={"k": 2, "group_summaries": summaries})
+    recipe = Recipe(name="shop", base_model=str(base_model), build=build, retrieval={"k": 2, "group_summaries": summaries, **(retrieval or {})})
     workspace = Workspace.init(tmp_path / "ws", recipe)
     (workspace.root / "shop.csv").write_text(SHOP)
     return workspace
@@ -163,3 +166,65 @@ def test_a_group_facts_oracle_is_its_summary_put_in_or_taken_out_after_the_rows(
     price = _row({"file": "shop.csv", "line": 5})
     seen = open_book_row(price, _Summarising(True), k=2, rng=random.Random(0), oracle_rate=1.0)
     assert seen.meta["retrieved"][-1] == SUMMARY.id and "shop.csv:5" in seen.meta["retrieved"]
+
+
+def test_a_summary_with_a_rank_comes_along_only_from_that_high_in_the_ranking():
+    summary = Chunk("a.csv:kind=tents", "tents: tent green, tent blue", {"file": "a.csv", "derived": "g", "rank": 1,
+                                                                        "search": "which costs least"})
+    chunks = [Chunk("a.csv:2", "tent green", {"file": "a.csv", "line": 2}),
+              Chunk("a.csv:3", "tent blue", {"file": "a.csv", "line": 3}), summary]
+    embedder = _SameEmbedder()  # dense ranks follow chunk order: the summary is last there
+
+    def found(passages, query):
+        index = Index(passages, embedder.encode([c.text for c in passages]), embedder_name="same", sources=[],
+                      embedder=embedder)
+        return [h.chunk.id for h in index.search(query, 2)]
+
+    # Found by its questions, not its text: only they hold "least"; only the text holds "green".
+    assert found(chunks, "costs least") == ["a.csv:2", "a.csv:3", "a.csv:kind=tents"]
+    assert found(chunks, "green tent") == ["a.csv:2", "a.csv:3"]
+    # "blue least": the blue row first, the summary second. Without a rank it comes along (top k=2);
+    # with rank 1 it does not.
+    unranked = [*chunks[:2], Chunk(summary.id, summary.text, {k: v for k, v in summary.source.items() if k != "rank"})]
+    assert found(unranked, "blue least") == ["a.csv:3", "a.csv:2", "a.csv:kind=tents"]
+    assert found(chunks, "blue least") == ["a.csv:3", "a.csv:2"]
+    # How a passage is found is part of the index's identity; a passage without either keeps the old hash.
+    plain = [*chunks[:2], Chunk(summary.id, summary.text, {"file": "a.csv", "derived": "g"})]
+    assert len({index_sha256(c, "same") for c in (chunks, unranked, plain)}) == 3
+    assert index_sha256(plain, "same") == hashlib.sha256(json.dumps(
+        {"embedder": "same", "chunks": [[c.id, c.text] for c in plain]}, separators=(",", ":")).encode()).hexdigest()
+
+
+OVERALL = {**GROUPS, "overall_lowest": {"price": {"questions": ["Cheapest thing you sell?", "What costs least of all?",
+                                                                "Most affordable item?"],
+                                                  "answer": "The {label} is the cheapest item we sell, at ${price}.",
+                                                  "reference": "{label}"}}}
+
+
+def test_summaries_found_by_their_questions_with_a_whole_table_passage(tmp_path, tiny_model_dir):
+    from tunewright.retrieval.api import load_workspace_index
+    from tunewright.synth.build import build_recipe_index
+
+    workspace = _workspace(tmp_path, tiny_model_dir, groups=OVERALL,
+                           retrieval={"summaries_found_by": "questions", "summary_rank": 1})
+    record = build_recipe_index(workspace)
+    derived = {c.id: c for c in load_workspace_index(workspace, f"{record.name}@{record.version}").chunks
+               if c.source.get("derived")}
+    # Read from SHOP and OVERALL: the $20 Blue Kettle is the cheapest of all; a group's passage is found by
+    # its facts' questions filled in (members, then cheapest, then heaviest), the whole table's by its own.
+    assert derived["shop.csv:kind=*"].text == "all of shop.csv: The Blue Kettle is the cheapest item we sell, at $20."
+    assert derived["shop.csv:kind=*"].source == {"file": "shop.csv", "group": "*", "derived": "group summary", "rank": 1,
+                                                  "search": "Cheapest thing you sell? What costs least of all? "
+                                                            "Most affordable item?"}
+    assert derived["shop.csv:kind=kettles"].text == KETTLES
+    assert derived["shop.csv:kind=kettles"].source["search"].startswith(
+        "What kettles do you sell? Any kettles? Which kettles are there? Cheapest kettle? Least expensive kettle?")
+    assert "Heaviest kettle?" in derived["shop.csv:kind=kettles"].source["search"]
+
+
+def test_summary_settings_without_summaries_are_refused():
+    from tunewright.config import RetrievalSpec
+
+    for field, value in (("summaries_found_by", "questions"), ("summary_rank", 1)):
+        with pytest.raises(ValueError, match="set group_summaries: true"):
+            RetrievalSpec(**{field: value})

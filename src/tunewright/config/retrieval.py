@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RetrievalSpec(BaseModel):
@@ -18,5 +20,18 @@ class RetrievalSpec(BaseModel):
         False, description="add one passage per group of each build table with 'groups' (its members, lowest "
                            "and highest, in the recipe's answer patterns), so 'which is your cheapest ...?' "
                            "has a record to read")
+    summaries_found_by: Literal["text", "questions"] = Field(
+        "text", description="how a group summary is found: by its text, or by the questions its facts answer "
+                            "(the recipe's group patterns filled in), so 'the cheapest thing you carry' finds "
+                            "the whole table's summary and a policy question naming a tent finds no summary")
+    summary_rank: int | None = Field(
+        None, ge=1, description="a summary comes along only when it ranks in this many of the fused ranking "
+                                "(unset: in the top k)")
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="index name; None: '<recipe name>-index'")
+
+    @model_validator(mode="after")
+    def _summaries_set(self) -> "RetrievalSpec":
+        if not self.group_summaries and (self.summaries_found_by != "text" or self.summary_rank is not None):
+            raise ValueError("summaries_found_by and summary_rank shape group summaries: set group_summaries: true")
+        return self

@@ -91,7 +91,8 @@ def _readme(config: RetrievalConfig) -> str:
             f"index `{config.index}` as built from the sources now (`tunewright index build` after an edit; "
             f"trained with version {config.trained_version}, "
             f"sha256 `{config.index_sha256}`; hybrid BM25 + MiniLM fused by reciprocal rank; an index with group "
-            f"summaries adds the best one after them when it ranks in the top {config.k}) and put them first "
+            f"summaries adds the best one after them when it ranks in the top {config.k}, or in the top "
+            f"`rank` its record in the index sets) and put them first "
             f"in the system message, exactly like this:\n\n```\n{example}\n```\n\nThen the conversation "
             f"follows as usual with the base model's chat template. Tunewright's eval, generate, serve and "
             f"export commands do this for you.\n")

@@ -15,9 +15,9 @@ at the demo's k=2 the row was not shown at all. A code names one record; nothing
 as strong, and a query without identifiers is ranked as before.
 
 On disk (``save``): ``chunks.jsonl``, ``embeddings.safetensors`` and ``manifest.json`` with the
-index hash (chunk ids and texts and the embedder's name: the same sources give the same hash),
-the source files and their sha256, the chunking and BM25 settings, each file's sha256 and
-``created_at``. Nothing is pickled; the BM25 index is rebuilt on load (milliseconds for thousands
+index hash (chunk ids and texts, how a derived passage is found, and the embedder's name: the same
+sources give the same hash), the source files and their sha256, the chunking and BM25 settings, each
+file's sha256 and ``created_at``. Nothing is pickled; the BM25 index is rebuilt on load (milliseconds for thousands
 of chunks).
 """
 
@@ -64,8 +64,16 @@ class Hit:
     dense_rank: int | None
 
 
+def search_text(chunk: Chunk) -> str:
+    """What BM25 and the embeddings see of a chunk: its text, or for a derived passage the text it
+    is to be found by (``source["search"]``: a group summary found by the questions it answers)."""
+    return chunk.source.get("search", chunk.text)
+
+
 def index_sha256(chunks: Iterable[Chunk], embedder_name: str, stem: bool = False) -> str:
-    body = {"embedder": embedder_name, "chunks": [[c.id, c.text] for c in chunks]}
+    # How a passage is found is part of it; only present where set, so older indexes keep their hash.
+    body = {"embedder": embedder_name, "chunks": [[c.id, c.text, *[{k: c.source[k]} for k in ("search", "rank")
+                                                                    if k in c.source]] for c in chunks]}
     if stem:  # only then: an index without stems keeps the version it always had
         body["stem"] = True
     return hashlib.sha256(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
@@ -108,7 +116,7 @@ class Index:
     def _build_bm25(self):
         import bm25s
 
-        corpus = [tokenize(c.text, stem=self.stem) for c in self.chunks]
+        corpus = [tokenize(search_text(c), stem=self.stem) for c in self.chunks]
         if not any(corpus):
             return None  # only stopwords and punctuation (bm25s cannot index an empty vocabulary)
         bm25 = bm25s.BM25(**BM25_SETTINGS)
@@ -176,7 +184,8 @@ class Index:
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The top ``k`` source chunks by reciprocal-rank fusion of the BM25 and the dense ranking,
-        then at most one derived passage (a group summary), when one ranks in the fused top ``k``.
+        then at most one derived passage (a group summary), when one ranks in the fused top ``k``
+        (in the top ``source["rank"]`` when the passage sets it).
 
         The summary comes after the sources and takes none of their places: it names every member
         of its group, so it matches many questions about one member, and in the ranking it would
@@ -193,7 +202,8 @@ class Index:
         named = identifiers(query)
         order = sorted(fused, key=lambda i: (-len(named & self._identifiers[i]), -fused[i], i))
         sources = [i for i in order if not self.chunks[i].source.get("derived")][:k]
-        summary = [i for i in order[:k] if self.chunks[i].source.get("derived")][:1]
+        summary = [i for place, i in enumerate(order[:k]) if self.chunks[i].source.get("derived")
+                   and place < self.chunks[i].source.get("rank", k)][:1]
         return [Hit(self.chunks[i], fused[i], bm25_rank.get(i), dense_rank.get(i)) for i in sources + summary]
 
     # -- on disk -------------------------------------------------------------------------------
@@ -334,7 +344,7 @@ def build_index(paths: Sequence[str | Path], *, root: str | Path | None = None,
         from ..models.embeddings import default_embedder
 
         embedder = default_embedder()
-    embeddings = embedder.encode([c.text for c in chunks])
+    embeddings = embedder.encode([search_text(c) for c in chunks])
     return Index(chunks, embeddings, embedder_name=embedder.name, sources=sources, embedder=embedder, stem=stem)
 
 

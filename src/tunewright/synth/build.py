@@ -143,7 +143,7 @@ def build_recipe_index(workspace, name: str | None = None, *, embedder=None):
 
 
 def summary_chunks(workspace) -> list[Chunk]:
-    build = workspace.recipe.build
+    build, spec = workspace.recipe.build, workspace.recipe.retrieval
     chunks = []
     for t_index, table in enumerate(build.tables if build is not None else []):
         if table.groups is None:
@@ -151,10 +151,14 @@ def summary_chunks(workspace) -> list[Chunk]:
         path = workspace.path(table.path)
         header, records = read_table(path)
         field = f"build.tables.{t_index}.groups"
-        for group, text in group_summaries(table.groups, records, header, field, path.name).items():
+        for group, (text, questions) in group_summaries(table.groups, records, header, field, path.name).items():
             # A chunk id names a place in its file; a summary has none, so its group stands in.
-            chunks.append(Chunk(f"{path.name}:{table.groups.by}={group}", text,
-                                {"file": path.name, "group": group, "derived": "group summary"}))
+            source = {"file": path.name, "group": group, "derived": "group summary"}
+            if spec.summaries_found_by == "questions":
+                source["search"] = questions
+            if spec.summary_rank is not None:
+                source["rank"] = spec.summary_rank
+            chunks.append(Chunk(f"{path.name}:{table.groups.by}={group}", text, source))
     if not chunks:
         raise TunewrightError("is set, but no build table has 'groups' to summarise", file=workspace.recipe_path,
                               field=SUMMARIES_FIELD)

@@ -34,6 +34,11 @@ class GroupFact:
     summarised: bool = True  # stated in the group's summary passage (the rest of a group is not: members is)
 
 
+# The group of the whole table's lowest and highest: its summary passage states them (oracle of those
+# rows in open-book training). A table with a group of that name is refused where they are asked.
+WHOLE_TABLE = "*"
+
+
 def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
@@ -75,6 +80,9 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
     for line, record in records:
         if record.get(groups.by):
             by_group[record[groups.by]].append((line, record))
+    if WHOLE_TABLE in by_group and (groups.overall_lowest or groups.overall_highest):
+        raise TunewrightError(f"a '{groups.by}' value is '{WHOLE_TABLE}', the name of the whole table's group: "
+                              "rename it", file=path_name, field=field)
     for group, members in by_group.items():
         base = {"group": group, "item": groups.labels.get(group, group)}
         names = [record[groups.name] for _, record in members]
@@ -119,7 +127,7 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
 
 
 def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, path_name: str) -> Iterator[GroupFact]:
-    """The lowest and highest of the whole table by a column (no group: no one summary states it)."""
+    """The lowest and highest of the whole table by a column (group ``WHOLE_TABLE``)."""
     names = _join([record[groups.name] for _, record in records])
     for direction, sets in (("lowest", groups.overall_lowest), ("highest", groups.overall_highest)):
         for column, patterns in sets.items():
@@ -131,7 +139,7 @@ def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, pat
             group = winner.get(groups.by, "")
             base = {"group": group, "item": groups.labels.get(group, group), "names": names}
             yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns.questions, patterns.answer,
-                            patterns.reference, {**winner, **base}, line, phrasings=patterns.phrasings)
+                            patterns.reference, {**winner, **base}, line, WHOLE_TABLE, phrasings=patterns.phrasings)
 
 
 def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b: tuple, scope: str,
@@ -175,13 +183,20 @@ def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_
 
 
 def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
-                    path_name: str) -> dict[str, str]:
+                    path_name: str) -> dict[str, tuple[str, str]]:
     """One passage per group stating what its facts say (members, lowest, highest), in the recipe's
     own answer patterns: what an open-book prompt can quote for "which is your cheapest tent?", which
-    no single row answers. Compared pairs are left out: a table's pairs grow with its square."""
+    no single row answers; one more for the whole table's lowest and highest when the recipe asks
+    them. Compared pairs are left out: a table's pairs grow with its square. Each comes with the
+    questions its facts answer (the patterns filled in), to be found by instead of its text."""
     passages: dict[str, list[str]] = defaultdict(list)
+    asked: dict[str, list[str]] = defaultdict(list)
     for fact in group_facts(groups, records, header, field, path_name):
         if fact.group is not None and fact.summarised:
             passages[fact.group].append(fact.answer.format(**fact.values))
-    return {group: f"{groups.labels.get(group, group)} ({groups.by}: {group}): {' '.join(texts)}"
-            for group, texts in passages.items()}
+            asked[fact.group].extend(q.format(**fact.values) for q in fact.questions)
+
+    def title(group: str) -> str:
+        return f"all of {path_name}" if group == WHOLE_TABLE else f"{groups.labels.get(group, group)} ({groups.by}: {group})"
+
+    return {group: (f"{title(group)}: {' '.join(texts)}", " ".join(asked[group])) for group, texts in passages.items()}
