@@ -260,6 +260,11 @@ def test_absent_items_are_taught_to_be_declined(tmp_path):
     assert {r.row.answer for r in rows} == {"Sorry, we don't sell kites.", "Sorry, we don't sell sofas.",
                                             "Sorry, we don't sell boats."}
     assert sum(r.split == "eval" for r in rows) == 3 and all(r.sources == () for r in rows)
+    # Two training phrasings per item by default (train_phrasings); its own ``phrasings: 1`` gives one.
+    assert sum(r.split == "train" for r in rows) == 6
+    spec = _spec(tmp_path, absent={**spec.absent.model_dump(), "phrasings": 1})
+    assert sum(r.split == "train" and r.row.meta["fact"].startswith("absent@")
+               for r in build_rows(spec, lambda p: tmp_path / p)) == 3
 
 
 @pytest.mark.parametrize("cell,expected", [

@@ -215,7 +215,7 @@ class GroundedQA:
         meta = {"generator": self.name, "source": {"recipe": "build.absent"}}
         for i, item in enumerate(absent.items):
             yield from self._fact(spec, f"absent@{item}", split, {"item": item}, absent.answer,
-                                  absent.reference or absent.answer, meta, i, ())
+                                  absent.reference or absent.answer, meta, i, (), cap=absent.phrasings)
 
     def _mentions(self, spec: BuildSpec, resolve: Resolve) -> list[str]:
         """The values of ``build.mentions.column`` (empty without ``build.mentions``)."""
