@@ -118,17 +118,11 @@ class TableSource(_Strict):
         return self
 
 
-class AbsentSpec(_Strict):
+class AbsentSpec(QuestionSet):
     """Things the company does not offer, so the model learns to say so instead of inventing one.
     Patterns see {item}."""
 
     items: list[str] = Field(min_length=2)
-    questions: list[str] = Field(min_length=2)
-    answer: str
-    reference: str | None = None
-    phrasings: int | None = Field(
-        None, ge=1, description="training phrasings per fact of this set, over the build's cap "
-                                "(train_phrasings, group_phrasings): for a few facts asked in many ways")
 
 
 class RuleSide(_Strict):

@@ -100,9 +100,10 @@ def _check_tells_apart(fact, field: str) -> None:
     comparison right (lakeline: 22 of 22 by that reference, 15 of 22 by who was named the winner)."""
     from ..evaluate.metrics import Contains
 
-    reference = (fact.reference or fact.answer).format(**fact.values)
-    wrong = fact.answer.format(**fact.wrong_values)
-    if wrong != fact.answer.format(**fact.values) and Contains().score(wrong, reference):
+    patterns = fact.patterns
+    reference = (patterns.reference or patterns.answer).format(**fact.values)
+    wrong = patterns.answer.format(**fact.wrong_values)
+    if wrong != patterns.answer.format(**fact.values) and Contains().score(wrong, reference):
         c_index = fact.questions_field.rsplit(".", 2)[-2]
         raise TunewrightError(
             f"reference '{reference}' is also found in the answer that names the other item the winner "
@@ -198,15 +199,16 @@ class GroundedQA:
             if fact.wrong_values is not None:
                 _check_tells_apart(fact, field)
             if fact.questions_field not in splits:
-                splits[fact.questions_field] = _split_phrasings(fact.questions, spec, fact.questions_field)
+                splits[fact.questions_field] = _split_phrasings(fact.patterns.questions, spec, fact.questions_field)
             # across_rows: the fact needs the whole group; the row named by ``line`` is only where its answer is.
             source = {"file": path.name, "line": fact.line, "across_rows": True}
             if fact.group is not None:
                 source["group"] = fact.group  # what a group summary passage in the index states
             meta = {"generator": self.name, "source": source}
-            yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, fact.answer,
-                                  fact.reference or fact.answer, meta, number, (str(path),),
-                                  cap=fact.phrasings if fact.phrasings is not None else spec.group_phrasings)
+            patterns = fact.patterns
+            yield from self._fact(spec, fact.key, splits[fact.questions_field], fact.values, patterns.answer,
+                                  patterns.reference or patterns.answer, meta, number, (str(path),),
+                                  cap=patterns.phrasings if patterns.phrasings is not None else spec.group_phrasings)
 
     def _absent_rows(self, spec: BuildSpec) -> Iterable[GeneratedRow]:
         absent = spec.absent

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..config import GroupSpec
+from ..config import GroupSpec, QuestionSet
 from ..errors import TunewrightError
 from .quantities import parse_quantity
 
@@ -23,14 +23,11 @@ from .quantities import parse_quantity
 class GroupFact:
     key: str  # identifies the fact for the held-out split and for meta
     questions_field: str  # recipe field of its question patterns, for the phrasing split and errors
-    questions: list[str]
-    answer: str
-    reference: str | None
+    patterns: QuestionSet  # its questions, answer, reference and own phrasing cap
     values: dict[str, str]  # placeholder values for the patterns
     line: int  # source line of the row the fact is about (the winner); first member for membership
     group: str | None = None  # the group a members/lowest/highest fact states; None for a compared pair
     wrong_values: dict[str, str] | None = None  # a compared pair's values with the loser as the winner
-    phrasings: int | None = None  # the question set's own cap on training phrasings
     summarised: bool = True  # stated in the group's summary passage (the rest of a group is not: members is)
 
 
@@ -87,9 +84,8 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
         base = {"group": group, "item": groups.labels.get(group, group)}
         names = [record[groups.name] for _, record in members]
         if groups.members is not None:
-            yield GroupFact(f"group@{group}:members", f"{field}.members.questions", groups.members.questions,
-                            groups.members.answer, groups.members.reference, {**base, "names": _join(names)},
-                            members[0][0], group, phrasings=groups.members.phrasings)
+            yield GroupFact(f"group@{group}:members", f"{field}.members.questions", groups.members,
+                            {**base, "names": _join(names)}, members[0][0], group)
         if len(members) < 2:
             continue  # the cheapest of one is no question a customer needs answered
         if groups.others is not None:
@@ -98,10 +94,9 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
             # ..." -> "our footwear: the Trailhawk Hiking Boot").
             for line, record in members:
                 rest = [name for name in names if name != record[groups.name]]
-                yield GroupFact(f"group@{group}:others:{line}", f"{field}.others.questions", groups.others.questions,
-                                groups.others.answer, groups.others.reference,
+                yield GroupFact(f"group@{group}:others:{line}", f"{field}.others.questions", groups.others,
                                 {**record, **base, "names": _join(names), "others": _join(rest)}, line, group,
-                                phrasings=groups.others.phrasings, summarised=False)
+                                summarised=False)
         for direction, sets in (("lowest", groups.lowest), ("highest", groups.highest)):
             for column, patterns in sets.items():
                 extreme = _extreme(members, column, direction, f"{field}.{direction}.{column}", path_name)
@@ -109,8 +104,7 @@ def group_facts(groups: GroupSpec, records: list[tuple[int, dict]], header: set[
                     continue
                 line, winner = extreme
                 yield GroupFact(f"group@{group}:{direction}:{column}", f"{field}.{direction}.{column}.questions",
-                                patterns.questions, patterns.answer, patterns.reference,
-                                {**winner, **base, "names": _join(names)}, line, group, phrasings=patterns.phrasings)
+                                patterns, {**winner, **base, "names": _join(names)}, line, group)
         for c_index, compare in enumerate(groups.compare):
             ordered = _ordered(members, compare.column, f"{field}.compare.{c_index}", path_name)
             for i in range(len(ordered)):
@@ -138,8 +132,8 @@ def _overall(groups: GroupSpec, records: list[tuple[int, dict]], field: str, pat
             line, winner = extreme
             group = winner.get(groups.by, "")
             base = {"group": group, "item": groups.labels.get(group, group), "names": names}
-            yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns.questions, patterns.answer,
-                            patterns.reference, {**winner, **base}, line, WHOLE_TABLE, phrasings=patterns.phrasings)
+            yield GroupFact(f"all:{direction}:{column}", f"{where}.questions", patterns, {**winner, **base}, line,
+                            WHOLE_TABLE)
 
 
 def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b: tuple, scope: str,
@@ -157,8 +151,7 @@ def _compared(groups: GroupSpec, compare, c_index: int, field: str, a: tuple, b:
     values = {**{f"other_{k}": v for k, v in lose[2].items()}, **win[2], **base, **asked}
     wrong = {**{f"other_{k}": v for k, v in win[2].items()}, **lose[2], **base, **asked}
     return GroupFact(f"{scope}:compare{c_index}:{a[1]}-{b[1]}", f"{field}.compare.{c_index}.questions",
-                     compare.questions, compare.answer, compare.reference, values, win[1], wrong_values=wrong,
-                     phrasings=compare.phrasings)
+                     compare, values, win[1], wrong_values=wrong)
 
 
 def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_name: str,
@@ -193,8 +186,8 @@ def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: 
     asked: dict[str, list[str]] = defaultdict(list)
     for fact in group_facts(groups, records, header, field, path_name):
         if fact.group is not None and fact.summarised:
-            passages[fact.group].append(fact.answer.format(**fact.values))
-            asked[fact.group].extend(q.format(**fact.values) for q in fact.questions)
+            passages[fact.group].append(fact.patterns.answer.format(**fact.values))
+            asked[fact.group].extend(q.format(**fact.values) for q in fact.patterns.questions)
 
     def title(group: str) -> str:
         return f"all of {path_name}" if group == WHOLE_TABLE else f"{groups.labels.get(group, group)} ({groups.by}: {group})"
