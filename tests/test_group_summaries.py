@@ -214,12 +214,76 @@ def test_summaries_found_by_their_questions_with_a_whole_table_passage(tmp_path,
     # its facts' questions filled in (members, then cheapest, then heaviest), the whole table's by its own.
     assert derived["shop.csv:kind=*"].text == "all of shop.csv: The Blue Kettle is the cheapest item we sell, at $20."
     assert derived["shop.csv:kind=*"].source == {"file": "shop.csv", "group": "*", "derived": "group summary", "rank": 1,
-                                                  "search": "Cheapest thing you sell? What costs least of all? "
-                                                            "Most affordable item?"}
+                                                  "search": ["Cheapest thing you sell?", "What costs least of all?",
+                                                             "Most affordable item?"]}
     assert derived["shop.csv:kind=kettles"].text == KETTLES
-    assert derived["shop.csv:kind=kettles"].source["search"].startswith(
-        "What kettles do you sell? Any kettles? Which kettles are there? Cheapest kettle? Least expensive kettle?")
+    assert derived["shop.csv:kind=kettles"].source["search"][:5] == [
+        "What kettles do you sell?", "Any kettles?", "Which kettles are there?", "Cheapest kettle?",
+        "Least expensive kettle?"]
     assert "Heaviest kettle?" in derived["shop.csv:kind=kettles"].source["search"]
+
+
+class _WordsEmbedder:
+    """A text's words counted and normalised: the cosine of two texts is computable by hand."""
+    name = "words"
+    vocabulary = ("which", "pans", "cheapest", "kettle", "iron", "pan", "green")
+
+    def encode(self, texts):
+        counts = torch.tensor([[float(t.lower().replace("?", "").split().count(w)) for w in self.vocabulary]
+                               for t in texts])
+        return torch.nn.functional.normalize(counts, dim=-1)
+
+
+def test_a_passage_found_by_questions_is_embedded_by_its_best_single_question(tmp_path):
+    from tunewright.retrieval.index import MANIFEST_FILE, search_text
+
+    summary = Chunk("a.csv:kind=pans", "pans: iron pan", {"file": "a.csv", "derived": "g",
+                                                          "search": ["Cheapest kettle?", "Which pans?"]})
+    row = Chunk("a.csv:2", "iron pan green", {"file": "a.csv", "line": 2})
+    embedder = _WordsEmbedder()
+    index = Index([row, summary], embedder.encode([search_text(c) for c in (row, summary)]), embedder_name="words",
+                  sources=[], embedder=embedder)
+    # By hand: "which pans" is word for word the second question (cosine 1); the questions read
+    # together would give 2 / sqrt(4 * 2) = 0.707. The row shares no word with the query.
+    assert index.dense_scores("which pans").tolist() == pytest.approx([0.0, 1.0])
+    assert index.dense_scores("cheapest kettle").tolist() == pytest.approx([0.0, 1.0])
+    assert index.dense_scores("green pan").tolist() == pytest.approx([2 / (3 ** 0.5 * 2 ** 0.5), 0.0])
+    # BM25 still reads the questions together: "which" and "kettle" are both found in the summary.
+    assert search_text(summary) == "Cheapest kettle? Which pans?"
+    # Saved and loaded, the question vectors come back (format 2); without passages found by
+    # questions an index stays format 1, readable by versions before them.
+    index.save(tmp_path / "ix")
+    again = Index.load(tmp_path / "ix", embedder=embedder)
+    assert torch.equal(again.question_embeddings, index.question_embeddings)
+    assert again.dense_scores("which pans").tolist() == pytest.approx([0.0, 1.0])
+    assert json.loads((tmp_path / "ix" / MANIFEST_FILE).read_text())["format"] == 2
+    plain = Index([row], embedder.encode([row.text]), embedder_name="words", sources=[], embedder=embedder)
+    plain.save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text())["format"] == 1 and plain.question_embeddings is None
+
+
+def test_an_index_missing_its_question_vectors_is_refused_naming_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from tunewright.io import sha256_file
+    from tunewright.retrieval.index import EMBEDDINGS_FILE, MANIFEST_FILE
+
+    summary = Chunk("a.csv:kind=pans", "pans: iron pan", {"file": "a.csv", "derived": "g", "search": ["Which pans?"]})
+    embedder = _WordsEmbedder()
+    Index([summary], embedder.encode(["Which pans?"]), embedder_name="words", sources=[], embedder=embedder,
+          question_embeddings=embedder.encode(["Which pans?"])).save(tmp_path / "ix")
+    # The embeddings file rewritten without its question vectors, its sha256 updated to pass that check.
+    save_file({"embeddings": embedder.encode(["Which pans?"])}, str(tmp_path / "ix" / EMBEDDINGS_FILE))
+    manifest = json.loads((tmp_path / "ix" / MANIFEST_FILE).read_text())
+    manifest["files"][EMBEDDINGS_FILE] = sha256_file(tmp_path / "ix" / EMBEDDINGS_FILE)
+    (tmp_path / "ix" / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(TunewrightError, match="1 questions to find passages by, but question embeddings of shape "
+                                              "None; rebuild the index") as caught:
+        Index.load(tmp_path / "ix", embedder=embedder)
+    assert EMBEDDINGS_FILE in str(caught.value)
+    with pytest.raises(TunewrightError, match=r"1 questions to find passages by, but question embeddings of shape \(2, 7\)"):
+        Index([summary], embedder.encode(["x"]), embedder_name="words", sources=[],
+              question_embeddings=embedder.encode(["a", "b"]))
 
 
 def test_summary_settings_without_summaries_are_refused():

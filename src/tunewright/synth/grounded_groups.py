@@ -176,7 +176,7 @@ def _compared_across(groups: GroupSpec, compare, c_index: int, field: str, path_
 
 
 def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: set[str], field: str,
-                    path_name: str) -> dict[str, tuple[str, str]]:
+                    path_name: str) -> dict[str, tuple[str, list[str]]]:
     """One passage per group stating what its facts say (members, lowest, highest), in the recipe's
     own answer patterns: what an open-book prompt can quote for "which is your cheapest tent?", which
     no single row answers; one more for the whole table's lowest and highest when the recipe asks
@@ -192,4 +192,4 @@ def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: 
     def title(group: str) -> str:
         return f"all of {path_name}" if group == WHOLE_TABLE else f"{groups.labels.get(group, group)} ({groups.by}: {group})"
 
-    return {group: (f"{title(group)}: {' '.join(texts)}", " ".join(asked[group])) for group, texts in passages.items()}
+    return {group: (f"{title(group)}: {' '.join(texts)}", asked[group]) for group, texts in passages.items()}
