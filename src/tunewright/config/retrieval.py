@@ -22,9 +22,9 @@ class RetrievalSpec(BaseModel):
                            "has a record to read")
     summaries_found_by: Literal["text", "questions"] = Field(
         "text", description="how a group summary is found: by its text, or by the questions its facts answer "
-                            "(the recipe's group patterns filled in; BM25 reads them together, the embeddings take the best "
-                            "single one), so 'the cheapest thing you carry' finds "
-                            "the whole table's summary and a policy question naming a tent finds no summary")
+                            "(the recipe's group patterns filled in; BM25 reads them together, the embeddings "
+                            "take the best single one), so 'the cheapest thing you carry' finds the whole "
+                            "table's summary and a policy question naming a tent finds no summary")
     summary_rank: int | None = Field(
         None, ge=1, description="a summary comes along only when it ranks in this many of the fused ranking "
                                 "(unset: in the top k)")

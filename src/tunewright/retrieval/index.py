@@ -258,8 +258,8 @@ class Index:
     def manifest(self) -> dict[str, Any]:
         # Format 2 only where there are question vectors: an index without them stays readable by
         # versions that read format 1.
-        return {"format": 2 if len(self._question_owner) else 1, "sha256": self.sha256, "version": self.version, "embedder": self.embedder_name,
-                "n_chunks": len(self), "dim": int(self.embeddings.shape[1]), "sources": self.sources,
+        return {"format": 2 if len(self._question_owner) else 1, "sha256": self.sha256, "version": self.version,
+                "embedder": self.embedder_name, "n_chunks": len(self), "dim": int(self.embeddings.shape[1]), "sources": self.sources,
                 "settings": self.settings(), "created_at": self.created_at}
 
     def save(self, folder: str | Path) -> Path:

@@ -190,6 +190,8 @@ def group_summaries(groups: GroupSpec, records: list[tuple[int, dict]], header: 
             asked[fact.group].extend(q.format(**fact.values) for q in fact.patterns.questions)
 
     def title(group: str) -> str:
-        return f"all of {path_name}" if group == WHOLE_TABLE else f"{groups.labels.get(group, group)} ({groups.by}: {group})"
+        if group == WHOLE_TABLE:
+            return f"all of {path_name}"
+        return f"{groups.labels.get(group, group)} ({groups.by}: {group})"
 
     return {group: (f"{title(group)}: {' '.join(texts)}", asked[group]) for group, texts in passages.items()}
