@@ -259,8 +259,8 @@ class Index:
         # Format 2 only where there are question vectors: an index without them stays readable by
         # versions that read format 1.
         return {"format": 2 if len(self._question_owner) else 1, "sha256": self.sha256, "version": self.version,
-                "embedder": self.embedder_name, "n_chunks": len(self), "dim": int(self.embeddings.shape[1]), "sources": self.sources,
-                "settings": self.settings(), "created_at": self.created_at}
+                "embedder": self.embedder_name, "n_chunks": len(self), "dim": int(self.embeddings.shape[1]),
+                "sources": self.sources, "settings": self.settings(), "created_at": self.created_at}
 
     def save(self, folder: str | Path) -> Path:
         """Write the index to ``folder`` in one rename: a crash leaves the old folder or none."""
